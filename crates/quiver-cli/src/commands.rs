@@ -1,0 +1,103 @@
+//! One function per verb: open the repository, call the facade, render the result.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use quiver::FeatureStore;
+
+use crate::args::{Cli, Command};
+use crate::render;
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.json;
+    match cli.command {
+        Command::Init { dir } => init(&dir, json),
+        Command::Plan => {
+            let store = FeatureStore::open(&cli.repo)?;
+            let plan = store.plan().await?;
+            render::plan(&store, &plan, false, json)
+        }
+        Command::Apply => {
+            let store = FeatureStore::open(&cli.repo)?;
+            let plan = store.apply().await?;
+            render::plan(&store, &plan, true, json)
+        }
+        Command::Ls => {
+            let store = FeatureStore::open(&cli.repo)?;
+            render::list(&store.list().await?, json)
+        }
+        Command::Describe { name } => {
+            let store = FeatureStore::open(&cli.repo)?;
+            render::describe(&store.describe(&name).await?, json)
+        }
+        Command::History { name } => {
+            let store = FeatureStore::open(&cli.repo)?;
+            render::history(&store.history(&name).await?, json)
+        }
+        Command::Quickstart { dir } => quickstart(dir, json).await,
+    }
+}
+
+fn init(dir: &Path, json: bool) -> anyhow::Result<()> {
+    quiver::example::init_repository(dir, chrono::Utc::now())?;
+    if json {
+        return render::json(&serde_json::json!({ "created": dir }));
+    }
+    println!("Created a feature repository in {}", dir.display());
+    println!(
+        "  quiver.toml, features/*.sql, data/driver_stats.parquet, data/customer_stats.parquet"
+    );
+    println!();
+    println!("Next:");
+    println!("  cd {} && quiver plan && quiver apply", dir.display());
+    Ok(())
+}
+
+/// The README's main command: init → plan → apply → describe on a fresh example.
+async fn quickstart(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => {
+            let dir = std::env::temp_dir().join("quiver-quickstart");
+            if dir.join("quiver.toml").exists() {
+                std::fs::remove_dir_all(&dir).with_context(|| {
+                    format!(
+                        "cannot remove the previous quickstart folder {}",
+                        dir.display()
+                    )
+                })?;
+            }
+            dir
+        }
+    };
+    quiver::example::init_repository(&dir, chrono::Utc::now())?;
+    let store = FeatureStore::open(&dir)?;
+    let plan = store.plan().await?;
+    let applied = store.apply().await?;
+    let view = store.describe("driver_hourly_stats").await?;
+    let objects = store.list().await?;
+    if json {
+        return render::json(&serde_json::json!({
+            "repository": dir,
+            "plan": plan,
+            "applied": applied,
+            "objects": objects,
+            "describe": view,
+        }));
+    }
+    println!("== quiver init {}", dir.display());
+    println!("== quiver plan");
+    render::plan(&store, &plan, false, false)?;
+    println!("\n== quiver apply");
+    render::plan(&store, &applied, true, false)?;
+    println!("\n== quiver ls");
+    render::list(&objects, false)?;
+    println!("\n== quiver describe driver_hourly_stats");
+    render::describe(&view, false)?;
+    println!(
+        "\nThe repository is in {}; try `quiver --repo {} history driver_hourly_stats`.",
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}

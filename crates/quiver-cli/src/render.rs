@@ -1,0 +1,311 @@
+//! Text and JSON output of every command. Text is for people (aligned, short); JSON is
+//! for scripts (complete, stable field names).
+
+use std::fmt::Write as _;
+
+use quiver::model::Object;
+use quiver::{Action, FeatureStore, HistoryEntry, ObjectRecord, Plan};
+use serde::Serialize;
+
+pub fn json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints an error to stderr: diagnostics as they render, anything else as `error: …`.
+pub fn error(error: &anyhow::Error, as_json: bool) {
+    let quiver_error = error.downcast_ref::<quiver::Error>();
+    if as_json {
+        let kind = quiver_error
+            .map(|e| e.kind())
+            .unwrap_or(quiver::ErrorKind::Internal);
+        let mut body = serde_json::json!({ "error": error.to_string(), "kind": kind });
+        if let Some(quiver::Error::Core(quiver_core::Error::InvalidDefinitions(d))) = quiver_error {
+            body["diagnostics"] = serde_json::to_value(d).unwrap_or_default();
+        }
+        eprintln!(
+            "{}",
+            serde_json::to_string_pretty(&body).unwrap_or_else(|_| error.to_string())
+        );
+        return;
+    }
+    match quiver_error {
+        Some(quiver::Error::Core(quiver_core::Error::InvalidDefinitions(d))) => eprintln!("{d}"),
+        _ => {
+            let mut text = format!("error: {error}");
+            for cause in error.chain().skip(1) {
+                let _ = write!(text, "\n  caused by: {cause}");
+            }
+            eprintln!("{text}");
+        }
+    }
+}
+
+pub fn plan(store: &FeatureStore, plan: &Plan, applied: bool, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(&serde_json::json!({
+            "project": store.config().project,
+            "applied": applied,
+            "changes": plan.changes.iter().map(|c| serde_json::json!({
+                "kind": c.kind,
+                "name": c.name,
+                "action": c.action.name(),
+                "version": c.action.version(),
+                "from_version": match c.action { Action::NewVersion { from, .. } => Some(from), _ => None },
+                "fields": c.fields,
+            })).collect::<Vec<_>>(),
+            "unchanged": plan.unchanged,
+        }));
+    }
+    let project = &store.config().project;
+    if plan.is_empty() {
+        println!(
+            "No changes: the registry of project `{project}` is up to date ({} objects).",
+            plan.unchanged
+        );
+        return Ok(());
+    }
+    println!(
+        "{} for project `{project}`:",
+        if applied { "Applied" } else { "Plan" }
+    );
+    let width = plan
+        .changes
+        .iter()
+        .map(|c| c.kind.to_string().len() + c.name.len() + 1)
+        .max()
+        .unwrap_or(0);
+    for change in &plan.changes {
+        let (sign, what) = match change.action {
+            Action::Add { version } => ('+', format!("new, v{version}")),
+            Action::NewVersion { from, to } => ('~', format!("v{from} -> v{to}")),
+            Action::UpdateMetadata { version } => ('~', format!("v{version}, metadata only")),
+            Action::Remove { version } => ('-', format!("removed, was v{version}")),
+            Action::Restore { version } => ('+', format!("restored, v{version}")),
+        };
+        let label = format!("{} {}", change.kind, change.name);
+        let fields: Vec<&str> = change
+            .fields
+            .iter()
+            .map(String::as_str)
+            .filter(|f| *f != "normalized_query")
+            .collect();
+        let fields = if fields.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", fields.join(", "))
+        };
+        println!("  {sign} {label:<width$}  {what}{fields}");
+    }
+    let counts = [
+        (plan.count("added"), "added"),
+        (plan.count("new_version"), "new version"),
+        (plan.count("metadata"), "metadata only"),
+        (plan.count("removed"), "removed"),
+        (plan.count("restored"), "restored"),
+    ];
+    let summary: Vec<String> = counts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    println!("{}; {} unchanged.", summary.join(", "), plan.unchanged);
+    if !applied {
+        println!("Run `quiver apply` to record these changes.");
+    }
+    Ok(())
+}
+
+pub fn list(records: &[ObjectRecord], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "kind": r.kind, "name": r.name, "version": r.version,
+                    "content_hash": r.content_hash, "updated_at": r.updated_at,
+                })
+            })
+            .collect();
+        return json(&rows);
+    }
+    if records.is_empty() {
+        println!("The registry is empty: run `quiver apply`.");
+        return Ok(());
+    }
+    let rows: Vec<[String; 4]> = records
+        .iter()
+        .map(|r| {
+            [
+                r.kind.to_string(),
+                r.name.clone(),
+                format!("v{}", r.version),
+                r.updated_at.clone(),
+            ]
+        })
+        .collect();
+    print_table(["KIND", "NAME", "VERSION", "UPDATED"], &rows);
+    Ok(())
+}
+
+pub fn describe(record: &ObjectRecord, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(record);
+    }
+    let status = if record.deleted { ", removed" } else { "" };
+    println!(
+        "{} {} (v{}{status}, hash {})",
+        record.kind,
+        record.name,
+        record.version,
+        &record.content_hash[..12.min(record.content_hash.len())]
+    );
+    let mut lines: Vec<(&str, String)> = Vec::new();
+    match &record.definition {
+        Object::Entity(e) => {
+            let keys: Vec<String> = e
+                .keys
+                .iter()
+                .map(|k| format!("{} {}", k.name, k.key_type.sql_name()))
+                .collect();
+            lines.push(("keys", keys.join(", ")));
+            push_opt(&mut lines, "comment", &e.comment);
+        }
+        Object::Source(s) => {
+            lines.push(("path", s.path.clone()));
+            lines.push(("format", s.format.as_str().to_string()));
+            lines.push(("timestamp", s.timestamp.clone()));
+            push_opt(&mut lines, "created", &s.created);
+            if !s.options.is_empty() {
+                let options: Vec<String> =
+                    s.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                lines.push(("options", options.join(", ")));
+            }
+            push_opt(&mut lines, "comment", &s.comment);
+        }
+        Object::FeatureView(v) => {
+            lines.push(("entities", v.view.entities.join(", ")));
+            lines.push((
+                "ttl",
+                v.view
+                    .ttl
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "none (values never expire)".into()),
+            ));
+            lines.push(("online", v.view.online.to_string()));
+            push_opt(&mut lines, "owner", &v.view.owner);
+            if !v.view.tags.is_empty() {
+                let tags: Vec<String> = v
+                    .view
+                    .tags
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                lines.push(("tags", tags.join(", ")));
+            }
+            push_opt(&mut lines, "comment", &v.view.comment);
+            lines.push(("sources", v.view.sources.join(", ")));
+            let keys: Vec<String> = v
+                .schema
+                .keys
+                .iter()
+                .map(|c| format!("{} {}", c.name, c.data_type))
+                .collect();
+            lines.push(("keys", keys.join(", ")));
+            lines.push((
+                "timestamp",
+                format!(
+                    "{} {}",
+                    v.schema.timestamp.name, v.schema.timestamp.data_type
+                ),
+            ));
+            if let Some(c) = &v.schema.created {
+                lines.push(("created", format!("{} {}", c.name, c.data_type)));
+            }
+        }
+        Object::FeatureService(s) => {
+            let features: Vec<String> = s.features.iter().map(|f| f.to_string()).collect();
+            lines.push(("features", features.join(", ")));
+            push_opt(&mut lines, "comment", &s.comment);
+        }
+    }
+    lines.push(("first applied", record.created_at.clone()));
+    lines.push(("last changed", record.updated_at.clone()));
+    for (label, value) in lines {
+        println!("  {:<14} {value}", format!("{label}:"));
+    }
+    if let Object::FeatureView(v) = &record.definition {
+        println!("  features:");
+        let width = v
+            .schema
+            .features
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(0);
+        for c in &v.schema.features {
+            println!("    {:<width$}  {}", c.name, c.data_type);
+        }
+        println!("  query:");
+        for line in v.view.query.lines() {
+            println!("    {line}");
+        }
+    }
+    Ok(())
+}
+
+fn push_opt(lines: &mut Vec<(&str, String)>, label: &'static str, value: &Option<String>) {
+    if let Some(value) = value {
+        lines.push((label, value.clone()));
+    }
+}
+
+pub fn history(entries: &[HistoryEntry], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(&entries);
+    }
+    let rows: Vec<[String; 5]> = entries
+        .iter()
+        .map(|e| {
+            let fields: Vec<&str> = e
+                .fields
+                .iter()
+                .map(String::as_str)
+                .filter(|f| *f != "normalized_query")
+                .collect();
+            [
+                e.applied_at.clone(),
+                e.kind.to_string(),
+                format!("v{}", e.version),
+                e.action.clone(),
+                fields.join(", "),
+            ]
+        })
+        .collect();
+    print_table(["APPLIED", "KIND", "VERSION", "ACTION", "FIELDS"], &rows);
+    Ok(())
+}
+
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                out.push_str(cell);
+            } else {
+                let _ = write!(out, "{cell:<w$}  ");
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

@@ -1,0 +1,418 @@
+//! `quiver.toml`: the repository's configuration, with every key overridable from the
+//! environment and a JSON Schema (checked in under `schemas/`) for editors and CI.
+//!
+//! ```toml
+//! project = "rides"
+//! definitions = ["features"]          # files or folders of *.sql, relative to this file
+//! [offline]
+//! path = "data/offline"
+//! [online]
+//! type = "embedded"                   # or "redis"
+//! url = "redis://127.0.0.1:6379/0"    # used when type = "redis"
+//! [server]
+//! bind = "127.0.0.1:6566"
+//! ```
+//!
+//! Environment overrides: `QUIVER_PROJECT`, `QUIVER_DEFINITIONS` (comma-separated) and
+//! `QUIVER_<SECTION>__<KEY>` such as `QUIVER_ONLINE__URL`. An override of a key that does
+//! not exist is an error naming the variable.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The file name of a repository's config.
+pub const CONFIG_FILE: &str = "quiver.toml";
+
+/// The repository's state folder (registry, embedded online store).
+pub const STATE_DIR: &str = ".quiver";
+
+/// The contents of `quiver.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "quiver.toml",
+    description = "Configuration of a Quiver feature repository."
+)]
+pub struct Config {
+    /// Project name; namespaces the online keys. Letters, digits, `_` and `-`.
+    pub project: String,
+    /// Files or folders of `*.sql` definitions, relative to `quiver.toml`.
+    #[serde(default = "default_definitions")]
+    pub definitions: Vec<String>,
+    /// Where offline tables are written.
+    #[serde(default)]
+    pub offline: OfflineConfig,
+    /// The online store that serves the latest feature values.
+    #[serde(default)]
+    pub online: OnlineConfig,
+    /// The HTTP feature server.
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+fn default_definitions() -> Vec<String> {
+    vec!["features".to_string()]
+}
+
+/// `[offline]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineConfig {
+    /// Folder of the offline tables, relative to `quiver.toml` (or absolute).
+    #[serde(default = "default_offline_path")]
+    pub path: String,
+}
+
+fn default_offline_path() -> String {
+    "data/offline".to_string()
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        OfflineConfig {
+            path: default_offline_path(),
+        }
+    }
+}
+
+/// Which online store implementation to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnlineStoreType {
+    /// SQLite in `.quiver/`: no server needed.
+    #[default]
+    Embedded,
+    /// Redis at `online.url`.
+    Redis,
+}
+
+/// `[online]`
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineConfig {
+    /// `embedded` (default) or `redis`.
+    #[serde(default, rename = "type")]
+    pub store_type: OnlineStoreType,
+    /// Redis URL (`redis://[user:password@]host:port/db`, `rediss://` for TLS); required
+    /// when `type = "redis"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the HTTP server listens on.
+    #[serde(default = "default_bind")]
+    pub bind: String,
+}
+
+fn default_bind() -> String {
+    "127.0.0.1:6566".to_string()
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: default_bind(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `quiver.toml` from `repo_root` and applies the process environment.
+    pub fn load(repo_root: &Path) -> Result<Config> {
+        Config::load_with_env(repo_root, std::env::vars())
+    }
+
+    /// Reads `quiver.toml` from `repo_root` and applies the given environment variables.
+    pub fn load_with_env(
+        repo_root: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config> {
+        let path = repo_root.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::InvalidConfig {
+            path: path.clone(),
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                format!("no {CONFIG_FILE} here; run `quiver init DIR` to create a repository, or pass --repo DIR")
+            } else {
+                e.to_string()
+            },
+        })?;
+        Config::parse_with_env(&path, &text, env)
+    }
+
+    /// Parses config text (`path` is only used in messages).
+    pub fn parse_with_env(
+        path: &Path,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config> {
+        let invalid = |message: String| Error::InvalidConfig {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+        let mut overridden = Vec::new();
+        for (name, value) in env {
+            if let Some(key) = override_key(&name) {
+                apply_override(&mut table, &name, &key, &value).map_err(invalid)?;
+                overridden.push(name);
+            }
+        }
+        let config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let mut message = e.to_string().trim_end().to_string();
+            if !overridden.is_empty() {
+                overridden.sort();
+                message.push_str(&format!(
+                    " (environment overrides in effect: {})",
+                    overridden.join(", ")
+                ));
+            }
+            invalid(message)
+        })?;
+        config.check().map_err(invalid)?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.project.is_empty()
+            || !self
+                .project
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "`project` must be letters, digits, `_` or `-`, not {:?}",
+                self.project
+            ));
+        }
+        if self.definitions.is_empty() {
+            return Err("`definitions` must name at least one file or folder of *.sql".into());
+        }
+        if self.offline.path.is_empty() {
+            return Err("`offline.path` must not be empty".into());
+        }
+        match (&self.online.store_type, &self.online.url) {
+            (OnlineStoreType::Redis, None) => {
+                return Err("`online.url` is required when `online.type = \"redis\"`, e.g. \"redis://127.0.0.1:6379/0\"".into());
+            }
+            (_, Some(url)) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+                return Err(format!(
+                    "`online.url` must start with redis:// or rediss://, not {url:?}"
+                ));
+            }
+            _ => {}
+        }
+        if self.server.bind.parse::<SocketAddr>().is_err() {
+            return Err(format!(
+                "`server.bind` must be an address such as \"127.0.0.1:6566\", not {:?}",
+                self.server.bind
+            ));
+        }
+        Ok(())
+    }
+
+    /// The offline root, resolved against the repository root.
+    pub fn offline_path(&self, repo_root: &Path) -> PathBuf {
+        repo_root.join(&self.offline.path)
+    }
+
+    /// The default config `quiver init` writes for a project.
+    pub fn example(project: &str) -> Config {
+        Config {
+            project: project.to_string(),
+            definitions: default_definitions(),
+            offline: OfflineConfig::default(),
+            online: OnlineConfig::default(),
+            server: ServerConfig::default(),
+        }
+    }
+}
+
+/// `QUIVER_ONLINE__URL` → `["online", "url"]`; `QUIVER_PROJECT` → `["project"]`.
+/// Other `QUIVER_*` variables (CLI flags such as `QUIVER_REPO`) are not config keys.
+fn override_key(name: &str) -> Option<Vec<String>> {
+    let rest = name.strip_prefix("QUIVER_")?;
+    if rest.contains("__") {
+        return Some(rest.split("__").map(|s| s.to_ascii_lowercase()).collect());
+    }
+    match rest {
+        "PROJECT" | "DEFINITIONS" => Some(vec![rest.to_ascii_lowercase()]),
+        _ => None,
+    }
+}
+
+fn apply_override(
+    table: &mut toml::Table,
+    name: &str,
+    key: &[String],
+    value: &str,
+) -> Result<(), String> {
+    let schema =
+        serde_json::to_value(schemars::schema_for!(Config)).expect("schemas serialize to JSON");
+    let Some(property) = schema_property(&schema, key) else {
+        return Err(format!(
+            "environment variable {name} overrides `{}`, which is not a config key",
+            key.join(".")
+        ));
+    };
+    let value = match property.get("type").and_then(|t| t.as_str()) {
+        Some("array") => toml::Value::Array(
+            value
+                .split(',')
+                .map(|s| toml::Value::String(s.trim().to_string()))
+                .filter(|v| v.as_str() != Some(""))
+                .collect(),
+        ),
+        Some("integer") => toml::Value::Integer(value.parse().map_err(|_| {
+            format!("environment variable {name} must be an integer, not {value:?}")
+        })?),
+        Some("boolean") => toml::Value::Boolean(value.parse().map_err(|_| {
+            format!("environment variable {name} must be true or false, not {value:?}")
+        })?),
+        _ => toml::Value::String(value.to_string()),
+    };
+    let (last, sections) = key
+        .split_last()
+        .expect("override keys have at least one part");
+    let mut current = table;
+    for section in sections {
+        current = current
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("`{section}` in quiver.toml must be a table to apply {name}"))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+/// The JSON Schema node of a (possibly nested) key, following `$ref`s.
+fn schema_property<'a>(
+    schema: &'a serde_json::Value,
+    key: &[String],
+) -> Option<&'a serde_json::Value> {
+    let mut node = schema;
+    for part in key {
+        node = resolve_ref(schema, node);
+        node = node.get("properties")?.get(part)?;
+    }
+    let node = resolve_ref(schema, node);
+    Some(node)
+}
+
+fn resolve_ref<'a>(
+    root: &'a serde_json::Value,
+    node: &'a serde_json::Value,
+) -> &'a serde_json::Value {
+    let target = node
+        .get("$ref")
+        .or_else(|| {
+            node.get("allOf")
+                .and_then(|a| a.get(0))
+                .and_then(|n| n.get("$ref"))
+        })
+        .and_then(|r| r.as_str());
+    match target.and_then(|r| r.strip_prefix("#/$defs/")) {
+        Some(name) => root.get("$defs").and_then(|d| d.get(name)).unwrap_or(node),
+        None => node,
+    }
+}
+
+/// The JSON Schema of `quiver.toml`, as checked in under `schemas/`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Config);
+    let mut text = serde_json::to_string_pretty(&schema).expect("schemas serialize to JSON");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config> {
+        Config::parse_with_env(
+            Path::new("quiver.toml"),
+            text,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_fill_missing_sections() {
+        let config = parse("project = \"rides\"", &[]).unwrap();
+        assert_eq!(config, Config::example("rides"));
+    }
+
+    #[test]
+    fn environment_overrides_keys() {
+        let config = parse(
+            "project = \"rides\"",
+            &[
+                ("QUIVER_ONLINE__TYPE", "redis"),
+                ("QUIVER_ONLINE__URL", "redis://127.0.0.1:7000/1"),
+                ("QUIVER_DEFINITIONS", "a, b"),
+                ("QUIVER_REPO", "/ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.online.store_type, OnlineStoreType::Redis);
+        assert_eq!(
+            config.online.url.as_deref(),
+            Some("redis://127.0.0.1:7000/1")
+        );
+        assert_eq!(config.definitions, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = parse("project = \"rides\"\n[online]\nkind = \"redis\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `kind`"), "{err}");
+        let err = parse("project = \"rides\"", &[("QUIVER_ONLINE__PORT", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("QUIVER_ONLINE__PORT overrides `online.port`, which is not a config key"),
+            "{err}"
+        );
+        let err = parse("project = \"rides\"\n[online]\ntype = \"redis\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`online.url` is required"), "{err}");
+        let err = parse("project = \"rides\"\n[server]\nbind = \"nowhere\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`server.bind`"), "{err}");
+        let err = parse("project = \"rides\"\n[online]\ntype = \"memcached\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memcached"), "{err}");
+    }
+
+    #[test]
+    fn checked_in_schema_is_current() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/quiver.toml.schema.json");
+        let current = json_schema();
+        if std::env::var_os("QUIVER_UPDATE_SCHEMAS").is_some() {
+            std::fs::write(&path, &current).unwrap();
+        }
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == current,
+            "schemas/quiver.toml.schema.json is out of date; run `QUIVER_UPDATE_SCHEMAS=1 cargo test -p quiver-core config` and commit it"
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! The error type of `quiver-core` and the [`ErrorKind`] every Quiver error reports, so
+//! the HTTP server and the CLI map errors to status codes in exactly one place.
+
+use std::path::PathBuf;
+
+use crate::diagnostic::Diagnostics;
+
+/// What kind of failure an error is, independent of where it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The caller's input is wrong: fix the input.
+    InvalidArgument,
+    /// A named object does not exist.
+    NotFound,
+    /// An object with that name already exists.
+    AlreadyExists,
+    /// A dependency (file system, database, network service) is not available right now.
+    Unavailable,
+    /// A bug or a broken invariant inside Quiver.
+    Internal,
+}
+
+/// Errors of the definition model, the config and the registry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// One or more definition files are invalid; each diagnostic names file, line and column.
+    #[error("{0}")]
+    InvalidDefinitions(Diagnostics),
+
+    /// `quiver.toml` is missing, unreadable or invalid.
+    #[error("invalid config {path}: {message}")]
+    InvalidConfig { path: PathBuf, message: String },
+
+    /// A file or folder could not be read or written.
+    #[error("cannot access {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The registry database failed.
+    #[error("registry {path}: {source}")]
+    Registry {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The registry holds data this version of Quiver cannot read.
+    #[error("registry {path} is corrupt or from a newer Quiver: {message}")]
+    CorruptRegistry { path: PathBuf, message: String },
+
+    /// No object of that name is (or was ever) in the registry.
+    #[error("no object named `{name}` in the registry{}", crate::diagnostic::did_you_mean(.suggestion))]
+    UnknownObject {
+        name: String,
+        suggestion: Option<String>,
+    },
+}
+
+impl Error {
+    /// The kind of failure, for mapping to exit codes and HTTP statuses.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidDefinitions(_) | Error::InvalidConfig { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            Error::UnknownObject { .. } => ErrorKind::NotFound,
+            Error::Io { .. } | Error::Registry { .. } => ErrorKind::Unavailable,
+            Error::CorruptRegistry { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,466 @@
+//! The definition model: entities, sources, feature views and feature services as plain,
+//! serializable data. This is what the registry stores and what every other crate reads.
+//!
+//! Each object splits into an *identity* part (a change makes a new version) and a
+//! *metadata* part (a change updates the current version in place); see
+//! [`Object::identity`] and [`Object::metadata`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The four kinds of objects a feature repository declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectKind {
+    Entity,
+    Source,
+    FeatureView,
+    FeatureService,
+}
+
+impl ObjectKind {
+    pub const ALL: [ObjectKind; 4] = [
+        ObjectKind::Entity,
+        ObjectKind::Source,
+        ObjectKind::FeatureView,
+        ObjectKind::FeatureService,
+    ];
+
+    /// The name used in the registry and in `--json` output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Entity => "entity",
+            ObjectKind::Source => "source",
+            ObjectKind::FeatureView => "feature_view",
+            ObjectKind::FeatureService => "feature_service",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        ObjectKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ObjectKind::Entity => "entity",
+            ObjectKind::Source => "source",
+            ObjectKind::FeatureView => "feature view",
+            ObjectKind::FeatureService => "feature service",
+        })
+    }
+}
+
+/// The types an entity key may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyType {
+    /// `BIGINT` (64-bit signed integer).
+    Int64,
+    /// `INT` (32-bit signed integer).
+    Int32,
+    /// `VARCHAR` / `STRING`.
+    String,
+    /// `BYTES` / `BINARY`.
+    Bytes,
+}
+
+impl KeyType {
+    /// Parses a SQL type name; `None` when the type cannot be a key.
+    pub fn from_sql(name: &str) -> Option<Self> {
+        match name.to_ascii_uppercase().as_str() {
+            "BIGINT" | "INT8" | "LONG" => Some(KeyType::Int64),
+            "INT" | "INTEGER" | "INT4" => Some(KeyType::Int32),
+            "VARCHAR" | "STRING" | "TEXT" => Some(KeyType::String),
+            "BYTES" | "BINARY" | "VARBINARY" | "BYTEA" => Some(KeyType::Bytes),
+            _ => None,
+        }
+    }
+
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            KeyType::Int64 => "BIGINT",
+            KeyType::Int32 => "INT",
+            KeyType::String => "VARCHAR",
+            KeyType::Bytes => "BYTES",
+        }
+    }
+}
+
+/// One column of an entity's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityKey {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub key_type: KeyType,
+}
+
+/// `CREATE ENTITY driver (driver_id BIGINT)`: what features are about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entity {
+    pub name: String,
+    pub keys: Vec<EntityKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// The file format of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceFormat {
+    Parquet,
+    Csv,
+    /// Newline-delimited JSON.
+    Json,
+}
+
+impl SourceFormat {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "parquet" => Some(SourceFormat::Parquet),
+            "csv" => Some(SourceFormat::Csv),
+            "json" | "ndjson" | "jsonl" => Some(SourceFormat::Json),
+            _ => None,
+        }
+    }
+
+    /// The format a file name's extension implies (`.parquet`, `.csv`, `.json`, `.jsonl`).
+    pub fn from_extension(path: &str) -> Option<Self> {
+        let ext = path.rsplit_once('.')?.1;
+        match ext.to_ascii_lowercase().as_str() {
+            "parquet" | "pq" => Some(SourceFormat::Parquet),
+            "csv" => Some(SourceFormat::Csv),
+            "json" | "jsonl" | "ndjson" => Some(SourceFormat::Json),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceFormat::Parquet => "parquet",
+            SourceFormat::Csv => "csv",
+            SourceFormat::Json => "json",
+        }
+    }
+}
+
+/// `CREATE SOURCE …`: raw event data in files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub name: String,
+    /// A file, a folder or a glob, relative to the repository root (or absolute).
+    pub path: String,
+    pub format: SourceFormat,
+    /// The event-time column.
+    pub timestamp: String,
+    /// The ingestion-time column that breaks ties between equal event times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// Reader options (`delimiter`, `has_header` for CSV).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// How long a feature value stays valid after its event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Ttl {
+    seconds: u64,
+}
+
+impl Ttl {
+    pub fn from_seconds(seconds: u64) -> Self {
+        Ttl { seconds }
+    }
+
+    pub fn seconds(self) -> u64 {
+        self.seconds
+    }
+
+    /// Parses `'1 day'`, `'12 hours'`, `'1 day 12 hours'`, `'90s'`, `'2w'`, `'30 minutes'`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut seconds: u64 = 0;
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return Err("a TTL cannot be empty".into());
+        }
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            if digits == 0 {
+                return Err(format!("expected a number at `{rest}`"));
+            }
+            let amount: u64 = rest[..digits]
+                .parse()
+                .map_err(|_| format!("`{}` is too large", &rest[..digits]))?;
+            rest = rest[digits..].trim_start();
+            let unit_len = rest
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(rest.len());
+            let unit = &rest[..unit_len];
+            let factor = match unit.to_ascii_lowercase().as_str() {
+                "s" | "sec" | "secs" | "second" | "seconds" => 1,
+                "m" | "min" | "mins" | "minute" | "minutes" => 60,
+                "h" | "hr" | "hrs" | "hour" | "hours" => 3_600,
+                "d" | "day" | "days" => 86_400,
+                "w" | "week" | "weeks" => 604_800,
+                "" => {
+                    return Err(format!(
+                        "`{amount}` needs a unit (seconds, minutes, hours, days, weeks)"
+                    ));
+                }
+                other => {
+                    return Err(format!(
+                        "unknown unit `{other}`; use seconds, minutes, hours, days or weeks"
+                    ));
+                }
+            };
+            seconds = amount
+                .checked_mul(factor)
+                .and_then(|s| seconds.checked_add(s))
+                .ok_or_else(|| "the TTL is too large".to_string())?;
+            rest = rest[unit_len..].trim_start_matches([' ', ',']);
+        }
+        if seconds == 0 {
+            return Err("a TTL must be positive; omit TTL for values that never expire".into());
+        }
+        Ok(Ttl { seconds })
+    }
+}
+
+impl fmt::Display for Ttl {
+    /// The largest units that divide the TTL exactly: `1 day 12 hours`, `90 minutes`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.seconds;
+        let mut parts = Vec::new();
+        for (unit, size) in [
+            ("week", 604_800),
+            ("day", 86_400),
+            ("hour", 3_600),
+            ("minute", 60),
+            ("second", 1),
+        ] {
+            let n = rest / size;
+            if n > 0 {
+                parts.push(format!("{n} {unit}{}", if n == 1 { "" } else { "s" }));
+                rest %= size;
+            }
+        }
+        f.write_str(&parts.join(" "))
+    }
+}
+
+/// `CREATE FEATURE VIEW … AS SELECT …`: features computed by a SQL query over sources.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureView {
+    pub name: String,
+    /// The entities whose keys identify a row.
+    pub entities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Ttl>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Whether the view is materialized to the online store.
+    pub online: bool,
+    /// The body as written (for display and planning).
+    pub query: String,
+    /// The body as re-rendered by the SQL parser: formatting and comments do not change it,
+    /// so only a real change of the query makes a new version.
+    pub normalized_query: String,
+    /// Sources the query reads, in order of first appearance; the first is the primary
+    /// source, whose `TIMESTAMP` and `CREATED` columns the view must output.
+    pub sources: Vec<String>,
+}
+
+/// One entry of a feature service: `view.feature` or `view.*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureSelection {
+    pub view: String,
+    /// `None` selects every feature of the view (`view.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature: Option<String>,
+}
+
+impl fmt::Display for FeatureSelection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.feature {
+            Some(feature) => write!(f, "{}.{feature}", self.view),
+            None => write!(f, "{}.*", self.view),
+        }
+    }
+}
+
+/// `CREATE FEATURE SERVICE name (view.feature, …)`: the features one model uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureService {
+    pub name: String,
+    pub features: Vec<FeatureSelection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// One output column of a feature view, as the query planner typed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    /// The Arrow data type, as Arrow displays it (`Int64`, `Float64`, `Utf8`, …).
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+/// The columns of a feature view split by role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewSchema {
+    /// Entity key columns, in the order the view's entities declare them.
+    pub keys: Vec<Column>,
+    /// The event-time column.
+    pub timestamp: Column,
+    /// The ingestion-time column, when the primary source has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<Column>,
+    /// Everything else.
+    pub features: Vec<Column>,
+}
+
+impl ViewSchema {
+    pub fn feature(&self, name: &str) -> Option<&Column> {
+        self.features.iter().find(|c| c.name == name)
+    }
+}
+
+/// A feature view together with its inferred schema: what the registry stores for a view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedView {
+    #[serde(flatten)]
+    pub view: FeatureView,
+    pub schema: ViewSchema,
+}
+
+/// Any registry object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Object {
+    Entity(Entity),
+    Source(Source),
+    FeatureView(ResolvedView),
+    FeatureService(FeatureService),
+}
+
+impl Object {
+    pub fn kind(&self) -> ObjectKind {
+        match self {
+            Object::Entity(_) => ObjectKind::Entity,
+            Object::Source(_) => ObjectKind::Source,
+            Object::FeatureView(_) => ObjectKind::FeatureView,
+            Object::FeatureService(_) => ObjectKind::FeatureService,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Object::Entity(e) => &e.name,
+            Object::Source(s) => &s.name,
+            Object::FeatureView(v) => &v.view.name,
+            Object::FeatureService(s) => &s.name,
+        }
+    }
+
+    /// The fields whose change makes a new version, as a JSON object.
+    pub fn identity(&self) -> serde_json::Value {
+        let mut value = self.to_json();
+        if let Some(map) = value.as_object_mut() {
+            for key in self.metadata_keys() {
+                map.remove(*key);
+            }
+        }
+        value
+    }
+
+    /// The fields whose change only updates metadata (comment, tags, owner, …).
+    pub fn metadata(&self) -> serde_json::Value {
+        let value = self.to_json();
+        let mut out = serde_json::Map::new();
+        for key in self.metadata_keys() {
+            if let Some(v) = value.get(*key) {
+                out.insert((*key).to_string(), v.clone());
+            }
+        }
+        serde_json::Value::Object(out)
+    }
+
+    fn metadata_keys(&self) -> &'static [&'static str] {
+        match self {
+            Object::Entity(_) | Object::FeatureService(_) => &["comment"],
+            Object::Source(_) => &["comment"],
+            Object::FeatureView(_) => &["comment", "tags", "owner", "online", "query"],
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("definition objects always serialize to JSON")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_parses_and_displays() {
+        assert_eq!(Ttl::parse("1 day").unwrap().seconds(), 86_400);
+        assert_eq!(Ttl::parse("1 day 12 hours").unwrap().seconds(), 129_600);
+        assert_eq!(Ttl::parse("90s").unwrap().seconds(), 90);
+        assert_eq!(Ttl::parse("2w").unwrap().to_string(), "2 weeks");
+        assert_eq!(Ttl::parse("36h").unwrap().to_string(), "1 day 12 hours");
+        assert!(
+            Ttl::parse("1 fortnight")
+                .unwrap_err()
+                .contains("unknown unit `fortnight`")
+        );
+        assert!(Ttl::parse("0 days").unwrap_err().contains("positive"));
+        assert!(Ttl::parse("day").unwrap_err().contains("expected a number"));
+        assert!(Ttl::parse("5").unwrap_err().contains("needs a unit"));
+    }
+
+    #[test]
+    fn metadata_change_keeps_identity() {
+        let view = |comment: &str| {
+            Object::FeatureView(ResolvedView {
+                view: FeatureView {
+                    name: "v".into(),
+                    entities: vec!["e".into()],
+                    ttl: None,
+                    tags: BTreeMap::new(),
+                    owner: None,
+                    comment: Some(comment.into()),
+                    online: true,
+                    query: "SELECT 1".into(),
+                    normalized_query: "SELECT 1".into(),
+                    sources: vec![],
+                },
+                schema: ViewSchema {
+                    keys: vec![],
+                    timestamp: Column {
+                        name: "ts".into(),
+                        data_type: "Timestamp".into(),
+                        nullable: false,
+                    },
+                    created: None,
+                    features: vec![],
+                },
+            })
+        };
+        assert_eq!(view("a").identity(), view("b").identity());
+        assert_ne!(view("a").metadata(), view("b").metadata());
+    }
+}

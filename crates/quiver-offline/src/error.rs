@@ -1,0 +1,101 @@
+//! Errors of the offline engine. Each variant names the source or view it concerns so
+//! the facade can point at the right line of the definitions.
+
+use quiver_core::ErrorKind;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A source's files could not be listed or their schema inferred.
+    #[error("source `{source_name}`: cannot read `{path}`: {message}")]
+    UnreadableSource {
+        source_name: String,
+        path: String,
+        message: String,
+    },
+
+    /// A column named by a source's TIMESTAMP or CREATED clause is not in its data.
+    #[error("source `{source_name}` has no column `{column}` (named by its {clause} clause){}", quiver_core::diagnostic::did_you_mean(.suggestion))]
+    MissingSourceColumn {
+        source_name: String,
+        column: String,
+        clause: &'static str,
+        suggestion: Option<String>,
+    },
+
+    /// A TIMESTAMP or CREATED column has a type that cannot hold a point in time.
+    #[error(
+        "source `{source_name}`: column `{column}` has type {data_type}, which cannot be a {clause} column; use a timestamp, a date, or ISO-8601 strings"
+    )]
+    BadTimestampType {
+        source_name: String,
+        column: String,
+        clause: &'static str,
+        data_type: String,
+    },
+
+    /// DataFusion could not plan a view's query.
+    #[error("feature view `{view}`: the query cannot be planned: {message}")]
+    UnplannableView { view: String, message: String },
+
+    /// A view's query does not output one of its entities' key columns.
+    #[error(
+        "feature view `{view}`: the query does not output key column `{key}` of entity `{entity}`"
+    )]
+    MissingKeyColumn {
+        view: String,
+        entity: String,
+        key: String,
+    },
+
+    /// A view's key column has a type that does not match the entity's key type.
+    #[error(
+        "feature view `{view}`: key column `{key}` is {found}, but entity `{entity}` declares it {expected}"
+    )]
+    KeyTypeMismatch {
+        view: String,
+        entity: String,
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
+
+    /// A view's query does not output the event timestamp (or created) column.
+    #[error(
+        "feature view `{view}`: the query does not output `{column}`, the {clause} column of source `{source_name}`"
+    )]
+    MissingTimeColumn {
+        view: String,
+        column: String,
+        clause: &'static str,
+        source_name: String,
+    },
+
+    /// A view's query outputs the same column name twice.
+    #[error(
+        "feature view `{view}`: the query outputs column `{column}` more than once; give one an alias"
+    )]
+    DuplicateColumn { view: String, column: String },
+
+    /// A view's query outputs only keys and timestamps.
+    #[error(
+        "feature view `{view}`: the query outputs no feature column besides keys and timestamps"
+    )]
+    NoFeatures { view: String },
+
+    /// Any other DataFusion failure.
+    #[error("offline engine: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::UnreadableSource { .. } => ErrorKind::Unavailable,
+            Error::DataFusion(_) => ErrorKind::Internal,
+            _ => ErrorKind::InvalidArgument,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

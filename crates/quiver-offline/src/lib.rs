@@ -1,0 +1,13 @@
+//! Quiver's batch engine, built on DataFusion: it reads sources, plans feature view
+//! queries and (in later steps) writes offline tables and joins them point-in-time
+//! correctly onto a spine.
+//!
+//! This crate is the only one that depends on DataFusion. It exchanges plain Arrow
+//! data and `quiver-core` model types with the rest of Quiver.
+
+pub mod engine;
+pub mod error;
+mod source;
+
+pub use engine::OfflineEngine;
+pub use error::{Error, Result};

@@ -1,0 +1,133 @@
+//! From definition files to registry objects: parse, check references, let DataFusion
+//! type every view, check services against those types. All problems found on the way
+//! are reported together, each pointing at its file, line and column.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use quiver_core::diagnostic::Diagnostic;
+use quiver_core::model::{Object, ResolvedView, ViewSchema};
+use quiver_core::parser::{Definitions, SourceDecl, ViewDecl, parse_repository};
+use quiver_core::validate::{check_definitions, check_services};
+use quiver_offline::OfflineEngine;
+
+use crate::Result;
+
+/// Parses and validates a repository's definitions into the objects `apply` records.
+pub(crate) async fn load(repo_root: &Path, entries: &[String]) -> Result<Vec<Object>> {
+    let (defs, mut diagnostics) = parse_repository(repo_root, entries);
+    for d in check_definitions(&defs, repo_root).0 {
+        diagnostics.push(d);
+    }
+
+    let engine = OfflineEngine::new(repo_root);
+    let mut registered = HashSet::new();
+    for source in &defs.sources {
+        if !repo_root.join(&source.def.path).exists() && !source.def.path.contains(['*', '?']) {
+            continue; // already reported as a missing file
+        }
+        match engine.register_source(&source.def).await {
+            Ok(()) => {
+                registered.insert(source.def.name.clone());
+            }
+            Err(e) => diagnostics.push(source_diagnostic(&defs, source, e)),
+        }
+    }
+
+    let mut schemas: HashMap<String, ViewSchema> = HashMap::new();
+    for view in &defs.views {
+        let entities: Option<Vec<_>> = view
+            .def
+            .entities
+            .iter()
+            .map(|e| defs.entity(e).map(|d| &d.def))
+            .collect();
+        let sources_ok = view.def.sources.iter().all(|s| registered.contains(s));
+        let (Some(entities), true, Some(primary)) = (
+            entities,
+            sources_ok,
+            view.def.sources.first().and_then(|s| defs.source(s)),
+        ) else {
+            continue; // the unknown entity or source is already reported
+        };
+        match engine.view_schema(&view.def, &entities, &primary.def).await {
+            Ok(schema) => {
+                schemas.insert(view.def.name.clone(), schema);
+            }
+            Err(e) => diagnostics.push(view_diagnostic(&defs, view, e)),
+        }
+    }
+    for d in check_services(&defs, &schemas).0 {
+        diagnostics.push(d);
+    }
+    if !diagnostics.is_empty() {
+        return Err(quiver_core::Error::InvalidDefinitions(diagnostics).into());
+    }
+    Ok(objects(defs, schemas))
+}
+
+fn objects(defs: Definitions, mut schemas: HashMap<String, ViewSchema>) -> Vec<Object> {
+    let mut out = Vec::new();
+    out.extend(defs.entities.into_iter().map(|e| Object::Entity(e.def)));
+    out.extend(defs.sources.into_iter().map(|s| Object::Source(s.def)));
+    for view in defs.views {
+        let schema = schemas
+            .remove(&view.def.name)
+            .expect("every view has a schema once validation passed");
+        out.push(Object::FeatureView(ResolvedView {
+            view: view.def,
+            schema,
+        }));
+    }
+    out.extend(
+        defs.services
+            .into_iter()
+            .map(|s| Object::FeatureService(s.def)),
+    );
+    out
+}
+
+fn source_diagnostic(
+    defs: &Definitions,
+    source: &SourceDecl,
+    error: quiver_offline::Error,
+) -> Diagnostic {
+    use quiver_offline::Error as E;
+    let at = match &error {
+        E::MissingSourceColumn {
+            clause: "CREATED", ..
+        }
+        | E::BadTimestampType {
+            clause: "CREATED", ..
+        } => source.created_at.unwrap_or(source.timestamp_at),
+        E::MissingSourceColumn { .. } | E::BadTimestampType { .. } => source.timestamp_at,
+        _ => source.path_at,
+    };
+    defs.error_at(at, error.to_string())
+}
+
+fn view_diagnostic(
+    defs: &Definitions,
+    view: &ViewDecl,
+    error: quiver_offline::Error,
+) -> Diagnostic {
+    use quiver_offline::Error as E;
+    let help = match &error {
+        E::MissingKeyColumn { key, .. } => Some(format!("select `{key}` in the query")),
+        E::MissingTimeColumn { column, .. } => Some(format!(
+            "select `{column}` in the query: the first source a view reads gives its event time"
+        )),
+        E::KeyTypeMismatch { key, expected, .. } => {
+            Some(format!("cast it: CAST({key} AS {expected}) AS {key}"))
+        }
+        E::NoFeatures { .. } => {
+            Some("select at least one column besides keys and timestamps".to_string())
+        }
+        _ => None,
+    };
+    let d = defs.error_at(view.query_at, error.to_string());
+    match help {
+        Some(help) => d.with_help(help),
+        None => d,
+    }
+}

@@ -1,0 +1,107 @@
+//! [`FeatureStore`]: one feature repository — its config, definitions and registry —
+//! and the operations the CLI and server run on it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use quiver_core::clock::{Clock, SystemClock};
+use quiver_core::config::{Config, STATE_DIR};
+use quiver_core::model::Object;
+use quiver_core::registry::{HistoryEntry, ObjectRecord, Plan, Registry};
+
+use crate::{Error, Result, definitions};
+
+/// A feature repository opened for work.
+#[derive(Debug, Clone)]
+pub struct FeatureStore {
+    root: PathBuf,
+    config: Config,
+    registry: Registry,
+    clock: Arc<dyn Clock>,
+}
+
+impl FeatureStore {
+    /// Opens the repository at `root` (the folder holding `quiver.toml`).
+    pub fn open(root: impl AsRef<Path>) -> Result<FeatureStore> {
+        let root = root.as_ref();
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        let config = Config::load(&root)?;
+        let registry = Registry::open(&root.join(STATE_DIR))?;
+        Ok(FeatureStore {
+            root,
+            config,
+            registry,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Parses and validates the definitions, typing every view with DataFusion.
+    pub async fn definitions(&self) -> Result<Vec<Object>> {
+        definitions::load(&self.root, &self.config.definitions).await
+    }
+
+    /// What `apply` would change in the registry.
+    pub async fn plan(&self) -> Result<Plan> {
+        let desired = self.definitions().await?;
+        let registry = self.registry.clone();
+        blocking(move || registry.plan(&desired)).await
+    }
+
+    /// Validates the definitions and records them in the registry.
+    pub async fn apply(&self) -> Result<Plan> {
+        let desired = self.definitions().await?;
+        let registry = self.registry.clone();
+        let now = self.clock.now();
+        let plan = blocking(move || registry.apply(&desired, now)).await?;
+        tracing::info!(
+            changes = plan.changes.len(),
+            unchanged = plan.unchanged,
+            "applied definitions"
+        );
+        Ok(plan)
+    }
+
+    /// Every live object at its current version.
+    pub async fn list(&self) -> Result<Vec<ObjectRecord>> {
+        let registry = self.registry.clone();
+        blocking(move || registry.list(false)).await
+    }
+
+    /// The object called `name` at its current version.
+    pub async fn describe(&self, name: &str) -> Result<ObjectRecord> {
+        let registry = self.registry.clone();
+        let name = name.to_string();
+        blocking(move || registry.get(&name)).await
+    }
+
+    /// Everything `apply` did to the object called `name`, oldest first.
+    pub async fn history(&self, name: &str) -> Result<Vec<HistoryEntry>> {
+        let registry = self.registry.clone();
+        let name = name.to_string();
+        blocking(move || registry.history(&name)).await
+    }
+}
+
+/// Runs registry (SQLite) work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> quiver_core::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+        .map_err(Error::from)
+}

@@ -1,0 +1,6 @@
+-- Feature services: the features one model reads, by name.
+CREATE FEATURE SERVICE driver_ranking (
+  driver_hourly_stats.conv_rate,
+  driver_hourly_stats.quality,
+  customer_profile.*
+) COMMENT 'Features of the driver ranking model';
