@@ -1,1 +1,9 @@
+//! Quiver's end-to-end tests, in one binary (one link, shared fixtures):
+//!
+//! - `definitions`: the parser and validation cases under `tests/definitions/*.case`;
+//! - `cli`: the built `quiver` binary on temporary repositories.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a test failure
+mod cli;
+mod definitions;
+mod support;

@@ -46,7 +46,7 @@ fn check_unique_names(defs: &Definitions, diagnostics: &mut Diagnostics) {
         if let Some((first_kind, first_at)) = seen.get(name) {
             let first = defs.files.pointer(*first_at);
             diagnostics.push(
-                defs.error_at(at, format!("duplicate name `{name}`: {kind} `{name}` is already declared as a {first_kind}"))
+                defs.error_at(at, format!("duplicate name `{name}`: {kind} `{name}` is already declared as {} {first_kind}", article(*first_kind)))
                     .with_help(format!("first declared at {}:{}:{}; names are unique across entities, sources, views and services", first.path, first.line, first.column)),
             );
         } else {
@@ -71,13 +71,7 @@ fn check_sources(defs: &Definitions, repo_root: &Path, diagnostics: &mut Diagnos
             );
             continue;
         }
-        let full = repo_root.join(path);
-        let found = if is_glob(path) {
-            glob_has_match(&full)
-        } else {
-            full.exists()
-        };
-        if !found {
+        if !source_path_exists(repo_root, path) {
             let what = if is_glob(path) {
                 "no file matches"
             } else {
@@ -233,6 +227,23 @@ pub fn check_services(defs: &Definitions, schemas: &HashMap<String, ViewSchema>)
         }
     }
     diagnostics
+}
+
+fn article(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::Entity => "an",
+        _ => "a",
+    }
+}
+
+/// Whether a local source path names an existing file or folder, or a glob matches a file.
+pub fn source_path_exists(repo_root: &Path, path: &str) -> bool {
+    let full = repo_root.join(path);
+    if is_glob(path) {
+        glob_has_match(&full)
+    } else {
+        full.exists()
+    }
 }
 
 fn is_glob(path: &str) -> bool {

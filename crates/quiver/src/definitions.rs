@@ -8,7 +8,7 @@ use std::path::Path;
 use quiver_core::diagnostic::Diagnostic;
 use quiver_core::model::{Object, ResolvedView, ViewSchema};
 use quiver_core::parser::{Definitions, SourceDecl, ViewDecl, parse_repository};
-use quiver_core::validate::{check_definitions, check_services};
+use quiver_core::validate::{check_definitions, check_services, source_path_exists};
 use quiver_offline::OfflineEngine;
 
 use crate::Result;
@@ -23,7 +23,7 @@ pub(crate) async fn load(repo_root: &Path, entries: &[String]) -> Result<Vec<Obj
     let engine = OfflineEngine::new(repo_root);
     let mut registered = HashSet::new();
     for source in &defs.sources {
-        if !repo_root.join(&source.def.path).exists() && !source.def.path.contains(['*', '?']) {
+        if !source_path_exists(repo_root, &source.def.path) {
             continue; // already reported as a missing file
         }
         match engine.register_source(&source.def).await {

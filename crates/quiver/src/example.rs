@@ -151,7 +151,7 @@ impl ExampleData {
                 let ts = start_us + (event as i64 + 1) * step_us - jitter;
                 let created = ts + (rng.next() % 120_000_000) as i64;
                 batch.push(id, ts, created, &mut rng);
-                if self.duplicate_every > 0 && rng.next() % self.duplicate_every == 0 {
+                if self.duplicate_every > 0 && rng.next().is_multiple_of(self.duplicate_every) {
                     batch.push(id, ts, created + 1_000_000, &mut rng);
                 }
                 if batch.len() >= 65_536 {
@@ -246,7 +246,7 @@ impl BatchBuilder {
         match self.table {
             Table::Driver => {
                 // About 2% of conversion rates are missing.
-                if rng.next() % 50 == 0 {
+                if rng.next().is_multiple_of(50) {
                     self.a.append_null();
                 } else {
                     self.a.append_value(rng.unit());

@@ -1,0 +1,382 @@
+//! The `quiver` binary on temporary repositories: what a user types, what they see.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support;
+
+/// Runs `quiver --repo DIR ARGS…`.
+fn quiver(repo: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .arg("--repo")
+        .arg(repo)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the quiver binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+/// Runs a command that must succeed and returns its stdout.
+fn ok(repo: &Path, args: &[&str]) -> String {
+    let output = quiver(repo, args);
+    assert!(
+        output.status.success(),
+        "quiver {args:?} failed:\n{}\n{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).is_empty(),
+        "unexpected stderr: {}",
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+/// Runs a command that must fail with exit code 1 and returns its stderr.
+fn fails(repo: &Path, args: &[&str]) -> String {
+    let output = quiver(repo, args);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "quiver {args:?}: {}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let err = stderr(&output);
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    err
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Replaces times and temporary paths so snapshots are stable.
+macro_rules! snapshot {
+    ($name:expr, $value:expr, $repo:expr) => {{
+        let repo = std::path::absolute($repo).unwrap().display().to_string();
+        let text = $value.replace(&repo, "[REPO]");
+        insta::with_settings!({filters => vec![
+            (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]"),
+            (r"hash [0-9a-f]{12}", "hash [HASH]"),
+        ]}, {
+            insta::assert_snapshot!($name, text);
+        });
+    }};
+}
+
+fn init_example() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("demo");
+    let out = quiver(dir.path(), &["init", repo.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    dir
+}
+
+#[test]
+fn new_user_flow_init_plan_apply_describe() {
+    let dir = init_example();
+    let repo = dir.path().join("demo");
+    snapshot!("plan_new_repository", ok(&repo, &["plan"]), &repo);
+    snapshot!("apply_new_repository", ok(&repo, &["apply"]), &repo);
+    snapshot!("apply_again_changes_nothing", ok(&repo, &["apply"]), &repo);
+    snapshot!(
+        "describe_view",
+        ok(&repo, &["describe", "driver_hourly_stats"]),
+        &repo
+    );
+    snapshot!(
+        "describe_source",
+        ok(&repo, &["describe", "driver_stats"]),
+        &repo
+    );
+    snapshot!("describe_entity", ok(&repo, &["describe", "driver"]), &repo);
+    snapshot!(
+        "describe_service",
+        ok(&repo, &["describe", "driver_ranking"]),
+        &repo
+    );
+    snapshot!("ls", ok(&repo, &["ls"]), &repo);
+
+    let listed = json(&ok(&repo, &["ls", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 7);
+    let described = json(&ok(&repo, &["describe", "driver_hourly_stats", "--json"]));
+    assert_eq!(described["version"], 1);
+    assert_eq!(
+        described["definition"]["schema"]["features"][3]["name"],
+        "quality"
+    );
+}
+
+#[test]
+fn new_version_metadata_only_removal_and_restore() {
+    let dir = init_example();
+    let repo = dir.path().join("demo");
+    ok(&repo, &["apply"]);
+    let views = repo.join("features/views.sql");
+    let original = std::fs::read_to_string(&views).unwrap();
+
+    // A comment, tag or owner change keeps the version.
+    std::fs::write(
+        &views,
+        original.replace("TAGS (team = 'rides'", "TAGS (team = 'marketplace'"),
+    )
+    .unwrap();
+    snapshot!("plan_metadata_only", ok(&repo, &["plan"]), &repo);
+    let plan = json(&ok(&repo, &["plan", "--json"]));
+    assert_eq!(plan["changes"][0]["action"], "metadata");
+    assert_eq!(plan["changes"][0]["version"], 1);
+    ok(&repo, &["apply"]);
+
+    // Reformatting the query is not a new version either.
+    std::fs::write(
+        &views,
+        std::fs::read_to_string(&views).unwrap().replace(
+            "conv_rate * acc_rate AS quality",
+            "conv_rate*acc_rate   AS   quality",
+        ),
+    )
+    .unwrap();
+    let plan = json(&ok(&repo, &["plan", "--json"]));
+    assert_eq!(plan["changes"][0]["action"], "metadata", "{plan}");
+    ok(&repo, &["apply"]);
+
+    // A change of the query (and so the schema) is a new version.
+    std::fs::write(
+        &views,
+        std::fs::read_to_string(&views).unwrap().replace(
+            "conv_rate*acc_rate   AS   quality",
+            "conv_rate + acc_rate AS quality, 1 AS one",
+        ),
+    )
+    .unwrap();
+    snapshot!("plan_new_version", ok(&repo, &["plan"]), &repo);
+    ok(&repo, &["apply"]);
+    // So is a TTL change.
+    std::fs::write(
+        &views,
+        std::fs::read_to_string(&views)
+            .unwrap()
+            .replace("TTL '1 day'", "TTL '2 days'"),
+    )
+    .unwrap();
+    let plan = json(&ok(&repo, &["apply", "--json"]));
+    assert_eq!(plan["changes"][0]["action"], "new_version");
+    assert_eq!(plan["changes"][0]["from_version"], 2);
+    assert_eq!(plan["changes"][0]["version"], 3);
+    assert_eq!(
+        json(&ok(&repo, &["describe", "driver_hourly_stats", "--json"]))["version"],
+        3
+    );
+
+    // Removing a file removes its objects; history keeps them.
+    let services = repo.join("features/services.sql");
+    let service_text = std::fs::read_to_string(&services).unwrap();
+    std::fs::remove_file(&services).unwrap();
+    snapshot!("apply_removal", ok(&repo, &["apply"]), &repo);
+    assert!(!ok(&repo, &["ls"]).contains("driver_ranking"));
+    let removed = json(&ok(&repo, &["describe", "driver_ranking", "--json"]));
+    assert_eq!(removed["deleted"], true);
+
+    // Putting it back restores the same version.
+    std::fs::write(&services, service_text).unwrap();
+    let plan = json(&ok(&repo, &["apply", "--json"]));
+    assert_eq!(plan["changes"][0]["action"], "restored");
+    assert_eq!(plan["changes"][0]["version"], 1);
+
+    snapshot!(
+        "history_view",
+        ok(&repo, &["history", "driver_hourly_stats"]),
+        &repo
+    );
+    snapshot!(
+        "history_service",
+        ok(&repo, &["history", "driver_ranking"]),
+        &repo
+    );
+    let history = json(&ok(&repo, &["history", "driver_hourly_stats", "--json"]));
+    let actions: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "added",
+            "metadata",
+            "metadata",
+            "new_version",
+            "new_version"
+        ]
+    );
+    // Every version stays readable from history.
+    assert_eq!(history[0]["definition"]["tags"]["team"], "rides");
+    assert_eq!(history[4]["definition"]["ttl"], 172_800);
+}
+
+#[test]
+fn concurrent_applies_do_not_corrupt_the_registry() {
+    let dir = init_example();
+    let repo = dir.path().join("demo");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_quiver"))
+            .arg("--repo")
+            .arg(&repo)
+            .args(["apply", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let children: Vec<_> = (0..4).map(|_| spawn()).collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let mut added = 0;
+    for output in &outputs {
+        assert!(output.status.success(), "{}", stderr(output));
+        let plan = json(&stdout(output));
+        let changes = plan["changes"].as_array().unwrap().len();
+        assert!(
+            changes == 0 || changes == 7,
+            "each apply sees all or nothing: {plan}"
+        );
+        added += changes;
+    }
+    assert_eq!(added, 7, "exactly one apply wins");
+    for name in [
+        "driver",
+        "driver_stats",
+        "driver_hourly_stats",
+        "driver_ranking",
+    ] {
+        let history = json(&ok(&repo, &["history", name, "--json"]));
+        assert_eq!(history.as_array().unwrap().len(), 1, "{name}: {history}");
+    }
+    assert!(ok(&repo, &["plan"]).starts_with("No changes"));
+}
+
+#[test]
+fn errors_name_file_line_and_column_and_exit_1() {
+    let repo = support::repo(&[(
+        "features/defs.sql",
+        "CREATE ENTITY driver (driver_id BIGINT);\nCREATE SOURCE s FROM 'data/driver_stats.parquet' TIMESTAMP event_timestamp;\nCREATE FEATURE VIEW v ENTITY drivr AS SELECT driver_id, event_timestamp, acc_rate FROM s;\n",
+    )]);
+    let err = fails(repo.path(), &["plan"]);
+    snapshot!("plan_error", err, repo.path());
+    // Nothing was recorded.
+    let err = fails(repo.path(), &["apply"]);
+    assert!(err.contains("features/defs.sql:3:30"), "{err}");
+    assert!(ok(repo.path(), &["ls"]).contains("empty"));
+
+    // --json errors are JSON with the diagnostics.
+    let output = quiver(repo.path(), &["plan", "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let body = json(&stderr(&output));
+    assert_eq!(body["kind"], "invalid_argument");
+    assert_eq!(body["diagnostics"][0]["at"]["line"], 3);
+    assert_eq!(body["diagnostics"][0]["at"]["column"], 30);
+}
+
+#[test]
+fn unknown_names_and_missing_repositories_are_clear_errors() {
+    let dir = init_example();
+    let repo = dir.path().join("demo");
+    ok(&repo, &["apply"]);
+    let err = fails(&repo, &["describe", "driver_hourly_stat"]);
+    assert_eq!(
+        err.trim(),
+        "error: no object named `driver_hourly_stat` in the registry; did you mean `driver_hourly_stats`?"
+    );
+    let err = fails(&repo, &["history", "nothing_like_it"]);
+    assert_eq!(
+        err.trim(),
+        "error: no object named `nothing_like_it` in the registry"
+    );
+
+    let err = fails(dir.path(), &["plan"]);
+    assert!(
+        err.contains("no quiver.toml here; run `quiver init DIR`"),
+        "{err}"
+    );
+
+    let err = fails(dir.path(), &["init", repo.to_str().unwrap()]);
+    assert!(err.contains("already holds a feature repository"), "{err}");
+
+    std::fs::write(
+        repo.join("quiver.toml"),
+        "project = \"rides\"\n[online]\ntype = \"redis\"\n",
+    )
+    .unwrap();
+    let err = fails(&repo, &["plan"]);
+    assert!(err.contains("`online.url` is required"), "{err}");
+    std::fs::write(
+        repo.join("quiver.toml"),
+        "project = \"rides\"\nprojekt = 1\n",
+    )
+    .unwrap();
+    let err = fails(&repo, &["plan"]);
+    assert!(err.contains("unknown field `projekt`"), "{err}");
+}
+
+#[test]
+fn environment_overrides_config() {
+    let dir = init_example();
+    let repo = dir.path().join("demo");
+    let output = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["plan"])
+        .env("QUIVER_REPO", &repo)
+        .env("QUIVER_DEFINITIONS", "features/entities.sql")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("2 added"),
+        "only the entities file is read: {text}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["plan"])
+        .env("QUIVER_REPO", &repo)
+        .env("QUIVER_ONLINE__HOST", "x")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output)
+            .contains("QUIVER_ONLINE__HOST overrides `online.host`, which is not a config key")
+    );
+}
+
+#[test]
+fn quickstart_runs_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("qs");
+    let output = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["quickstart", repo.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("7 added"), "{text}");
+    assert!(
+        text.contains("feature view driver_hourly_stats (v1"),
+        "{text}"
+    );
+}
