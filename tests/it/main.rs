@@ -6,4 +6,5 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a test failure
 mod cli;
 mod definitions;
+mod readme;
 mod support;
