@@ -6,5 +6,6 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a test failure
 mod cli;
 mod definitions;
+mod pit;
 mod readme;
 mod support;

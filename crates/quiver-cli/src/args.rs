@@ -54,10 +54,82 @@ pub enum Command {
         /// Name of an entity, source, feature view or feature service.
         name: String,
     },
+    /// Compute feature views into offline tables (Parquet, partitioned by event date).
+    Materialize {
+        /// Start of the event-time interval (inclusive): RFC 3339 or YYYY-MM-DD, UTC when
+        /// no zone is given. Default: all history.
+        #[arg(long, value_parser = parse_time)]
+        start: Option<chrono::DateTime<chrono::Utc>>,
+        /// End of the interval (exclusive). Default: now.
+        #[arg(long, value_parser = parse_time)]
+        end: Option<chrono::DateTime<chrono::Utc>>,
+        /// Views to materialize (default: all).
+        views: Vec<String>,
+    },
+    /// Export a point-in-time-correct training set for a spine of (entity, timestamp) rows.
+    Export {
+        /// Spine file: Parquet or CSV with a header.
+        #[arg(
+            long,
+            conflicts_with = "spine_sql",
+            required_unless_present = "spine_sql"
+        )]
+        spine: Option<PathBuf>,
+        /// Spine query over the sources, e.g. 'SELECT driver_id, event_timestamp FROM driver_stats'.
+        #[arg(long)]
+        spine_sql: Option<String>,
+        /// Features as view:feature (or view:*), comma-separated.
+        #[arg(long, value_delimiter = ',', required_unless_present = "service")]
+        features: Vec<String>,
+        /// A feature service instead of (or in addition to) --features.
+        #[arg(long)]
+        service: Option<String>,
+        /// Output Parquet file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Name feature columns view__feature.
+        #[arg(long)]
+        full_feature_names: bool,
+        /// The spine's timestamp column.
+        #[arg(long, default_value = "event_timestamp")]
+        timestamp_column: String,
+        /// Materialize whatever the offline tables lack instead of failing.
+        #[arg(long)]
+        materialize: bool,
+        /// Print this many rows of the result.
+        #[arg(long, default_value_t = 0)]
+        show: usize,
+    },
+    /// List recorded materializations and exports, newest first.
+    Runs {
+        /// Only `materialize` or `export` runs.
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Run the whole pipeline on a fresh example repository.
     Quickstart {
         /// Folder for the example repository (default: a `quiver-quickstart` folder in
         /// the system's temp folder, replaced on every run).
         dir: Option<PathBuf>,
     },
+}
+
+/// RFC 3339 (`2026-01-15T12:00:00Z`, any offset), `YYYY-MM-DDTHH:MM:SS` (UTC) or `YYYY-MM-DD`.
+pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Ok(Utc.from_utc_datetime(&t));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists")));
+    }
+    Err(format!(
+        "`{text}` is not a time: use RFC 3339 (2026-01-15T12:00:00Z) or a date (2026-01-15)"
+    ))
 }

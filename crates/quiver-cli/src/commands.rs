@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use quiver::FeatureStore;
+use quiver::{FeatureStore, MaterializeOptions};
 
 use crate::args::{Cli, Command};
 use crate::render;
@@ -33,6 +33,51 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::History { name } => {
             let store = FeatureStore::open(&cli.repo)?;
             render::history(&store.history(&name).await?, json)
+        }
+        Command::Materialize { start, end, views } => {
+            let store = FeatureStore::open(&cli.repo)?;
+            let progress = render::Progress::start("materializing", json);
+            let stats = store
+                .materialize(MaterializeOptions { start, end, views })
+                .await;
+            progress.finish();
+            render::materialized(&stats?, json)
+        }
+        Command::Export {
+            spine,
+            spine_sql,
+            features,
+            service,
+            out,
+            full_feature_names,
+            timestamp_column,
+            materialize,
+            show,
+        } => {
+            let store = FeatureStore::open(&cli.repo)?;
+            let mut export = store
+                .export()
+                .with_features(features)
+                .with_full_feature_names(full_feature_names)
+                .with_timestamp_column(timestamp_column)
+                .with_materialize(materialize);
+            if let Some(spine) = spine {
+                export = export.with_spine_file(std::path::absolute(spine)?);
+            }
+            if let Some(sql) = spine_sql {
+                export = export.with_spine_sql(sql);
+            }
+            if let Some(service) = service {
+                export = export.with_service(service);
+            }
+            let progress = render::Progress::start("exporting", json);
+            let result = export.write(std::path::absolute(out)?).await;
+            progress.finish();
+            render::exported(&result?, show, json)
+        }
+        Command::Runs { kind, limit } => {
+            let store = FeatureStore::open(&cli.repo)?;
+            render::runs(&store.runs(kind.as_deref(), limit).await?, json)
         }
         Command::Quickstart { dir } => quickstart(dir, json).await,
     }

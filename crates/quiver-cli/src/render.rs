@@ -309,3 +309,126 @@ fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
         line(row.iter().map(String::as_str).collect());
     }
 }
+
+/// A spinner on stderr while long work runs, only when stderr is a terminal.
+pub struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    pub fn start(message: &'static str, json: bool) -> Self {
+        use std::io::IsTerminal;
+        if json || !std::io::stderr().is_terminal() {
+            return Progress(None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner().with_message(message);
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        Progress(Some(bar))
+    }
+
+    pub fn finish(self) {
+        if let Some(bar) = self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+pub fn materialized(stats: &[quiver::MaterializeStats], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(&stats);
+    }
+    for s in stats {
+        let start = s.interval.start.map_or("the beginning".to_string(), time);
+        let rate = if s.seconds > 0.0 {
+            s.rows_in_interval as f64 / s.seconds
+        } else {
+            0.0
+        };
+        println!(
+            "{} v{}: {} rows from {start} to {} -> {} files in {} partitions; table has {} rows ({:.2} s, {:.0} rows/s)",
+            s.view,
+            s.version,
+            s.rows_in_interval,
+            time(s.interval.end),
+            s.files_written,
+            s.partitions_rewritten,
+            s.table_rows,
+            s.seconds,
+            rate
+        );
+    }
+    Ok(())
+}
+
+pub fn exported(export: &quiver::Export, show: usize, as_json: bool) -> anyhow::Result<()> {
+    let s = &export.summary;
+    if as_json {
+        return json(s);
+    }
+    for m in &s.materialized {
+        println!(
+            "materialized {} v{} ({} rows) first",
+            m.view, m.version, m.rows_in_interval
+        );
+    }
+    let output = s
+        .output
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    println!(
+        "Wrote {} rows x {} columns to {output} (views {}) in {:.2} s",
+        s.rows,
+        export.batch.num_columns(),
+        s.views.join(", "),
+        s.seconds
+    );
+    if show > 0 {
+        println!("{}", quiver::pretty(&export.batch, show)?);
+    }
+    Ok(())
+}
+
+pub fn runs(runs: &[quiver::RunRecord], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(&runs);
+    }
+    let rows: Vec<[String; 4]> = runs
+        .iter()
+        .map(|r| {
+            let what = match r.kind.as_str() {
+                "materialize" => format!(
+                    "{} v{}: {} rows",
+                    r.details["view"].as_str().unwrap_or("?"),
+                    r.details["version"],
+                    r.details["rows_in_interval"]
+                ),
+                _ => format!(
+                    "{} rows from {} -> {}",
+                    r.details["rows"],
+                    r.details["views"]
+                        .as_array()
+                        .map(|v| v
+                            .iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "))
+                        .unwrap_or_default(),
+                    r.details["output"].as_str().unwrap_or("(in memory)")
+                ),
+            };
+            [
+                r.id.to_string(),
+                r.kind.clone(),
+                r.finished_at.clone(),
+                what,
+            ]
+        })
+        .collect();
+    print_table(["ID", "KIND", "FINISHED", "WHAT"], &rows);
+    Ok(())
+}
+
+fn time(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_else(|| micros.to_string())
+}

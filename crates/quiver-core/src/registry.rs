@@ -28,7 +28,7 @@ use crate::{Error, Result};
 /// The registry file inside the state folder.
 pub const REGISTRY_FILE: &str = "registry.db";
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS objects (
@@ -60,7 +60,26 @@ CREATE TABLE IF NOT EXISTS history (
     definition TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_by_name ON history (name, id);
+CREATE TABLE IF NOT EXISTS runs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    details     TEXT NOT NULL
+);
 ";
+
+/// A recorded run: a materialization or a training-set export.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    /// `materialize` or `export`.
+    pub kind: String,
+    pub started_at: String,
+    pub finished_at: String,
+    /// What the run did (view versions, interval, rows, files, output path, …).
+    pub details: serde_json::Value,
+}
 
 /// One object as the registry holds it now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -366,6 +385,65 @@ impl Registry {
             return Err(Error::UnknownObject {
                 name: name.to_string(),
                 suggestion: closest(name, records.iter().map(|r| r.name.as_str())),
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl Registry {
+    /// Records a finished run; returns its id.
+    pub fn record_run(
+        &self,
+        kind: &str,
+        started_at: DateTime<Utc>,
+        finished_at: DateTime<Utc>,
+        details: &serde_json::Value,
+    ) -> Result<i64> {
+        let conn = self.connect()?;
+        conn.execute(
+            "INSERT INTO runs (kind, started_at, finished_at, details) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                kind,
+                timestamp(started_at),
+                timestamp(finished_at),
+                details.to_string()
+            ],
+        )
+        .map_err(|e| self.db_error(e))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Runs of one kind (or all), newest first, at most `limit`.
+    pub fn runs(&self, kind: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        let conn = self.connect()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, kind, started_at, finished_at, details FROM runs
+                 WHERE ?1 IS NULL OR kind = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(|e| self.db_error(e))?;
+        let rows = stmt
+            .query_map(params![kind, limit as i64], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(|e| self.db_error(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, kind, started_at, finished_at, details) = row.map_err(|e| self.db_error(e))?;
+            out.push(RunRecord {
+                id,
+                kind,
+                started_at,
+                finished_at,
+                details: serde_json::from_str(&details)
+                    .map_err(|e| self.corrupt(format!("run {id}: {e}")))?,
             });
         }
         Ok(out)

@@ -2,17 +2,29 @@
 //! registered as a table, so view queries plan exactly as they will run.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field};
-use datafusion::prelude::SessionContext;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
 use quiver_core::model::{Column, Entity, FeatureView, KeyType, Source, ViewSchema};
 
+use crate::materialize::{self, MaterializeStats};
+use crate::normalize::ViewColumns;
+use crate::table::{Interval, TableDir};
 use crate::{Error, Result, source};
+
+/// Memory the materialization sort may use before it spills to disk.
+const SORT_MEMORY_BYTES: usize = 1 << 30;
 
 /// The batch engine of one feature repository.
 pub struct OfflineEngine {
     ctx: SessionContext,
+    /// One partition, so scans keep source order (ties are broken by it) and a memory
+    /// limit, so sorts spill instead of growing without bound.
+    ordered: SessionContext,
     repo_root: PathBuf,
 }
 
@@ -27,8 +39,17 @@ impl std::fmt::Debug for OfflineEngine {
 impl OfflineEngine {
     /// An engine whose relative source paths resolve against `repo_root`.
     pub fn new(repo_root: impl Into<PathBuf>) -> Self {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(SORT_MEMORY_BYTES, 1.0)
+            .build_arc()
+            .expect("a runtime with a memory limit and the default disk manager always builds");
+        let ordered = SessionContext::new_with_config_rt(
+            SessionConfig::new().with_target_partitions(1),
+            runtime,
+        );
         OfflineEngine {
             ctx: SessionContext::new(),
+            ordered,
             repo_root: repo_root.into(),
         }
     }
@@ -42,6 +63,8 @@ impl OfflineEngine {
     pub async fn register_source(&self, source: &Source) -> Result<()> {
         source::register(&self.ctx, &self.repo_root, source).await?;
         let provider = self.ctx.table_provider(source.name.as_str()).await?;
+        self.ordered
+            .register_table(source.name.as_str(), Arc::clone(&provider))?;
         let schema = provider.schema();
         let clauses = [
             ("TIMESTAMP", Some(&source.timestamp)),
@@ -160,6 +183,91 @@ impl OfflineEngine {
             features,
         })
     }
+}
+
+impl OfflineEngine {
+    /// Materializes `[interval.start, interval.end)` of one view version into its offline
+    /// table under `offline_root`. The view's sources must be registered.
+    pub async fn materialize(
+        &self,
+        offline_root: &Path,
+        view: &FeatureView,
+        version: u32,
+        columns: &ViewColumns,
+        interval: Interval,
+        run_id: &str,
+    ) -> Result<MaterializeStats> {
+        let table = TableDir::new(offline_root, &view.name, version);
+        materialize::materialize(
+            &self.ordered,
+            &table,
+            &view.name,
+            version,
+            &view.query,
+            columns,
+            interval,
+            run_id,
+        )
+        .await
+    }
+}
+
+impl OfflineEngine {
+    /// Reads a spine file (Parquet, or CSV with a header) keeping its row order.
+    pub async fn read_spine_file(&self, path: &Path) -> Result<RecordBatch> {
+        let location = path.display().to_string();
+        let unreadable = |e: datafusion::error::DataFusionError| Error::InvalidSpine {
+            message: format!("cannot read {location}: {}", e.strip_backtrace()),
+        };
+        if !path.is_file() {
+            return Err(Error::InvalidSpine {
+                message: format!("{location} does not exist or is not a file"),
+            });
+        }
+        let extension = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let df = match extension.as_str() {
+            "csv" => self
+                .ordered
+                .read_csv(
+                    location.as_str(),
+                    CsvReadOptions::new().file_extension(".csv"),
+                )
+                .await
+                .map_err(unreadable)?,
+            "parquet" | "pq" => self
+                .ordered
+                .read_parquet(
+                    location.as_str(),
+                    ParquetReadOptions::default().file_extension(""),
+                )
+                .await
+                .map_err(unreadable)?,
+            _ => {
+                return Err(Error::InvalidSpine {
+                    message: format!("{location}: a spine is a .parquet or .csv file"),
+                });
+            }
+        };
+        collect_one(df).await.map_err(unreadable)
+    }
+
+    /// Runs a query over the registered sources and returns its rows as a spine.
+    pub async fn read_spine_sql(&self, sql: &str) -> Result<RecordBatch> {
+        let failed = |e: datafusion::error::DataFusionError| Error::InvalidSpine {
+            message: format!("--spine-sql: {}", e.strip_backtrace()),
+        };
+        let df = self.ordered.sql(sql).await.map_err(failed)?;
+        collect_one(df).await.map_err(failed)
+    }
+}
+
+async fn collect_one(df: datafusion::prelude::DataFrame) -> datafusion::error::Result<RecordBatch> {
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await?;
+    Ok(arrow::compute::concat_batches(&schema, &batches)?)
 }
 
 fn column(field: &Field) -> Column {

@@ -83,6 +83,22 @@ pub enum Error {
     )]
     NoFeatures { view: String },
 
+    /// An offline table file or folder could not be read or written.
+    #[error("offline table {path}: {message}")]
+    TableIo { path: String, message: String },
+
+    /// A manifest that cannot be parsed.
+    #[error("offline table manifest {path} is corrupt: {message}")]
+    CorruptManifest { path: String, message: String },
+
+    /// Writing Parquet failed.
+    #[error("writing {path}: {message}")]
+    WriteParquet { path: String, message: String },
+
+    /// A column of the spine is missing or has the wrong type.
+    #[error("spine: {message}")]
+    InvalidSpine { message: String },
+
     /// Any other DataFusion failure.
     #[error("offline engine: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
@@ -91,7 +107,10 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::UnreadableSource { .. } => ErrorKind::Unavailable,
+            Error::UnreadableSource { .. } | Error::TableIo { .. } | Error::WriteParquet { .. } => {
+                ErrorKind::Unavailable
+            }
+            Error::CorruptManifest { .. } => ErrorKind::Internal,
             Error::DataFusion(_) => ErrorKind::Internal,
             _ => ErrorKind::InvalidArgument,
         }

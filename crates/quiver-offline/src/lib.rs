@@ -7,7 +7,13 @@
 
 pub mod engine;
 pub mod error;
+pub mod export;
+mod materialize;
+pub mod normalize;
+pub mod pit;
 mod source;
+pub mod table;
 
 pub use engine::OfflineEngine;
 pub use error::{Error, Result};
+pub use materialize::MaterializeStats;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use quiver_core::ErrorKind;
+use quiver_core::diagnostic::did_you_mean;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -24,6 +25,73 @@ pub enum Error {
     #[error("cannot write {path}: {message}")]
     WriteFailed { path: PathBuf, message: String },
 
+    /// No feature view of that name is applied.
+    #[error("unknown feature view `{name}`{}", did_you_mean(.suggestion))]
+    UnknownFeatureView {
+        name: String,
+        suggestion: Option<String>,
+    },
+
+    /// No feature service of that name is applied.
+    #[error("unknown feature service `{name}`{}", did_you_mean(.suggestion))]
+    UnknownFeatureService {
+        name: String,
+        suggestion: Option<String>,
+    },
+
+    /// The view has no such feature.
+    #[error("feature view `{view}` has no feature `{feature}`{}", did_you_mean(.suggestion))]
+    UnknownFeature {
+        view: String,
+        feature: String,
+        suggestion: Option<String>,
+    },
+
+    /// A feature reference that is not `view:feature`.
+    #[error("bad feature reference `{text}`: write view:feature (or view:* for all of a view)")]
+    BadFeatureReference { text: String },
+
+    /// An export without features.
+    #[error("no features requested: pass --features view:feature,… or --service NAME")]
+    NoFeaturesRequested,
+
+    /// An export without a spine.
+    #[error("no spine: pass --spine FILE or --spine-sql QUERY")]
+    NoSpine,
+
+    /// Two requested features would get the same output column name.
+    #[error("two features would both be named `{name}` ({first} and {second}){}", if *.full_names { "" } else { "; pass --full-feature-names to name them view__feature" })]
+    DuplicateFeatureName {
+        name: String,
+        first: String,
+        second: String,
+        full_names: bool,
+    },
+
+    /// A feature's output name is already a spine column.
+    #[error(
+        "feature `{name}` has the name of a spine column; pass --full-feature-names or rename the spine column"
+    )]
+    FeatureNameClashesWithSpine { name: String },
+
+    /// The offline table does not cover the spine's time range.
+    #[error(
+        "the offline table of feature view `{view}` (v{version}) does not cover the spine's time range; run `{command}` first, or pass --materialize"
+    )]
+    OfflineTableIncomplete {
+        view: String,
+        version: u32,
+        command: String,
+    },
+
+    /// Nothing applied to materialize.
+    #[error("no feature views are applied: run `quiver apply` first")]
+    NothingToMaterialize,
+
+    /// `--start` not before `--end`.
+    #[error("the interval is empty: --start {start} is not before --end {end}")]
+    EmptyInterval { start: String, end: String },
+
     /// A background task panicked or was cancelled.
     #[error("internal error: {0}")]
     Task(String),
@@ -35,6 +103,17 @@ impl Error {
             Error::Core(e) => e.kind(),
             Error::Offline(e) => e.kind(),
             Error::RepositoryExists { .. } => ErrorKind::AlreadyExists,
+            Error::UnknownFeatureView { .. }
+            | Error::UnknownFeatureService { .. }
+            | Error::UnknownFeature { .. } => ErrorKind::NotFound,
+            Error::BadFeatureReference { .. }
+            | Error::NoFeaturesRequested
+            | Error::NoSpine
+            | Error::DuplicateFeatureName { .. }
+            | Error::FeatureNameClashesWithSpine { .. }
+            | Error::OfflineTableIncomplete { .. }
+            | Error::NothingToMaterialize
+            | Error::EmptyInterval { .. } => ErrorKind::InvalidArgument,
             Error::WriteFailed { .. } => ErrorKind::Unavailable,
             Error::Task(_) => ErrorKind::Internal,
         }

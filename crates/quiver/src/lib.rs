@@ -13,14 +13,26 @@
 //! # }
 //! ```
 
+mod catalog;
 mod definitions;
 pub mod error;
 pub mod example;
+mod offline;
 mod store;
 
 pub use error::{Error, Result};
+pub use offline::{Export, ExportBuilder, ExportSummary, MaterializeOptions, Spine};
 pub use quiver_core::config::Config;
 pub use quiver_core::model;
-pub use quiver_core::registry::{Action, Change, HistoryEntry, ObjectRecord, Plan};
+pub use quiver_core::registry::{Action, Change, HistoryEntry, ObjectRecord, Plan, RunRecord};
 pub use quiver_core::{ErrorKind, clock};
+pub use quiver_offline::MaterializeStats;
 pub use store::FeatureStore;
+
+/// The first `rows` rows of a batch as an aligned text table.
+pub fn pretty(batch: &arrow::array::RecordBatch, rows: usize) -> Result<String> {
+    let head = batch.slice(0, rows.min(batch.num_rows()));
+    arrow::util::pretty::pretty_format_batches(&[head])
+        .map(|t| t.to_string())
+        .map_err(|e| Error::Offline(quiver_offline::Error::DataFusion(e.into())))
+}

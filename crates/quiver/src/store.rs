@@ -4,11 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use quiver_core::clock::{Clock, SystemClock};
 use quiver_core::config::{Config, STATE_DIR};
 use quiver_core::model::Object;
-use quiver_core::registry::{HistoryEntry, ObjectRecord, Plan, Registry};
+use quiver_core::registry::{HistoryEntry, ObjectRecord, Plan, Registry, RunRecord};
 
+use crate::catalog::Catalog;
 use crate::{Error, Result, definitions};
 
 /// A feature repository opened for work.
@@ -93,6 +95,35 @@ impl FeatureStore {
         let registry = self.registry.clone();
         let name = name.to_string();
         blocking(move || registry.history(&name)).await
+    }
+}
+
+impl FeatureStore {
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// The applied definitions, indexed by name.
+    pub(crate) async fn catalog(&self) -> Result<Catalog> {
+        Ok(Catalog::new(self.list().await?))
+    }
+
+    pub(crate) async fn record_run(
+        &self,
+        kind: &'static str,
+        started: DateTime<Utc>,
+        details: serde_json::Value,
+    ) -> Result<i64> {
+        let registry = self.registry.clone();
+        let finished = self.clock.now();
+        blocking(move || registry.record_run(kind, started, finished, &details)).await
+    }
+
+    /// Recorded runs of one kind (`materialize`, `export`) or all, newest first.
+    pub async fn runs(&self, kind: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        let registry = self.registry.clone();
+        let kind = kind.map(str::to_string);
+        blocking(move || registry.runs(kind.as_deref(), limit)).await
     }
 }
 

@@ -1,0 +1,430 @@
+//! Training-set export: reads a spine, joins each requested view's offline table onto
+//! it with the point-in-time kernel ([`crate::pit`]), and returns the spine's rows, in
+//! the spine's order, with the spine's columns first and one column per feature.
+//!
+//! Offline files are decoded in parallel (one blocking task per file, results kept in
+//! table order), only the needed columns, and only row groups whose event times can
+//! matter; rows whose keys the spine does not ask for are dropped as they are read.
+//! When the matching history may not fit the memory budget, the spine's keys are split
+//! into buckets and each bucket is one pass over the files.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, new_null_array};
+use arrow::compute::{CastOptions, cast_with_options, concat, filter, interleave, take};
+use arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType};
+use arrow::util::display::FormatOptions;
+use futures::StreamExt;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use parquet::file::statistics::Statistics;
+
+use crate::normalize::timestamp_type;
+use crate::pit::{GroupedFeatures, KeyGroups, take_indices};
+use crate::{Error, Result};
+
+/// One view to join: where its table is and which features to take.
+#[derive(Debug, Clone)]
+pub struct ViewRequest {
+    pub view: String,
+    /// Committed files in table order (dates ascending, parts ascending).
+    pub files: Vec<PathBuf>,
+    /// Key columns and their canonical types.
+    pub keys: Vec<(String, DataType)>,
+    /// The event-time column of the table.
+    pub timestamp: String,
+    /// `(column in the table, name in the output)`.
+    pub features: Vec<(String, String)>,
+    /// TTL in µs.
+    pub ttl_micros: Option<i64>,
+}
+
+/// Rows of the spine, which must fit in memory; the feature side need not.
+pub fn spine_times(spine: &RecordBatch, column: &str) -> Result<Vec<Option<i64>>> {
+    let array = spine
+        .column_by_name(column)
+        .ok_or_else(|| Error::InvalidSpine {
+            message: format!(
+                "no timestamp column `{column}`; the spine has {}. Pass --timestamp-column",
+                column_list(spine)
+            ),
+        })?;
+    let usable = matches!(
+        array.data_type(),
+        DataType::Timestamp(_, _)
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+    );
+    if !usable {
+        return Err(Error::InvalidSpine {
+            message: format!(
+                "column `{column}` is {}, not a timestamp; use a timestamp, a date or ISO-8601 strings",
+                array.data_type()
+            ),
+        });
+    }
+    let options = CastOptions {
+        safe: false,
+        format_options: FormatOptions::default(),
+    };
+    let cast =
+        cast_with_options(array, &timestamp_type(), &options).map_err(|e| Error::InvalidSpine {
+            message: format!("column `{column}` cannot be read as timestamps: {e}"),
+        })?;
+    let values = cast.as_primitive::<TimestampMicrosecondType>();
+    Ok((0..values.len())
+        .map(|i| values.is_valid(i).then(|| values.value(i)))
+        .collect())
+}
+
+fn column_list(batch: &RecordBatch) -> String {
+    let names: Vec<String> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| format!("`{}`", f.name()))
+        .collect();
+    format!("columns {}", names.join(", "))
+}
+
+/// Joins every view onto the spine. `memory_budget` bounds the bytes of matching feature
+/// history held at once (roughly; it decides how many passes to make).
+pub async fn point_in_time_join(
+    spine: &RecordBatch,
+    timestamp_column: &str,
+    views: &[ViewRequest],
+    memory_budget: usize,
+) -> Result<RecordBatch> {
+    let times = Arc::new(spine_times(spine, timestamp_column)?);
+    let mut fields: Vec<Arc<Field>> = spine.schema().fields().iter().cloned().collect();
+    let mut columns: Vec<ArrayRef> = spine.columns().to_vec();
+    for request in views {
+        let joined = join_view(spine, &times, request, memory_budget).await?;
+        for ((_, output), array) in request.features.iter().zip(joined) {
+            fields.push(Arc::new(Field::new(
+                output,
+                array.data_type().clone(),
+                true,
+            )));
+            columns.push(array);
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    Ok(RecordBatch::try_new(schema, columns).map_err(arrow_error)?)
+}
+
+async fn join_view(
+    spine: &RecordBatch,
+    times: &Arc<Vec<Option<i64>>>,
+    request: &ViewRequest,
+    memory_budget: usize,
+) -> Result<Vec<ArrayRef>> {
+    let mut keys = Vec::new();
+    for (name, data_type) in &request.keys {
+        let column = spine
+            .column_by_name(name)
+            .ok_or_else(|| Error::InvalidSpine {
+                message: format!(
+                    "no key column `{name}` (feature view `{}` needs it); the spine has {}",
+                    request.view,
+                    column_list(spine)
+                ),
+            })?;
+        let options = CastOptions {
+            safe: false,
+            format_options: FormatOptions::default(),
+        };
+        keys.push(cast_with_options(column, data_type, &options).map_err(|e| {
+            Error::InvalidSpine {
+                message: format!(
+                    "key column `{name}` is {}, which cannot be read as {data_type}: {e}",
+                    column.data_type()
+                ),
+            }
+        })?);
+    }
+    let groups = Arc::new(KeyGroups::new(&keys).map_err(arrow_error)?);
+    let max_t = times.iter().flatten().max().copied();
+    let min_t = times.iter().flatten().min().copied();
+    let (Some(min_t), Some(max_t)) = (min_t, max_t) else {
+        return Ok(request
+            .features
+            .iter()
+            .map(|_| new_null_array(&DataType::Null, spine.num_rows()))
+            .collect());
+    };
+    let window = (
+        request
+            .ttl_micros
+            .map_or(i64::MIN, |ttl| min_t.saturating_sub(ttl)),
+        max_t,
+    );
+
+    let on_disk: u64 = request
+        .files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    // Decoded Arrow data is a few times the Snappy-compressed size.
+    let estimate = on_disk.saturating_mul(4);
+    let buckets = (estimate / memory_budget.max(1) as u64 + 1)
+        .min(u64::from(groups.group_count.max(1))) as u32;
+
+    let n = spine.num_rows();
+    // For each spine row: (source array, row) for `interleave`; the last source is a
+    // one-row NULL array for rows without a match.
+    let mut pick: Vec<(usize, usize)> = vec![(buckets as usize, 0); n];
+    let mut per_bucket: Vec<Vec<ArrayRef>> = Vec::new();
+    let mut feature_types: Option<Vec<DataType>> = None;
+    for bucket in 0..buckets {
+        let rows: Vec<u32> = (0..n as u32)
+            .filter(|&r| {
+                groups.spine_groups[r as usize]
+                    .is_some_and(|g| KeyGroups::bucket(g, buckets) == bucket)
+            })
+            .collect();
+        let pass = read_pass(request, &groups, bucket, buckets, window).await?;
+        if feature_types.is_none() {
+            feature_types = pass.types.clone();
+        }
+        let grouped = GroupedFeatures::new(&pass.groups, &pass.times, groups.group_count);
+        let indices = take_indices(
+            &grouped,
+            &rows,
+            &groups.spine_groups,
+            times,
+            request.ttl_micros,
+        );
+        let mut arrays = Vec::new();
+        for column in &pass.columns {
+            arrays.push(take(column.as_ref(), &indices, None).map_err(arrow_error)?);
+        }
+        for (position, row) in rows.iter().enumerate() {
+            pick[*row as usize] = (bucket as usize, position);
+        }
+        per_bucket.push(arrays);
+    }
+    let types = feature_types.unwrap_or_else(|| vec![DataType::Null; request.features.len()]);
+    let mut out = Vec::new();
+    for (f, data_type) in types.iter().enumerate() {
+        let null = new_null_array(data_type, 1);
+        let mut sources: Vec<&dyn Array> = per_bucket
+            .iter()
+            .map(|arrays| arrays.get(f).map_or(null.as_ref(), |a| a.as_ref()))
+            .collect();
+        sources.push(null.as_ref());
+        out.push(interleave(&sources, &pick).map_err(arrow_error)?);
+    }
+    Ok(out)
+}
+
+/// The feature rows of one bucket, in table order.
+struct Pass {
+    groups: Vec<u32>,
+    times: Vec<i64>,
+    /// One concatenated array per requested feature.
+    columns: Vec<ArrayRef>,
+    types: Option<Vec<DataType>>,
+}
+
+struct FilePart {
+    groups: Vec<u32>,
+    times: Vec<i64>,
+    batches: Vec<Vec<ArrayRef>>,
+    types: Option<Vec<DataType>>,
+}
+
+async fn read_pass(
+    request: &ViewRequest,
+    groups: &Arc<KeyGroups>,
+    bucket: u32,
+    buckets: u32,
+    window: (i64, i64),
+) -> Result<Pass> {
+    let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let tasks = request.files.iter().cloned().map(|path| {
+        let groups = Arc::clone(groups);
+        let request = request.clone();
+        tokio::task::spawn_blocking(move || {
+            read_file(&path, &request, &groups, bucket, buckets, window)
+        })
+    });
+    let mut parts = futures::stream::iter(tasks).buffered(parallelism);
+    let mut pass = Pass {
+        groups: Vec::new(),
+        times: Vec::new(),
+        columns: Vec::new(),
+        types: None,
+    };
+    let mut batches: Vec<Vec<ArrayRef>> = Vec::new();
+    while let Some(part) = parts.next().await {
+        let part = part.map_err(|e| Error::TableIo {
+            path: request.view.clone(),
+            message: format!("reader task failed: {e}"),
+        })??;
+        pass.groups.extend(part.groups);
+        pass.times.extend(part.times);
+        batches.extend(part.batches);
+        if pass.types.is_none() {
+            pass.types = part.types;
+        }
+    }
+    if let Some(types) = &pass.types {
+        for (f, data_type) in types.iter().enumerate() {
+            let arrays: Vec<&dyn Array> = batches.iter().map(|b| b[f].as_ref()).collect();
+            pass.columns.push(if arrays.is_empty() {
+                new_null_array(data_type, 0)
+            } else {
+                concat(&arrays).map_err(arrow_error)?
+            });
+        }
+    }
+    Ok(pass)
+}
+
+fn read_file(
+    path: &Path,
+    request: &ViewRequest,
+    groups: &KeyGroups,
+    bucket: u32,
+    buckets: u32,
+    window: (i64, i64),
+) -> Result<FilePart> {
+    let io = |message: String| Error::TableIo {
+        path: path.display().to_string(),
+        message,
+    };
+    let file = File::open(path).map_err(|e| io(e.to_string()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| io(e.to_string()))?;
+    let schema = Arc::clone(builder.schema());
+    let index = |name: &str| {
+        schema
+            .index_of(name)
+            .map_err(|_| io(format!("has no column `{name}`")))
+    };
+    let key_indices: Vec<usize> = request
+        .keys
+        .iter()
+        .map(|(k, _)| index(k))
+        .collect::<Result<_>>()?;
+    let ts_index = index(&request.timestamp)?;
+    let feature_indices: Vec<usize> = request
+        .features
+        .iter()
+        .map(|(c, _)| index(c))
+        .collect::<Result<_>>()?;
+    let mut wanted: Vec<usize> = key_indices
+        .iter()
+        .chain([&ts_index])
+        .chain(&feature_indices)
+        .copied()
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+
+    // Skip row groups whose event times all fall outside the window.
+    let metadata = Arc::clone(builder.metadata());
+    let row_groups: Vec<usize> = (0..metadata.num_row_groups())
+        .filter(
+            |&rg| match metadata.row_group(rg).column(ts_index).statistics() {
+                Some(Statistics::Int64(stats)) => match (stats.min_opt(), stats.max_opt()) {
+                    (Some(min), Some(max)) => *max >= window.0 && *min <= window.1,
+                    _ => true,
+                },
+                _ => true,
+            },
+        )
+        .collect();
+    let mask = ProjectionMask::roots(
+        metadata.file_metadata().schema_descr(),
+        wanted.iter().copied(),
+    );
+    let reader = builder
+        .with_projection(mask)
+        .with_row_groups(row_groups)
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| io(e.to_string()))?;
+    let position = |original: usize| {
+        wanted
+            .iter()
+            .position(|w| *w == original)
+            .expect("projected columns include it")
+    };
+    let types = feature_indices
+        .iter()
+        .map(|i| schema.field(*i).data_type().clone())
+        .collect();
+    let mut part = FilePart {
+        groups: Vec::new(),
+        times: Vec::new(),
+        batches: Vec::new(),
+        types: Some(types),
+    };
+    for batch in reader {
+        let batch = batch.map_err(|e| io(e.to_string()))?;
+        let keys: Vec<ArrayRef> = key_indices
+            .iter()
+            .map(|i| Arc::clone(batch.column(position(*i))))
+            .collect();
+        let row_groups = groups.feature_groups(&keys).map_err(arrow_error)?;
+        let ts = batch
+            .column(position(ts_index))
+            .as_primitive::<TimestampMicrosecondType>();
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for (i, group) in row_groups.iter().enumerate() {
+            let t = ts.value(i);
+            let hit = ts.is_valid(i)
+                && t >= window.0
+                && t <= window.1
+                && group.is_some_and(|g| KeyGroups::bucket(g, buckets) == bucket);
+            keep.push(hit);
+            if hit {
+                part.groups.push(group.expect("hit implies a group"));
+                part.times.push(t);
+            }
+        }
+        let mask = BooleanArray::from(keep);
+        let mut columns = Vec::new();
+        for i in &feature_indices {
+            columns.push(filter(batch.column(position(*i)), &mask).map_err(arrow_error)?);
+        }
+        part.batches.push(columns);
+    }
+    Ok(part)
+}
+
+/// Writes a batch as one Parquet file, atomically (temporary file, then rename).
+pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
+    let tmp = path.with_extension(format!("parquet.tmp-{}", std::process::id()));
+    let failed = |message: String| Error::WriteParquet {
+        path: path.display().to_string(),
+        message,
+    };
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| failed(e.to_string()))?;
+    }
+    let file = File::create(&tmp).map_err(|e| failed(e.to_string()))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))
+        .map_err(|e| failed(e.to_string()))?;
+    writer.write(batch).map_err(|e| failed(e.to_string()))?;
+    writer.close().map_err(|e| failed(e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| failed(e.to_string()))
+}
+
+fn arrow_error(e: arrow::error::ArrowError) -> Error {
+    Error::DataFusion(e.into())
+}

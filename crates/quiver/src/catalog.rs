@@ -1,0 +1,124 @@
+//! The applied definitions, as the registry holds them now, indexed by name: what
+//! materialization and export work from (not the files on disk, which may be ahead).
+
+use std::collections::BTreeMap;
+
+use quiver_core::diagnostic::closest;
+use quiver_core::model::{Entity, FeatureService, KeyType, Object, ResolvedView, Source};
+use quiver_core::registry::ObjectRecord;
+use quiver_offline::OfflineEngine;
+use quiver_offline::normalize::ViewColumns;
+
+use crate::{Error, Result};
+
+/// A feature view at its current version.
+#[derive(Debug, Clone)]
+pub struct CatalogView {
+    pub view: ResolvedView,
+    pub version: u32,
+    pub key_types: Vec<KeyType>,
+}
+
+impl CatalogView {
+    pub fn columns(&self) -> ViewColumns {
+        ViewColumns::new(&self.view.schema, &self.key_types)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.view.view.name
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub entities: BTreeMap<String, Entity>,
+    pub sources: BTreeMap<String, Source>,
+    pub views: BTreeMap<String, CatalogView>,
+    pub services: BTreeMap<String, FeatureService>,
+}
+
+impl Catalog {
+    pub fn new(records: Vec<ObjectRecord>) -> Self {
+        let mut catalog = Catalog::default();
+        let mut views = Vec::new();
+        for record in records {
+            match record.definition {
+                Object::Entity(e) => {
+                    catalog.entities.insert(e.name.clone(), e);
+                }
+                Object::Source(s) => {
+                    catalog.sources.insert(s.name.clone(), s);
+                }
+                Object::FeatureView(v) => views.push((v, record.version)),
+                Object::FeatureService(s) => {
+                    catalog.services.insert(s.name.clone(), s);
+                }
+            }
+        }
+        for (view, version) in views {
+            let key_types = view
+                .view
+                .entities
+                .iter()
+                .filter_map(|e| catalog.entities.get(e))
+                .flat_map(|e| e.keys.iter().map(|k| k.key_type))
+                .collect();
+            catalog.views.insert(
+                view.view.name.clone(),
+                CatalogView {
+                    view,
+                    version,
+                    key_types,
+                },
+            );
+        }
+        catalog
+    }
+
+    pub fn view(&self, name: &str) -> Result<&CatalogView> {
+        self.views
+            .get(name)
+            .ok_or_else(|| Error::UnknownFeatureView {
+                name: name.to_string(),
+                suggestion: closest(name, self.views.keys().map(String::as_str)),
+            })
+    }
+
+    pub fn service(&self, name: &str) -> Result<&FeatureService> {
+        self.services
+            .get(name)
+            .ok_or_else(|| Error::UnknownFeatureService {
+                name: name.to_string(),
+                suggestion: closest(name, self.services.keys().map(String::as_str)),
+            })
+    }
+
+    /// An engine with the sources of the given views registered.
+    pub async fn engine(
+        &self,
+        root: &std::path::Path,
+        views: &[&CatalogView],
+    ) -> Result<OfflineEngine> {
+        let engine = OfflineEngine::new(root);
+        let mut registered = std::collections::HashSet::new();
+        for view in views {
+            for source in &view.view.view.sources {
+                if registered.insert(source.clone())
+                    && let Some(source) = self.sources.get(source)
+                {
+                    engine.register_source(source).await?;
+                }
+            }
+        }
+        Ok(engine)
+    }
+
+    /// An engine with every source registered (for `--spine-sql`).
+    pub async fn engine_with_all_sources(&self, root: &std::path::Path) -> Result<OfflineEngine> {
+        let engine = OfflineEngine::new(root);
+        for source in self.sources.values() {
+            engine.register_source(source).await?;
+        }
+        Ok(engine)
+    }
+}

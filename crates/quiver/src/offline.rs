@@ -1,0 +1,450 @@
+//! The offline side of the facade: materializing views into offline tables and
+//! exporting point-in-time-correct training sets from them.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use chrono::{DateTime, SecondsFormat, Utc};
+use quiver_core::diagnostic::closest;
+use quiver_offline::MaterializeStats;
+use quiver_offline::export::{ViewRequest, point_in_time_join, spine_times, write_parquet};
+use quiver_offline::table::{Interval, TableDir};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{Catalog, CatalogView};
+use crate::{Error, FeatureStore, Result};
+
+/// What to materialize: `[start, end)` of event time (default: all history up to now)
+/// for the named views (default: all).
+#[derive(Debug, Clone, Default)]
+pub struct MaterializeOptions {
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub views: Vec<String>,
+}
+
+impl FeatureStore {
+    /// Materializes views into their offline tables and records each run.
+    pub async fn materialize(&self, options: MaterializeOptions) -> Result<Vec<MaterializeStats>> {
+        let catalog = self.catalog().await?;
+        let views: Vec<&CatalogView> = if options.views.is_empty() {
+            catalog.views.values().collect()
+        } else {
+            options
+                .views
+                .iter()
+                .map(|v| catalog.view(v))
+                .collect::<Result<_>>()?
+        };
+        if views.is_empty() {
+            return Err(Error::NothingToMaterialize);
+        }
+        let end = options.end.unwrap_or_else(|| self.clock().now());
+        if let Some(start) = options.start
+            && start >= end
+        {
+            return Err(Error::EmptyInterval {
+                start: rfc3339(start),
+                end: rfc3339(end),
+            });
+        }
+        let interval = Interval {
+            start: options.start.map(|s| s.timestamp_micros()),
+            end: end.timestamp_micros(),
+        };
+        let engine = catalog.engine(self.root(), &views).await?;
+        let mut out = Vec::new();
+        for view in views {
+            out.push(self.materialize_view(&engine, view, interval).await?);
+        }
+        Ok(out)
+    }
+
+    async fn materialize_view(
+        &self,
+        engine: &quiver_offline::OfflineEngine,
+        view: &CatalogView,
+        interval: Interval,
+    ) -> Result<MaterializeStats> {
+        let started = self.clock().now();
+        let run_id = format!("{:x}", started.timestamp_micros());
+        let stats = engine
+            .materialize(
+                &self.offline_root(),
+                &view.view.view,
+                view.version,
+                &view.columns(),
+                interval,
+                &run_id,
+            )
+            .await?;
+        tracing::info!(view = %stats.view, version = stats.version, rows = stats.rows_in_interval, "materialized");
+        let details = serde_json::to_value(&stats).expect("stats serialize to JSON");
+        self.record_run("materialize", started, details).await?;
+        Ok(stats)
+    }
+
+    /// Starts a training-set export.
+    pub fn export(&self) -> ExportBuilder<'_> {
+        ExportBuilder {
+            store: self,
+            spine: None,
+            features: Vec::new(),
+            service: None,
+            full_names: false,
+            timestamp_column: "event_timestamp".to_string(),
+            materialize_missing: false,
+            memory_budget: 1 << 30,
+        }
+    }
+
+    pub(crate) fn offline_root(&self) -> PathBuf {
+        self.config().offline_path(self.root())
+    }
+}
+
+/// Where the spine comes from.
+#[derive(Debug, Clone)]
+pub enum Spine {
+    File(PathBuf),
+    Sql(String),
+    Batch(RecordBatch),
+}
+
+/// Builds and runs a training-set export.
+///
+/// ```no_run
+/// # async fn demo(store: quiver::FeatureStore) -> quiver::Result<()> {
+/// let training = store
+///     .export()
+///     .with_spine_file("spine.parquet")
+///     .with_features(["driver_hourly_stats:conv_rate", "driver_hourly_stats:quality"])
+///     .with_full_feature_names(true)
+///     .execute()
+///     .await?;
+/// println!("{} rows", training.batch.num_rows());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ExportBuilder<'a> {
+    store: &'a FeatureStore,
+    spine: Option<Spine>,
+    features: Vec<String>,
+    service: Option<String>,
+    full_names: bool,
+    timestamp_column: String,
+    materialize_missing: bool,
+    memory_budget: usize,
+}
+
+/// The result of an export.
+#[derive(Debug, Clone)]
+pub struct Export {
+    pub batch: RecordBatch,
+    pub summary: ExportSummary,
+}
+
+/// What an export did, as recorded in the registry.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportSummary {
+    pub rows: usize,
+    /// `view:version` of every view joined.
+    pub views: Vec<String>,
+    pub features: Vec<String>,
+    pub spine: String,
+    /// SHA-256 of the spine file, when the spine is a file.
+    pub spine_sha256: Option<String>,
+    pub output: Option<PathBuf>,
+    pub materialized: Vec<MaterializeStats>,
+    pub seconds: f64,
+}
+
+impl<'a> ExportBuilder<'a> {
+    pub fn with_spine_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.spine = Some(Spine::File(path.into()));
+        self
+    }
+
+    pub fn with_spine_sql(mut self, sql: impl Into<String>) -> Self {
+        self.spine = Some(Spine::Sql(sql.into()));
+        self
+    }
+
+    pub fn with_spine(mut self, batch: RecordBatch) -> Self {
+        self.spine = Some(Spine::Batch(batch));
+        self
+    }
+
+    /// Features as `view:feature` (or `view:*`).
+    pub fn with_features<I, S>(mut self, features: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.features.extend(features.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn with_service(mut self, name: impl Into<String>) -> Self {
+        self.service = Some(name.into());
+        self
+    }
+
+    /// Name output columns `view__feature` instead of `feature`.
+    pub fn with_full_feature_names(mut self, full: bool) -> Self {
+        self.full_names = full;
+        self
+    }
+
+    /// The spine's timestamp column (default `event_timestamp`).
+    pub fn with_timestamp_column(mut self, name: impl Into<String>) -> Self {
+        self.timestamp_column = name.into();
+        self
+    }
+
+    /// Materialize what the offline tables lack instead of failing.
+    pub fn with_materialize(mut self, materialize: bool) -> Self {
+        self.materialize_missing = materialize;
+        self
+    }
+
+    /// Bytes of feature history held at once (default 1 GiB); more history is joined in
+    /// several passes.
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// Runs the export and returns the training set.
+    pub async fn execute(self) -> Result<Export> {
+        self.run(None).await
+    }
+
+    /// Runs the export and writes it as Parquet to `out`.
+    pub async fn write(self, out: impl AsRef<Path>) -> Result<Export> {
+        let out = out.as_ref().to_path_buf();
+        self.run(Some(out)).await
+    }
+
+    async fn run(self, out: Option<PathBuf>) -> Result<Export> {
+        let started_clock = Instant::now();
+        let started = self.store.clock().now();
+        let catalog = self.store.catalog().await?;
+        let selected = self.selected_features(&catalog)?;
+        let views: Vec<&CatalogView> = selected.iter().map(|(v, _)| *v).collect();
+        let engine = match &self.spine {
+            Some(Spine::Sql(_)) => catalog.engine_with_all_sources(self.store.root()).await?,
+            _ => catalog.engine(self.store.root(), &views).await?,
+        };
+        let (spine, spine_label, spine_sha256) = match &self.spine {
+            None => return Err(Error::NoSpine),
+            Some(Spine::File(path)) => {
+                let path = self.store.root().join(path);
+                let batch = engine.read_spine_file(&path).await?;
+                (batch, path.display().to_string(), file_sha256(&path))
+            }
+            Some(Spine::Sql(sql)) => (
+                engine.read_spine_sql(sql).await?,
+                format!("sql: {sql}"),
+                None,
+            ),
+            Some(Spine::Batch(batch)) => (batch.clone(), "in-memory batch".to_string(), None),
+        };
+        let times = spine_times(&spine, &self.timestamp_column)?;
+        let min_t = times.iter().flatten().min().copied();
+        let max_t = times.iter().flatten().max().copied();
+
+        let offline_root = self.store.offline_root();
+        let mut requests = Vec::new();
+        let mut materialized = Vec::new();
+        let mut output_names: Vec<(String, String)> = Vec::new();
+        for (view, features) in &selected {
+            let ttl = view.view.view.ttl.map(|t| t.seconds() as i64 * 1_000_000);
+            let table = TableDir::new(&offline_root, view.name(), view.version);
+            if let (Some(min_t), Some(max_t)) = (min_t, max_t) {
+                let needed = Interval {
+                    start: ttl.map(|ttl| min_t.saturating_sub(ttl)),
+                    end: max_t.saturating_add(1),
+                };
+                let covered = table
+                    .read_manifest()?
+                    .is_some_and(|m| m.covers(needed.start, needed.end));
+                if !covered {
+                    if !self.materialize_missing {
+                        return Err(Error::OfflineTableIncomplete {
+                            view: view.name().to_string(),
+                            version: view.version,
+                            command: materialize_command(view.name(), needed),
+                        });
+                    }
+                    materialized.push(self.store.materialize_view(&engine, view, needed).await?);
+                }
+            }
+            let manifest = table.read_manifest()?;
+            let files = manifest
+                .iter()
+                .flat_map(|m| m.files())
+                .map(|f| table.file_path(f))
+                .collect();
+            let columns = view.columns();
+            let features: Vec<(String, String)> = features
+                .iter()
+                .map(|f| {
+                    let output = if self.full_names {
+                        format!("{}__{f}", view.name())
+                    } else {
+                        f.clone()
+                    };
+                    output_names.push((output.clone(), format!("{}:{f}", view.name())));
+                    (f.clone(), output)
+                })
+                .collect();
+            requests.push(ViewRequest {
+                view: view.name().to_string(),
+                files,
+                keys: columns.keys.clone(),
+                timestamp: columns.timestamp.clone(),
+                features,
+                ttl_micros: ttl,
+            });
+        }
+        check_output_names(&spine, &output_names, self.full_names)?;
+        let batch = point_in_time_join(
+            &spine,
+            &self.timestamp_column,
+            &requests,
+            self.memory_budget,
+        )
+        .await?;
+        if let Some(out) = &out {
+            let path = self.store.root().join(out);
+            write_parquet(&path, &batch)?;
+        }
+        let summary = ExportSummary {
+            rows: batch.num_rows(),
+            views: selected
+                .iter()
+                .map(|(v, _)| format!("{}:{}", v.name(), v.version))
+                .collect(),
+            features: output_names.iter().map(|(_, r)| r.clone()).collect(),
+            spine: spine_label,
+            spine_sha256,
+            output: out,
+            materialized,
+            seconds: started_clock.elapsed().as_secs_f64(),
+        };
+        let details = serde_json::to_value(&summary).expect("summaries serialize to JSON");
+        self.store.record_run("export", started, details).await?;
+        Ok(Export { batch, summary })
+    }
+
+    /// The views and features asked for, in request order, each view once.
+    fn selected_features<'c>(
+        &self,
+        catalog: &'c Catalog,
+    ) -> Result<Vec<(&'c CatalogView, Vec<String>)>> {
+        let mut references: Vec<(String, Option<String>)> = Vec::new();
+        if let Some(service) = &self.service {
+            for selection in &catalog.service(service)?.features {
+                references.push((selection.view.clone(), selection.feature.clone()));
+            }
+        }
+        for text in &self.features {
+            let (view, feature) = text
+                .split_once(':')
+                .ok_or_else(|| Error::BadFeatureReference { text: text.clone() })?;
+            let feature = (feature != "*").then(|| feature.to_string());
+            references.push((view.to_string(), feature));
+        }
+        if references.is_empty() {
+            return Err(Error::NoFeaturesRequested);
+        }
+        let mut out: Vec<(&CatalogView, Vec<String>)> = Vec::new();
+        for (view_name, feature) in references {
+            let view = catalog.view(&view_name)?;
+            let all: Vec<String> = view
+                .view
+                .schema
+                .features
+                .iter()
+                .map(|c| c.name.clone())
+                .collect();
+            let wanted = match feature {
+                None => all,
+                Some(f) if all.contains(&f) => vec![f],
+                Some(f) => {
+                    return Err(Error::UnknownFeature {
+                        view: view_name,
+                        suggestion: closest(&f, all.iter().map(String::as_str)),
+                        feature: f,
+                    });
+                }
+            };
+            match out.iter_mut().find(|(v, _)| v.name() == view.name()) {
+                Some((_, features)) => {
+                    for f in wanted {
+                        if !features.contains(&f) {
+                            features.push(f);
+                        }
+                    }
+                }
+                None => out.push((view, wanted)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn check_output_names(
+    spine: &RecordBatch,
+    names: &[(String, String)],
+    full_names: bool,
+) -> Result<()> {
+    for (i, (name, reference)) in names.iter().enumerate() {
+        if let Some((_, other)) = names[..i].iter().find(|(n, _)| n == name) {
+            return Err(Error::DuplicateFeatureName {
+                name: name.clone(),
+                first: other.clone(),
+                second: reference.clone(),
+                full_names,
+            });
+        }
+        if spine.schema().column_with_name(name).is_some() {
+            return Err(Error::FeatureNameClashesWithSpine { name: name.clone() });
+        }
+    }
+    Ok(())
+}
+
+fn materialize_command(view: &str, needed: Interval) -> String {
+    let ts = |micros: i64| {
+        DateTime::from_timestamp_micros(micros)
+            .map(rfc3339)
+            .unwrap_or_default()
+    };
+    match needed.start {
+        Some(start) => format!(
+            "quiver materialize --start {} --end {} {view}",
+            ts(start),
+            ts(needed.end)
+        ),
+        None => format!("quiver materialize --end {} {view}", ts(needed.end)),
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn file_sha256(path: &Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(
+        Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
