@@ -5,9 +5,13 @@ use std::process::{Command, Output};
 
 use crate::support;
 
-/// Runs `quiver --repo DIR ARGS…`.
+/// Runs `quiver --repo DIR ARGS…` in DIR (when it exists), as a user in the repository would.
 fn quiver(repo: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_quiver"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_quiver"));
+    if repo.is_dir() {
+        command.current_dir(repo);
+    }
+    command
         .arg("--repo")
         .arg(repo)
         .args(args)
@@ -375,8 +379,142 @@ fn quickstart_runs_the_pipeline() {
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.contains("7 added"), "{text}");
+    assert!(text.contains("Wrote 1000 rows x 9 columns"), "{text}");
+    assert!(repo.join("data/training_set.parquet").is_file());
+}
+
+#[test]
+fn materialize_and_export_end_to_end() {
+    let dir = init_example();
+    let repo = dir.path().join("demo");
+    ok(&repo, &["apply"]);
+
+    // Export before materializing says exactly what to run.
+    let export = [
+        "export",
+        "--spine",
+        "data/spine.parquet",
+        "--service",
+        "driver_ranking",
+        "--out",
+        "train.parquet",
+    ];
+    let err = fails(&repo, &export);
     assert!(
-        text.contains("feature view driver_hourly_stats (v1"),
-        "{text}"
+        err.contains("does not cover the spine's time range; run `quiver materialize --start"),
+        "{err}"
     );
+
+    let first = json(&ok(&repo, &["materialize", "--json"]));
+    let driver_rows = first[1]["table_rows"].as_u64().unwrap();
+    assert_eq!(first[1]["view"], "driver_hourly_stats");
+    assert!(driver_rows > 2_000, "{first}");
+    // Re-running replaces the interval instead of duplicating rows.
+    let again = json(&ok(
+        &repo,
+        &["materialize", "--json", "driver_hourly_stats"],
+    ));
+    assert_eq!(again[0]["table_rows"].as_u64().unwrap(), driver_rows);
+    assert!(
+        repo.join("data/offline/driver_hourly_stats/v1/_manifest.json")
+            .is_file()
+    );
+
+    let out = ok(&repo, &[&export[..], &["--show", "3"]].concat());
+    assert!(out.contains("Wrote 1000 rows x 9 columns"), "{out}");
+    assert!(
+        out.contains("| driver_id | customer_id | event_timestamp"),
+        "{out}"
+    );
+    assert!(repo.join("train.parquet").is_file());
+
+    let features = "driver_hourly_stats:conv_rate,customer_profile:current_balance";
+    let spine = ["--spine", "data/spine.parquet"];
+    let summary = json(&ok(
+        &repo,
+        &[
+            &[
+                "export",
+                "--json",
+                "--features",
+                features,
+                "--full-feature-names",
+                "--out",
+                "t2.parquet",
+            ][..],
+            &spine,
+        ]
+        .concat(),
+    ));
+    assert_eq!(summary["rows"], 1000);
+    assert_eq!(summary["features"][0], "driver_hourly_stats:conv_rate");
+    assert_eq!(summary["views"][0], "driver_hourly_stats:1");
+
+    // The export is recorded with its lineage.
+    let runs = json(&ok(&repo, &["runs", "--json", "--kind", "export"]));
+    assert_eq!(runs.as_array().unwrap().len(), 2);
+    assert!(
+        runs[0]["details"]["output"]
+            .as_str()
+            .unwrap()
+            .ends_with("t2.parquet")
+    );
+    assert_eq!(
+        runs[0]["details"]["spine_sha256"].as_str().unwrap().len(),
+        64
+    );
+
+    // Bad requests are clear errors.
+    let bad = |args: &[&str]| {
+        fails(
+            &repo,
+            &[&["export", "--out", "x.parquet"][..], args].concat(),
+        )
+    };
+    let err = bad(&[&spine[..], &["--features", "driver_hourly_stats.conv_rate"]].concat());
+    assert!(
+        err.contains("bad feature reference `driver_hourly_stats.conv_rate`: write view:feature"),
+        "{err}"
+    );
+    let err = bad(&[&spine[..], &["--features", "driver_hourly_stats:conv_rte"]].concat());
+    assert!(
+        err.contains("has no feature `conv_rte`; did you mean `conv_rate`?"),
+        "{err}"
+    );
+    let err = bad(&[
+        "--spine",
+        "data/nope.parquet",
+        "--service",
+        "driver_ranking",
+    ]);
+    assert!(err.contains("nope.parquet does not exist"), "{err}");
+    let err = bad(&[
+        "--spine-sql",
+        "SELECT driver_id, event_timestamp FROM driver_stats",
+        "--service",
+        "driver_ranking",
+    ]);
+    assert!(
+        err.contains("no key column `customer_id` (feature view `customer_profile` needs it)"),
+        "{err}"
+    );
+    let err = bad(&[&spine[..], &["--service", "driver_rankin"]].concat());
+    assert!(
+        err.contains("unknown feature service `driver_rankin`; did you mean `driver_ranking`?"),
+        "{err}"
+    );
+    let err = fails(
+        &repo,
+        &[
+            "materialize",
+            "--start",
+            "2026-02-01",
+            "--end",
+            "2026-01-01",
+        ],
+    );
+    assert!(err.contains("the interval is empty"), "{err}");
+    let output = quiver(&repo, &["materialize", "--start", "yesterday"]);
+    assert_eq!(output.status.code(), Some(2), "a usage error");
+    assert!(stderr(&output).contains("is not a time"));
 }

@@ -98,7 +98,8 @@ fn init(dir: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The README's main command: init → plan → apply → describe on a fresh example.
+/// The README's main command: init → plan → apply → materialize → export on a fresh
+/// example repository.
 async fn quickstart(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let dir = match dir {
         Some(dir) => dir,
@@ -119,28 +120,35 @@ async fn quickstart(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let store = FeatureStore::open(&dir)?;
     let plan = store.plan().await?;
     let applied = store.apply().await?;
-    let view = store.describe("driver_hourly_stats").await?;
-    let objects = store.list().await?;
+    let materialized = store.materialize(MaterializeOptions::default()).await?;
+    let export = store
+        .export()
+        .with_spine_file("data/spine.parquet")
+        .with_service("driver_ranking")
+        .write("data/training_set.parquet")
+        .await?;
     if json {
         return render::json(&serde_json::json!({
             "repository": dir,
             "plan": plan,
             "applied": applied,
-            "objects": objects,
-            "describe": view,
+            "materialized": materialized,
+            "export": export.summary,
         }));
     }
     println!("== quiver init {}", dir.display());
-    println!("== quiver plan");
+    println!("\n== quiver plan");
     render::plan(&store, &plan, false, false)?;
     println!("\n== quiver apply");
     render::plan(&store, &applied, true, false)?;
-    println!("\n== quiver ls");
-    render::list(&objects, false)?;
-    println!("\n== quiver describe driver_hourly_stats");
-    render::describe(&view, false)?;
+    println!("\n== quiver materialize");
+    render::materialized(&materialized, false)?;
     println!(
-        "\nThe repository is in {}; try `quiver --repo {} history driver_hourly_stats`.",
+        "\n== quiver export --spine data/spine.parquet --service driver_ranking --out data/training_set.parquet"
+    );
+    render::exported(&export, 5, false)?;
+    println!(
+        "\nThe repository is in {}; try `quiver --repo {} describe driver_hourly_stats`.",
         dir.display(),
         dir.display()
     );

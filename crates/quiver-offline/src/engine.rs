@@ -201,9 +201,8 @@ impl OfflineEngine {
         materialize::materialize(
             &self.ordered,
             &table,
-            &view.name,
+            view,
             version,
-            &view.query,
             columns,
             interval,
             run_id,

@@ -117,7 +117,7 @@ pub async fn point_in_time_join(
         }
     }
     let schema = Arc::new(Schema::new(fields));
-    Ok(RecordBatch::try_new(schema, columns).map_err(arrow_error)?)
+    RecordBatch::try_new(schema, columns).map_err(arrow_error)
 }
 
 async fn join_view(

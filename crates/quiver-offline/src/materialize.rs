@@ -23,6 +23,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
+use quiver_core::model::FeatureView;
+
 use crate::normalize::{ViewColumns, normalize, timestamp_type};
 use crate::table::{FileEntry, Interval, Manifest, TableDir};
 use crate::{Error, Result};
@@ -50,14 +52,14 @@ pub struct MaterializeStats {
 pub(crate) async fn materialize(
     ordered: &SessionContext,
     table: &TableDir,
-    view_name: &str,
+    view: &FeatureView,
     version: u32,
-    query: &str,
     columns: &ViewColumns,
     interval: Interval,
     run_id: &str,
 ) -> Result<MaterializeStats> {
     let started = Instant::now();
+    let (view_name, query) = (view.name.as_str(), view.query.as_str());
     let _lock = table.lock()?;
     let mut manifest = table
         .read_manifest()?

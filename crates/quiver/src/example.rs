@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, Float64Builder, Int64Builder, RecordBatch, TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch,
+    TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
@@ -82,6 +83,9 @@ pub struct ExampleData {
     /// The history spans this many days and ends at `end`.
     pub days: u64,
     pub end: DateTime<Utc>,
+    /// Rows of the generated spine (`spine.parquet`): random (driver, customer, time)
+    /// triples over the history, with a label.
+    pub spine_rows: u64,
     /// One row in this many repeats the previous row's (key, event time) with a later
     /// `created` and other values (0: none).
     pub duplicate_every: u64,
@@ -99,18 +103,92 @@ impl ExampleData {
             days: 1,
             end,
             duplicate_every: 100,
+            spine_rows: 1_000,
             seed: 42,
         }
     }
 
-    /// Writes `driver_stats.parquet` and `customer_stats.parquet` into `dir`; returns
-    /// the paths.
+    /// The benchmark scales: `small` (init), `medium` and `large` (the target:
+    /// 10 M driver rows, 2 M customer rows, a 1 M-row spine over 30 days).
+    pub fn scale(name: &str, end: DateTime<Utc>) -> Option<Self> {
+        let (drivers, customers, spine_rows) = match name {
+            "small" => return Some(ExampleData::small(end)),
+            "medium" => (10_000, 20_000, 100_000),
+            "large" => (100_000, 200_000, 1_000_000),
+            _ => return None,
+        };
+        Some(ExampleData {
+            drivers,
+            events_per_driver: 100,
+            customers,
+            events_per_customer: 10,
+            days: 30,
+            end,
+            duplicate_every: 100,
+            spine_rows,
+            seed: 42,
+        })
+    }
+
+    /// Writes `driver_stats.parquet`, `customer_stats.parquet` and `spine.parquet` into
+    /// `dir`; returns the paths.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         let driver_path = dir.join("driver_stats.parquet");
         let customer_path = dir.join("customer_stats.parquet");
+        let spine_path = dir.join("spine.parquet");
         self.write_table(&driver_path, Table::Driver)?;
         self.write_table(&customer_path, Table::Customer)?;
-        Ok(vec![driver_path, customer_path])
+        self.write_spine(&spine_path)?;
+        Ok(vec![driver_path, customer_path, spine_path])
+    }
+
+    fn write_spine(&self, path: &Path) -> Result<()> {
+        let failed = |message: String| Error::WriteFailed {
+            path: path.to_path_buf(),
+            message,
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("driver_id", DataType::Int64, false),
+            Field::new("customer_id", DataType::Int64, false),
+            Field::new(
+                "event_timestamp",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("trip_completed", DataType::Boolean, false),
+        ]));
+        let file = File::create(path).map_err(|e| failed(e.to_string()))?;
+        let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), None)
+            .map_err(|e| failed(e.to_string()))?;
+        let mut rng = SplitMix64(self.seed ^ 0x5151);
+        let span_us = (self.days as i64) * 86_400_000_000;
+        let start_us = self.end.timestamp_micros() - span_us;
+        let mut written = 0;
+        while written < self.spine_rows {
+            let n = (self.spine_rows - written).min(65_536);
+            let mut drivers = Int64Builder::new();
+            let mut customers = Int64Builder::new();
+            let mut times = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+            let mut labels = BooleanBuilder::new();
+            for _ in 0..n {
+                drivers.append_value(1001 + (rng.next() % self.drivers.max(1)) as i64);
+                customers.append_value(10_001 + (rng.next() % self.customers.max(1)) as i64);
+                times.append_value(start_us + (rng.next() % span_us as u64) as i64);
+                labels.append_value(rng.next().is_multiple_of(2));
+            }
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(drivers.finish()),
+                Arc::new(customers.finish()),
+                Arc::new(times.finish()),
+                Arc::new(labels.finish()),
+            ];
+            let batch = RecordBatch::try_new(Arc::clone(&schema), columns)
+                .expect("builders match the spine schema");
+            writer.write(&batch).map_err(|e| failed(e.to_string()))?;
+            written += n;
+        }
+        writer.close().map_err(|e| failed(e.to_string()))?;
+        Ok(())
     }
 
     fn write_table(&self, path: &Path, table: Table) -> Result<()> {
