@@ -46,8 +46,17 @@ fn args() -> Args {
             other => panic!("unknown argument {other}"),
         }
     }
-    let dir = dir.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data").join(&scale));
-    Args { scale, dir, runs, naive }
+    let dir = dir.unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/bench-data")
+            .join(&scale)
+    });
+    Args {
+        scale,
+        dir,
+        runs,
+        naive,
+    }
 }
 
 /// Resets the peak RSS (Linux), so the next reading covers one phase only.
@@ -75,7 +84,11 @@ fn prepare(args: &Args) -> ExampleData {
             std::fs::write(path, text).unwrap();
         }
         data.write(&args.dir.join("data")).unwrap();
-        println!("generated {} scale data in {:.1} s", args.scale, started.elapsed().as_secs_f64());
+        println!(
+            "generated {} scale data in {:.1} s",
+            args.scale,
+            started.elapsed().as_secs_f64()
+        );
     }
     // Every run starts from an empty registry and no offline tables.
     let _ = std::fs::remove_dir_all(args.dir.join(".quiver"));
@@ -88,7 +101,10 @@ fn fingerprint(batches: &[RecordBatch], column: &str) -> (usize, f64) {
     let mut count = 0;
     let mut sum = 0.0;
     for batch in batches {
-        let array = batch.column_by_name(column).unwrap().as_primitive::<Float64Type>();
+        let array = batch
+            .column_by_name(column)
+            .unwrap()
+            .as_primitive::<Float64Type>();
         count += array.len() - array.null_count();
         sum += arrow::compute::sum(array).unwrap_or(0.0);
     }
@@ -100,11 +116,17 @@ async fn naive(dir: &Path) -> (f64, Vec<RecordBatch>) {
     let offline = dir.join("data/offline");
     for view in ["driver_hourly_stats", "customer_profile"] {
         let path = offline.join(view).join("v1/");
-        ctx.register_parquet(view, path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+        ctx.register_parquet(view, path.to_str().unwrap(), ParquetReadOptions::default())
+            .await
+            .unwrap();
     }
-    ctx.register_parquet("spine", dir.join("data/spine.parquet").to_str().unwrap(), ParquetReadOptions::default())
-        .await
-        .unwrap();
+    ctx.register_parquet(
+        "spine",
+        dir.join("data/spine.parquet").to_str().unwrap(),
+        ParquetReadOptions::default(),
+    )
+    .await
+    .unwrap();
     let sql = "
         WITH s AS (SELECT *, ROW_NUMBER() OVER () AS row_id FROM spine),
         d AS (
@@ -139,16 +161,29 @@ async fn main() {
     let data = prepare(&args);
     println!(
         "scale {}: {} drivers x {} events, {} customers x {} events, {} spine rows, {} days",
-        args.scale, data.drivers, data.events_per_driver, data.customers, data.events_per_customer, data.spine_rows, data.days
+        args.scale,
+        data.drivers,
+        data.events_per_driver,
+        data.customers,
+        data.events_per_customer,
+        data.spine_rows,
+        data.days
     );
-    println!("machine: {} cores, {}", std::thread::available_parallelism().map_or(0, |n| n.get()), cpu_model());
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
 
     let store = FeatureStore::open(&args.dir).unwrap();
     store.apply().await.unwrap();
 
     reset_peak();
     let started = Instant::now();
-    let stats = store.materialize(MaterializeOptions::default()).await.unwrap();
+    let stats = store
+        .materialize(MaterializeOptions::default())
+        .await
+        .unwrap();
     let seconds = started.elapsed().as_secs_f64();
     let rows: u64 = stats.iter().map(|s| s.rows_in_interval).sum();
     println!(
@@ -157,7 +192,10 @@ async fn main() {
         peak_mib()
     );
     for s in &stats {
-        println!("  {} v{}: {} rows, {} files, {:.2} s", s.view, s.version, s.table_rows, s.files_written, s.seconds);
+        println!(
+            "  {} v{}: {} rows, {} files, {:.2} s",
+            s.view, s.version, s.table_rows, s.files_written, s.seconds
+        );
     }
 
     let mut times = Vec::new();
@@ -192,12 +230,22 @@ async fn main() {
         reset_peak();
         let (seconds, batches) = naive(&args.dir).await;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        println!("export (naive DataFusion join + window): {rows} rows in {seconds:.2} s, peak RSS {:.0} MiB", peak_mib());
+        println!(
+            "export (naive DataFusion join + window): {rows} rows in {seconds:.2} s, peak RSS {:.0} MiB",
+            peak_mib()
+        );
         println!("ratio naive / quiver (best): {:.1}x", seconds / best);
         for column in ["conv_rate", "current_balance"] {
             let (a, b) = (fingerprint(&ours, column), fingerprint(&batches, column));
             let same = a.0 == b.0 && (a.1 - b.1).abs() <= 1e-6 * a.1.abs().max(1.0);
-            println!("  {column}: quiver {} non-null, sum {:.4}; naive {} non-null, sum {:.4} -> {}", a.0, a.1, b.0, b.1, if same { "same" } else { "DIFFERENT" });
+            println!(
+                "  {column}: quiver {} non-null, sum {:.4}; naive {} non-null, sum {:.4} -> {}",
+                a.0,
+                a.1,
+                b.0,
+                b.1,
+                if same { "same" } else { "DIFFERENT" }
+            );
         }
     }
 }
@@ -205,6 +253,11 @@ async fn main() {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
         .unwrap_or_else(|| "unknown CPU".to_string())
 }

@@ -83,6 +83,10 @@ pub enum Error {
     )]
     NoFeatures { view: String },
 
+    /// Computing a view's rows failed (e.g. a timestamp string that is not a time).
+    #[error("feature view `{view}`: materialization failed: {message}")]
+    MaterializeFailed { view: String, message: String },
+
     /// An offline table file or folder could not be read or written.
     #[error("offline table {path}: {message}")]
     TableIo { path: String, message: String },

@@ -101,7 +101,14 @@ pub(crate) async fn materialize(
     let fresh = fresh
         .filter(keep_not_null.and(in_interval(ident(&columns.timestamp))))?
         .window(vec![row_number().alias(SEQ)])?;
-    let fresh_count = fresh.clone().count().await?;
+    let fresh_count = fresh
+        .clone()
+        .count()
+        .await
+        .map_err(|e| Error::MaterializeFailed {
+            view: view_name.to_string(),
+            message: e.strip_backtrace().to_string(),
+        })?;
     let mut all = fresh;
     if !old_files.is_empty() {
         let old = ordered
@@ -123,7 +130,11 @@ pub(crate) async fn materialize(
 
     let mut writer = PartitionWriter::new(table, run_id, columns)?;
     while let Some(batch) = stream.next().await {
-        writer.push(batch?)?;
+        let batch = batch.map_err(|e| Error::MaterializeFailed {
+            view: view_name.to_string(),
+            message: e.strip_backtrace().to_string(),
+        })?;
+        writer.push(batch)?;
     }
     let written = writer.finish()?;
 
