@@ -1,0 +1,341 @@
+//! One conformance suite for every `OnlineStore`: the embedded store always, Redis on a
+//! private `redis-server` this suite starts on a free loopback port.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a test failure
+
+#[path = "../../../tests/support/redis_server.rs"]
+mod redis_server;
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use quiver_online::codec::encode_entity_keys;
+use quiver_online::{
+    EmbeddedStore, FeatureStatus, OnlineRows, OnlineStore, RedisOptions, RedisStore, ViewRead,
+    ViewRef, statuses,
+};
+use redis_server::RedisServer;
+
+const HOUR: i64 = 3_600_000_000;
+const NOW: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+
+fn view(name: &str, version: u32, ttl: Option<i64>) -> ViewRef {
+    ViewRef {
+        project: "conf".into(),
+        view: name.into(),
+        version,
+        ttl_micros: ttl,
+        features: vec![
+            ("rate".into(), DataType::Float64),
+            ("trips".into(), DataType::Int64),
+        ],
+    }
+}
+
+fn keys(ids: &[Option<i64>]) -> Vec<Option<Vec<u8>>> {
+    encode_entity_keys(&[Arc::new(Int64Array::from(ids.to_vec())) as ArrayRef]).unwrap()
+}
+
+fn rows(
+    ids: &[i64],
+    ts: &[i64],
+    created: &[i64],
+    rate: &[Option<f64>],
+    trips: &[Option<i64>],
+) -> OnlineRows {
+    OnlineRows {
+        keys: keys(&ids.iter().map(|i| Some(*i)).collect::<Vec<_>>()),
+        event_ts: ts.to_vec(),
+        created: created.to_vec(),
+        features: vec![
+            Arc::new(Float64Array::from(rate.to_vec())),
+            Arc::new(Int64Array::from(trips.to_vec())),
+        ],
+    }
+}
+
+async fn read_one(
+    store: &dyn OnlineStore,
+    view: &ViewRef,
+    ids: &[Option<i64>],
+) -> (Vec<Option<f64>>, Vec<FeatureStatus>, Vec<Option<i64>>) {
+    let keys = keys(ids);
+    let values = store
+        .read(&[ViewRead { view, keys: &keys }])
+        .await
+        .unwrap()
+        .remove(0);
+    let rate = values.features[0].as_primitive::<Float64Type>();
+    let out: Vec<Option<f64>> = (0..rate.len())
+        .map(|i| rate.is_valid(i).then(|| rate.value(i)))
+        .collect();
+    let st = statuses(&values, &values.features[0], view.ttl_micros, NOW);
+    (out, st, values.event_ts)
+}
+
+async fn suite(store: &dyn OnlineStore) {
+    use FeatureStatus::*;
+    store.health().await.unwrap();
+
+    // Values come back with their event times; missing keys are NOT_FOUND, NULLs NULL_VALUE.
+    let v = view("drivers", 1, None);
+    let stats = store
+        .write(
+            &v,
+            &rows(
+                &[1, 2],
+                &[NOW - HOUR, NOW - 2 * HOUR],
+                &[0, 0],
+                &[Some(0.5), None],
+                &[Some(3), Some(4)],
+            ),
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!((stats.rows, stats.written), (2, 2), "{}", store.name());
+    let (values, st, ts) = read_one(store, &v, &[Some(1), Some(2), Some(3), None]).await;
+    assert_eq!(values, vec![Some(0.5), None, None, None]);
+    assert_eq!(st, vec![Present, NullValue, NotFound, NotFound]);
+    assert_eq!(ts, vec![Some(NOW - HOUR), Some(NOW - 2 * HOUR), None, None]);
+
+    // Newer wins: an older event time never overwrites; equal event time → greater created.
+    let older = store
+        .write(
+            &v,
+            &rows(&[1], &[NOW - 3 * HOUR], &[0], &[Some(9.0)], &[None]),
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        older.written,
+        0,
+        "{}: an older row must not overwrite",
+        store.name()
+    );
+    assert_eq!(read_one(store, &v, &[Some(1)]).await.0, vec![Some(0.5)]);
+    store
+        .write(
+            &v,
+            &rows(&[1], &[NOW - HOUR], &[5], &[Some(0.6)], &[None]),
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        read_one(store, &v, &[Some(1)]).await.0,
+        vec![Some(0.6)],
+        "{}: greater created wins",
+        store.name()
+    );
+    store
+        .write(
+            &v,
+            &rows(&[1], &[NOW - HOUR], &[4], &[Some(0.7)], &[None]),
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        read_one(store, &v, &[Some(1)]).await.0,
+        vec![Some(0.6)],
+        "{}: smaller created loses",
+        store.name()
+    );
+    store
+        .write(&v, &rows(&[1], &[NOW], &[0], &[Some(0.8)], &[None]), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        read_one(store, &v, &[Some(1)]).await.0,
+        vec![Some(0.8)],
+        "{}: newer event wins",
+        store.name()
+    );
+
+    // TTL: older than the TTL at lookup time is OUTSIDE_MAX_AGE; the boundary is inclusive.
+    let t = view("ttl_view", 1, Some(HOUR));
+    store
+        .write(
+            &t,
+            &rows(
+                &[1, 2, 3],
+                &[NOW - HOUR, NOW - HOUR - 1, NOW],
+                &[0; 3],
+                &[Some(1.0), Some(2.0), None],
+                &[None; 3],
+            ),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let (_, st, _) = read_one(store, &t, &[Some(1), Some(2), Some(3)]).await;
+    assert_eq!(
+        st,
+        vec![Present, OutsideMaxAge, NullValue],
+        "{}",
+        store.name()
+    );
+
+    // Several views and versions in one read; versions are isolated.
+    let v2 = view("drivers", 2, None);
+    store
+        .write(
+            &v2,
+            &rows(&[1], &[NOW], &[0], &[Some(2.5)], &[Some(1)]),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let k = keys(&[Some(1), Some(2)]);
+    let both = store
+        .read(&[
+            ViewRead { view: &v, keys: &k },
+            ViewRead {
+                view: &v2,
+                keys: &k,
+            },
+            ViewRead { view: &t, keys: &k },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(both.len(), 3);
+    assert_eq!(
+        both[0].features[0].as_primitive::<Float64Type>().value(0),
+        0.8
+    );
+    assert_eq!(
+        both[1].features[0].as_primitive::<Float64Type>().value(0),
+        2.5
+    );
+    assert!(both[1].event_ts[1].is_none());
+    assert_eq!(both[1].features[1].as_primitive::<Int64Type>().value(0), 1);
+
+    // Dropping a version removes exactly its keys.
+    let removed = store.drop_view(&v).await.unwrap();
+    assert_eq!(removed, 2, "{}", store.name());
+    assert_eq!(
+        read_one(store, &v, &[Some(1), Some(2)]).await.1,
+        vec![NotFound, NotFound]
+    );
+    assert_eq!(read_one(store, &v2, &[Some(1)]).await.0, vec![Some(2.5)]);
+    assert_eq!(read_one(store, &t, &[Some(1)]).await.1, vec![Present]);
+
+    // String and composite keys.
+    let s = ViewRef {
+        project: "conf".into(),
+        view: "cities".into(),
+        version: 1,
+        ttl_micros: None,
+        features: vec![("name".into(), DataType::Utf8)],
+    };
+    let composite: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![1, 1])),
+        Arc::new(StringArray::from(vec!["nyc", "sf"])),
+    ];
+    let composite_keys = encode_entity_keys(&composite).unwrap();
+    let names: ArrayRef = Arc::new(StringArray::from(vec!["first", "second"]));
+    store
+        .write(
+            &s,
+            &OnlineRows {
+                keys: composite_keys.clone(),
+                event_ts: vec![NOW; 2],
+                created: vec![0; 2],
+                features: vec![names],
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    let got = store
+        .read(&[ViewRead {
+            view: &s,
+            keys: &composite_keys[1..],
+        }])
+        .await
+        .unwrap();
+    assert_eq!(got[0].features[0].as_string::<i32>().value(0), "second");
+}
+
+#[tokio::test]
+async fn embedded_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("online.db")).unwrap();
+    suite(&store).await;
+}
+
+#[tokio::test]
+async fn redis_store_conforms() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&RedisOptions::new(server.url()))
+        .await
+        .unwrap();
+    suite(&store).await;
+
+    // Keys carry an expiry when the view has a TTL (one TTL past max age), none otherwise.
+    let ttl_keys = server.command(&["KEYS", "q:conf:ttl_view:1:*"]);
+    assert!(ttl_keys.starts_with("*3"), "{ttl_keys}");
+    let no_ttl = server.command(&["KEYS", "q:conf:drivers:2:*"]);
+    assert!(no_ttl.starts_with("*1"), "{no_ttl}");
+    let ttl_stats = server.command(&["INFO", "keyspace"]);
+    assert!(
+        ttl_stats.contains("expires=3"),
+        "three keys with an expiry: {ttl_stats}"
+    );
+}
+
+#[tokio::test]
+async fn redis_reconnects_after_restart_and_unreachable_is_a_clear_error() {
+    let mut server = RedisServer::start();
+    let store = RedisStore::connect(&RedisOptions::new(server.url()))
+        .await
+        .unwrap();
+    let v = view("drivers", 1, None);
+    store
+        .write(&v, &rows(&[1], &[NOW], &[0], &[Some(0.5)], &[None]), NOW)
+        .await
+        .unwrap();
+
+    server.restart(); // empty again: values are gone, but the store must reconnect by itself
+    let mut answered = false;
+    for _ in 0..20 {
+        if store.health().await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(answered, "the store did not reconnect after a restart");
+    store
+        .write(&v, &rows(&[1], &[NOW], &[0], &[Some(0.7)], &[None]), NOW)
+        .await
+        .unwrap();
+    assert_eq!(read_one(&store, &v, &[Some(1)]).await.0, vec![Some(0.7)]);
+
+    server.kill();
+    let started = std::time::Instant::now();
+    let err = store
+        .read(&[ViewRead {
+            view: &v,
+            keys: &keys(&[Some(1)]),
+        }])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("127.0.0.1:{}", server.port)), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "a down server must not hang lookups"
+    );
+
+    let mut options = RedisOptions::new(format!("redis://127.0.0.1:{}/0", server.port));
+    options.connect_timeout = std::time::Duration::from_millis(300);
+    let err = RedisStore::connect(&options).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("redis at redis://127.0.0.1:{}/0", server.port)),
+        "{err}"
+    );
+}
