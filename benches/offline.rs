@@ -180,22 +180,29 @@ async fn main() {
 
     reset_peak();
     let started = Instant::now();
-    let stats = store
+    let reports = store
         .materialize(MaterializeOptions::default())
         .await
         .unwrap();
     let seconds = started.elapsed().as_secs_f64();
-    let rows: u64 = stats.iter().map(|s| s.rows_in_interval).sum();
+    let rows: u64 = reports.iter().map(|r| r.offline.rows_in_interval).sum();
     println!(
-        "materialize: {rows} rows in {seconds:.2} s = {:.0} rows/s (peak RSS {:.0} MiB)",
+        "materialize (offline + online): {rows} rows in {seconds:.2} s = {:.0} rows/s (peak RSS {:.0} MiB)",
         rows as f64 / seconds,
         peak_mib()
     );
-    for s in &stats {
+    for r in &reports {
+        let s = &r.offline;
         println!(
-            "  {} v{}: {} rows, {} files, {:.2} s",
+            "  {} v{}: {} rows, {} files, {:.2} s offline",
             s.view, s.version, s.table_rows, s.files_written, s.seconds
         );
+        if let Some(online) = &r.online {
+            println!(
+                "    online ({}): {} keys in {:.2} s",
+                online.store, online.written, online.seconds
+            );
+        }
     }
 
     let mut times = Vec::new();

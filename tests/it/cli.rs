@@ -406,15 +406,23 @@ fn materialize_and_export_end_to_end() {
     );
 
     let first = json(&ok(&repo, &["materialize", "--json"]));
-    let driver_rows = first[1]["table_rows"].as_u64().unwrap();
-    assert_eq!(first[1]["view"], "driver_hourly_stats");
+    let driver_rows = first[1]["offline"]["table_rows"].as_u64().unwrap();
+    assert_eq!(first[1]["offline"]["view"], "driver_hourly_stats");
+    assert_eq!(first[1]["online"]["store"], "embedded");
+    assert_eq!(
+        first[1]["online"]["written"], 100,
+        "one key per driver: {first}"
+    );
     assert!(driver_rows > 2_000, "{first}");
     // Re-running replaces the interval instead of duplicating rows.
     let again = json(&ok(
         &repo,
         &["materialize", "--json", "driver_hourly_stats"],
     ));
-    assert_eq!(again[0]["table_rows"].as_u64().unwrap(), driver_rows);
+    assert_eq!(
+        again[0]["offline"]["table_rows"].as_u64().unwrap(),
+        driver_rows
+    );
     assert!(
         repo.join("data/offline/driver_hourly_stats/v1/_manifest.json")
             .is_file()

@@ -2,6 +2,8 @@
 //! persistence, stopped when dropped. Tests never share state with the machine's Redis.
 //! When `redis-server` cannot be started the test fails (it does not skip).
 
+#![allow(dead_code)] // each suite that includes this file uses a different part
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

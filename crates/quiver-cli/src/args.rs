@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// Quiver: a feature store in one binary.
 #[derive(Debug, Parser)]
-#[command(name = "quiver", version, about, propagate_version = true)]
+#[command(name = "quiver", version, about)]
 pub struct Cli {
     /// The feature repository (the folder holding quiver.toml).
     #[arg(long, global = true, env = "QUIVER_REPO", default_value = ".")]
@@ -60,11 +60,43 @@ pub enum Command {
         /// no zone is given. Default: all history.
         #[arg(long, value_parser = parse_time)]
         start: Option<chrono::DateTime<chrono::Utc>>,
-        /// End of the interval (exclusive). Default: now.
+        /// End of the interval (inclusive). Default: now.
         #[arg(long, value_parser = parse_time)]
         end: Option<chrono::DateTime<chrono::Utc>>,
         /// Views to materialize (default: all).
         views: Vec<String>,
+    },
+    /// Materialize each view from its watermark (the end of its last run) up to --end.
+    MaterializeIncremental {
+        /// End of the interval (inclusive). Default: now.
+        #[arg(long, value_parser = parse_time)]
+        end: Option<chrono::DateTime<chrono::Utc>>,
+        /// Views to materialize (default: all).
+        views: Vec<String>,
+    },
+    /// Look up the latest feature values of entities in the online store.
+    Get {
+        /// Features as view:feature (or view:*), comma-separated.
+        #[arg(long, value_delimiter = ',', required_unless_present = "service")]
+        features: Vec<String>,
+        /// A feature service instead of (or in addition to) --features.
+        #[arg(long)]
+        service: Option<String>,
+        /// One entity row: key=value, or key=value,key2=value2 for composite keys. Repeat
+        /// for more rows.
+        #[arg(long = "entity", required = true)]
+        entities: Vec<String>,
+        /// Name features view__feature.
+        #[arg(long)]
+        full_feature_names: bool,
+    },
+    /// Remove one version of a feature view from the online store.
+    Drop {
+        /// The feature view.
+        view: String,
+        /// The version to remove.
+        #[arg(long)]
+        version: u32,
     },
     /// Export a point-in-time-correct training set for a spine of (entity, timestamp) rows.
     Export {
@@ -132,4 +164,35 @@ pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     Err(format!(
         "`{text}` is not a time: use RFC 3339 (2026-01-15T12:00:00Z) or a date (2026-01-15)"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn times_parse_in_every_documented_form() {
+        assert_eq!(
+            parse_time("2026-01-15").unwrap().to_rfc3339(),
+            "2026-01-15T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_time("2026-01-15T12:00:00").unwrap().to_rfc3339(),
+            "2026-01-15T12:00:00+00:00"
+        );
+        assert_eq!(
+            parse_time("2026-01-15T12:00:00+01:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2026-01-15T11:00:00+00:00"
+        );
+        assert!(parse_time("tomorrow").is_err());
+    }
 }

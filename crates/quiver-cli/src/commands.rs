@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use quiver::{FeatureStore, MaterializeOptions};
+use quiver::{FeatureStore, MaterializeOptions, OnlineRequest};
 
 use crate::args::{Cli, Command};
 use crate::render;
@@ -43,6 +43,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             progress.finish();
             render::materialized(&stats?, json)
         }
+        Command::MaterializeIncremental { end, views } => {
+            let store = FeatureStore::open(&cli.repo)?;
+            let progress = render::Progress::start("materializing", json);
+            let reports = store.materialize_incremental(end, &views).await;
+            progress.finish();
+            render::materialized(&reports?, json)
+        }
+        Command::Get {
+            features,
+            service,
+            entities,
+            full_feature_names,
+        } => {
+            let store = FeatureStore::open(&cli.repo)?;
+            let request = OnlineRequest {
+                features,
+                feature_service: service,
+                entities: entity_columns(&entities)?,
+                full_feature_names,
+            };
+            let response = store.get_online_features(&request).await?;
+            render::online(&response, request.entities.len(), json)
+        }
+        Command::Drop { view, version } => {
+            let store = FeatureStore::open(&cli.repo)?;
+            let removed = store.drop_online_version(&view, version).await?;
+            if json {
+                return render::json(
+                    &serde_json::json!({ "view": view, "version": version, "removed_keys": removed }),
+                );
+            }
+            println!("Removed {removed} online keys of {view} v{version}.");
+            Ok(())
+        }
         Command::Export {
             spine,
             spine_sql,
@@ -81,6 +115,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Quickstart { dir } => quickstart(dir, json).await,
     }
+}
+
+/// `--entity driver_id=1001 --entity driver_id=1002` → `{"driver_id": ["1001", "1002"]}`.
+fn entity_columns(rows: &[String]) -> anyhow::Result<Vec<(String, Vec<serde_json::Value>)>> {
+    let mut columns: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let mut names = Vec::new();
+        for pair in row.split(',') {
+            let (key, value) = pair.split_once('=').with_context(|| {
+                format!(
+                    "--entity {row:?}: write key=value (key=value,key2=value2 for composite keys)"
+                )
+            })?;
+            let (key, value) = (key.trim(), value.trim());
+            names.push(key.to_string());
+            match columns.iter_mut().find(|(k, _)| k == key) {
+                Some((_, values)) if i > 0 => values.push(value.into()),
+                None if i == 0 => columns.push((key.to_string(), vec![value.into()])),
+                _ => anyhow::bail!(
+                    "--entity {row:?}: every --entity must name the same keys as the first"
+                ),
+            }
+        }
+        if names.len() != columns.len() {
+            anyhow::bail!("--entity {row:?}: every --entity must name the same keys as the first");
+        }
+    }
+    Ok(columns)
 }
 
 fn init(dir: &Path, json: bool) -> anyhow::Result<()> {
@@ -127,6 +189,22 @@ async fn quickstart(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         .with_service("driver_ranking")
         .write("data/training_set.parquet")
         .await?;
+    let lookup = OnlineRequest {
+        features: Vec::new(),
+        feature_service: Some("driver_ranking".to_string()),
+        entities: vec![
+            (
+                "driver_id".to_string(),
+                vec![1001.into(), 1002.into(), 9999.into()],
+            ),
+            (
+                "customer_id".to_string(),
+                vec![10001.into(), 10002.into(), 10003.into()],
+            ),
+        ],
+        full_feature_names: false,
+    };
+    let online = store.get_online_features(&lookup).await?;
     if json {
         return render::json(&serde_json::json!({
             "repository": dir,
@@ -134,6 +212,7 @@ async fn quickstart(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
             "applied": applied,
             "materialized": materialized,
             "export": export.summary,
+            "online": online,
         }));
     }
     println!("== quiver init {}", dir.display());
@@ -147,6 +226,10 @@ async fn quickstart(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         "\n== quiver export --spine data/spine.parquet --service driver_ranking --out data/training_set.parquet"
     );
     render::exported(&export, 5, false)?;
+    println!(
+        "\n== quiver get --service driver_ranking --entity driver_id=1001,customer_id=10001 (and two more)"
+    );
+    render::online(&online, lookup.entities.len(), false)?;
     println!(
         "\nThe repository is in {}; try `quiver --repo {} describe driver_hourly_stats`.",
         dir.display(),

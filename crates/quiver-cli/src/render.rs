@@ -331,11 +331,15 @@ impl Progress {
     }
 }
 
-pub fn materialized(stats: &[quiver::MaterializeStats], as_json: bool) -> anyhow::Result<()> {
+pub fn materialized(reports: &[quiver::MaterializeReport], as_json: bool) -> anyhow::Result<()> {
     if as_json {
-        return json(&stats);
+        return json(&reports);
     }
-    for s in stats {
+    if reports.is_empty() {
+        println!("Every view is up to date.");
+    }
+    for report in reports {
+        let s = &report.offline;
         let start = s.interval.start.map_or("the beginning".to_string(), time);
         let rate = if s.seconds > 0.0 {
             s.rows_in_interval as f64 / s.seconds
@@ -354,8 +358,57 @@ pub fn materialized(stats: &[quiver::MaterializeStats], as_json: bool) -> anyhow
             s.seconds,
             rate
         );
+        if let Some(online) = &report.online {
+            println!(
+                "  online ({}): {} entities, {} keys written ({:.2} s)",
+                online.store, online.rows, online.written, online.seconds
+            );
+        }
     }
     Ok(())
+}
+
+pub fn online(
+    response: &quiver::OnlineResponse,
+    entity_columns: usize,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    if as_json {
+        return json(response);
+    }
+    let names = &response.metadata.feature_names;
+    let rows = response.results.first().map_or(0, |r| r.values.len());
+    let mut table: Vec<[String; 5]> = Vec::new();
+    for row in 0..rows {
+        let entity: Vec<String> = (0..entity_columns)
+            .map(|c| format!("{}={}", names[c], plain(&response.results[c].values[row])))
+            .collect();
+        for (name, result) in names.iter().zip(&response.results).skip(entity_columns) {
+            table.push([
+                entity.join(","),
+                name.clone(),
+                plain(&result.values[row]),
+                serde_json::to_value(result.statuses[row])?
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                result.event_timestamps[row].clone(),
+            ]);
+        }
+    }
+    print_table(
+        ["ENTITY", "FEATURE", "VALUE", "STATUS", "EVENT_TIMESTAMP"],
+        &table,
+    );
+    Ok(())
+}
+
+fn plain(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "null".to_string(),
+        other => other.to_string(),
+    }
 }
 
 pub fn exported(export: &quiver::Export, show: usize, as_json: bool) -> anyhow::Result<()> {

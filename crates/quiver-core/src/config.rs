@@ -92,7 +92,7 @@ pub enum OnlineStoreType {
 }
 
 /// `[online]`
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OnlineConfig {
     /// `embedded` (default) or `redis`.
@@ -102,6 +102,31 @@ pub struct OnlineConfig {
     /// when `type = "redis"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Redis: how long to wait for a connection, in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Redis: how long to wait for a command's answer, in milliseconds.
+    #[serde(default = "default_command_timeout_ms")]
+    pub command_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+
+fn default_command_timeout_ms() -> u64 {
+    5_000
+}
+
+impl Default for OnlineConfig {
+    fn default() -> Self {
+        OnlineConfig {
+            store_type: OnlineStoreType::default(),
+            url: None,
+            connect_timeout_ms: default_connect_timeout_ms(),
+            command_timeout_ms: default_command_timeout_ms(),
+        }
+    }
 }
 
 /// `[server]`
@@ -211,6 +236,12 @@ impl Config {
                 ));
             }
             _ => {}
+        }
+        if self.online.connect_timeout_ms == 0 || self.online.command_timeout_ms == 0 {
+            return Err(
+                "`online.connect_timeout_ms` and `online.command_timeout_ms` must be positive"
+                    .into(),
+            );
         }
         if self.server.bind.parse::<SocketAddr>().is_err() {
             return Err(format!(

@@ -28,7 +28,7 @@ use crate::{Error, Result};
 /// The registry file inside the state folder.
 pub const REGISTRY_FILE: &str = "registry.db";
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS objects (
@@ -60,6 +60,12 @@ CREATE TABLE IF NOT EXISTS history (
     definition TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_by_name ON history (name, id);
+CREATE TABLE IF NOT EXISTS watermarks (
+    view      TEXT NOT NULL,
+    version   INTEGER NOT NULL,
+    watermark INTEGER NOT NULL,
+    PRIMARY KEY (view, version)
+);
 CREATE TABLE IF NOT EXISTS runs (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     kind        TEXT NOT NULL,
@@ -412,6 +418,30 @@ impl Registry {
         )
         .map_err(|e| self.db_error(e))?;
         Ok(conn.last_insert_rowid())
+    }
+
+    /// The end (µs) of the last successful materialization of a view version.
+    pub fn watermark(&self, view: &str, version: u32) -> Result<Option<i64>> {
+        let conn = self.connect()?;
+        conn.query_row(
+            "SELECT watermark FROM watermarks WHERE view = ?1 AND version = ?2",
+            params![view, version],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| self.db_error(e))
+    }
+
+    /// Moves a view version's watermark forward to `end` (never backward).
+    pub fn advance_watermark(&self, view: &str, version: u32, end: i64) -> Result<()> {
+        let conn = self.connect()?;
+        conn.execute(
+            "INSERT INTO watermarks (view, version, watermark) VALUES (?1, ?2, ?3)
+             ON CONFLICT (view, version) DO UPDATE SET watermark = max(watermark, ?3)",
+            params![view, version, end],
+        )
+        .map_err(|e| self.db_error(e))?;
+        Ok(())
     }
 
     /// Runs of one kind (or all), newest first, at most `limit`.

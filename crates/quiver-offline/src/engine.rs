@@ -186,7 +186,7 @@ impl OfflineEngine {
 }
 
 impl OfflineEngine {
-    /// Materializes `[interval.start, interval.end)` of one view version into its offline
+    /// Materializes `[interval.start, interval.end]` (inclusive) of one view version into its offline
     /// table under `offline_root`. The view's sources must be registered.
     pub async fn materialize(
         &self,

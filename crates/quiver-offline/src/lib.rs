@@ -8,6 +8,7 @@
 pub mod engine;
 pub mod error;
 pub mod export;
+pub mod latest;
 mod materialize;
 pub mod normalize;
 pub mod pit;

@@ -1,6 +1,6 @@
 //! Materialization of one view version into its offline table.
 //!
-//! A run over `[start, end)` rewrites every date partition the interval touches: the
+//! A run over `[start, end]` (both inclusive) rewrites every date partition the interval touches: the
 //! partition's rows outside the interval are kept, its rows inside come fresh from the
 //! sources, so re-running an interval replaces it instead of duplicating rows. The
 //! rows are sorted by (date, keys, event time, created, source order); rows equal on
@@ -80,7 +80,7 @@ pub(crate) async fn materialize(
         .collect();
 
     let in_interval = |ts: Expr| -> Expr {
-        let upper = ts.clone().lt(timestamp_lit(interval.end));
+        let upper = ts.clone().lt_eq(timestamp_lit(interval.end));
         match interval.start {
             Some(start) => ts.gt_eq(timestamp_lit(start)).and(upper),
             None => upper,
@@ -185,13 +185,13 @@ fn timestamp_lit(micros: i64) -> Expr {
     cast(lit(micros), timestamp_type())
 }
 
-/// Whether the calendar day `YYYY-MM-DD` overlaps `[start, end)`.
+/// Whether the calendar day `YYYY-MM-DD` overlaps `[start, end]`.
 fn day_meets(date: &str, interval: Interval) -> bool {
     let Some(day_start) = parse_day(date) else {
         return false;
     };
     let day_end = day_start + DAY_MICROS;
-    interval.start.is_none_or(|s| s < day_end) && day_start < interval.end
+    interval.start.is_none_or(|s| s < day_end) && day_start <= interval.end
 }
 
 fn parse_day(date: &str) -> Option<i64> {

@@ -33,7 +33,8 @@ pub struct FileEntry {
     pub max_ts: i64,
 }
 
-/// A half-open interval of event time `[start, end)` in µs; `start: None` is "all history".
+/// An interval of event time `[start, end]` in µs, both ends inclusive (as Feast's
+/// materialization); `start: None` is "all history".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interval {
     pub start: Option<i64>,
@@ -49,7 +50,7 @@ impl Interval {
         }
     }
 
-    /// Whether `[start, end)` lies inside this interval.
+    /// Whether `[start, end]` lies inside this interval.
     pub fn covers(&self, start: Option<i64>, end: i64) -> bool {
         self.starts_before_or_at(start) && end <= self.end
     }
@@ -89,7 +90,7 @@ impl Manifest {
         self.partitions.values().flatten()
     }
 
-    /// Whether `[start, end)` has been materialized.
+    /// Whether `[start, end]` has been materialized.
     pub fn covers(&self, start: Option<i64>, end: i64) -> bool {
         self.coverage.iter().any(|i| i.covers(start, end))
     }

@@ -451,3 +451,31 @@ mod tests {
         assert!(encoded[1].is_none());
     }
 }
+
+#[cfg(test)]
+mod type_names {
+    use arrow::datatypes::{DataType, TimeUnit};
+
+    /// The registry stores view column types as Arrow displays them; they must parse back.
+    #[test]
+    fn displayed_types_parse_back() {
+        for t in [
+            DataType::Int64,
+            DataType::Int32,
+            DataType::Float64,
+            DataType::Float32,
+            DataType::Utf8,
+            DataType::Utf8View,
+            DataType::LargeUtf8,
+            DataType::Binary,
+            DataType::Boolean,
+            DataType::Date32,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            DataType::UInt64,
+        ] {
+            let parsed: DataType = t.to_string().parse().unwrap();
+            assert_eq!(parsed, t);
+        }
+    }
+}

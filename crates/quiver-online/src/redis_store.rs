@@ -54,6 +54,9 @@ return written
 const KEYS_PER_CALL: usize = 500;
 const CALLS_PER_ROUND_TRIP: usize = 32;
 
+/// One call of the write script: its keys and its arguments.
+type ScriptCall = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
 /// Connection settings of the Redis store.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
@@ -140,7 +143,7 @@ impl RedisStore {
         }
     }
 
-    async fn run_pipeline(&self, calls: &[(Vec<Vec<u8>>, Vec<Vec<u8>>)]) -> Result<u64> {
+    async fn run_pipeline(&self, calls: &[ScriptCall]) -> Result<u64> {
         let build = || {
             let mut pipe = redis::pipe();
             for (keys, args) in calls {
@@ -180,7 +183,7 @@ impl OnlineStore for RedisStore {
     async fn write(&self, view: &ViewRef, rows: &OnlineRows, now: i64) -> Result<WriteStats> {
         let prefix = view.key_prefix();
         let mut stats = WriteStats::default();
-        let mut calls: Vec<(Vec<Vec<u8>>, Vec<Vec<u8>>)> = Vec::new();
+        let mut calls: Vec<ScriptCall> = Vec::new();
         let mut keys = Vec::with_capacity(KEYS_PER_CALL);
         let mut args = Vec::with_capacity(2 * KEYS_PER_CALL);
         for row in 0..rows.len() {

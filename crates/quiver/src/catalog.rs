@@ -93,6 +93,64 @@ impl Catalog {
             })
     }
 
+    /// The views and features a request names — a feature service and/or `view:feature`
+    /// references (`view:*` for all of a view) — in request order, each view once.
+    pub fn resolve_features(
+        &self,
+        service: Option<&str>,
+        features: &[String],
+    ) -> Result<Vec<(&CatalogView, Vec<String>)>> {
+        let mut references: Vec<(String, Option<String>)> = Vec::new();
+        if let Some(service) = service {
+            for selection in &self.service(service)?.features {
+                references.push((selection.view.clone(), selection.feature.clone()));
+            }
+        }
+        for text in features {
+            let (view, feature) = text
+                .split_once(':')
+                .ok_or_else(|| Error::BadFeatureReference { text: text.clone() })?;
+            let feature = (feature != "*").then(|| feature.to_string());
+            references.push((view.to_string(), feature));
+        }
+        if references.is_empty() {
+            return Err(Error::NoFeaturesRequested);
+        }
+        let mut out: Vec<(&CatalogView, Vec<String>)> = Vec::new();
+        for (view_name, feature) in references {
+            let view = self.view(&view_name)?;
+            let all: Vec<String> = view
+                .view
+                .schema
+                .features
+                .iter()
+                .map(|c| c.name.clone())
+                .collect();
+            let wanted = match feature {
+                None => all,
+                Some(f) if all.contains(&f) => vec![f],
+                Some(f) => {
+                    return Err(Error::UnknownFeature {
+                        view: view_name,
+                        suggestion: closest(&f, all.iter().map(String::as_str)),
+                        feature: f,
+                    });
+                }
+            };
+            match out.iter_mut().find(|(v, _)| v.name() == view.name()) {
+                Some((_, features)) => {
+                    for f in wanted {
+                        if !features.contains(&f) {
+                            features.push(f);
+                        }
+                    }
+                }
+                None => out.push((view, wanted)),
+            }
+        }
+        Ok(out)
+    }
+
     /// An engine with the sources of the given views registered.
     pub async fn engine(
         &self,

@@ -89,8 +89,39 @@ pub enum Error {
     NothingToMaterialize,
 
     /// `--start` not before `--end`.
-    #[error("the interval is empty: --start {start} is not before --end {end}")]
+    #[error("the interval is empty: --start {start} is after --end {end}")]
     EmptyInterval { start: String, end: String },
+
+    #[error(transparent)]
+    Online(#[from] quiver_online::Error),
+
+    /// A lookup without entity rows.
+    #[error("no entities: give at least one entity row, e.g. {{\"driver_id\": [1001]}}")]
+    NoEntities,
+
+    /// Entity columns of different lengths.
+    #[error(
+        "entity columns differ in length: `{first}` has {first_len} values, `{column}` has {len}"
+    )]
+    RaggedEntities {
+        first: String,
+        first_len: usize,
+        column: String,
+        len: usize,
+    },
+
+    /// A view's key column is not among the entities of a lookup.
+    #[error("missing entity column `{column}`, a key of feature view `{view}`")]
+    MissingEntityColumn { column: String, view: String },
+
+    /// An entity value of the wrong type.
+    #[error("entity column `{column}` row {row}: {value} is not {expected}")]
+    BadEntityValue {
+        column: String,
+        row: usize,
+        value: String,
+        expected: String,
+    },
 
     /// A background task panicked or was cancelled.
     #[error("internal error: {0}")]
@@ -102,6 +133,11 @@ impl Error {
         match self {
             Error::Core(e) => e.kind(),
             Error::Offline(e) => e.kind(),
+            Error::Online(e) => e.kind(),
+            Error::NoEntities
+            | Error::RaggedEntities { .. }
+            | Error::MissingEntityColumn { .. }
+            | Error::BadEntityValue { .. } => ErrorKind::InvalidArgument,
             Error::RepositoryExists { .. } => ErrorKind::AlreadyExists,
             Error::UnknownFeatureView { .. }
             | Error::UnknownFeatureService { .. }

@@ -18,15 +18,20 @@ mod definitions;
 pub mod error;
 pub mod example;
 mod offline;
+mod online;
 mod store;
 
 pub use error::{Error, Result};
-pub use offline::{Export, ExportBuilder, ExportSummary, MaterializeOptions, Spine};
+pub use offline::{
+    Export, ExportBuilder, ExportSummary, MaterializeOptions, MaterializeReport, Spine,
+};
+pub use online::{FeatureVector, Metadata, OnlineRequest, OnlineResponse, OnlineWrite, json_value};
 pub use quiver_core::config::Config;
 pub use quiver_core::model;
 pub use quiver_core::registry::{Action, Change, HistoryEntry, ObjectRecord, Plan, RunRecord};
 pub use quiver_core::{ErrorKind, clock};
 pub use quiver_offline::MaterializeStats;
+pub use quiver_online::FeatureStatus;
 pub use store::FeatureStore;
 
 /// The first `rows` rows of a batch as an aligned text table.

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use chrono::{DateTime, SecondsFormat, Utc};
-use quiver_core::diagnostic::closest;
 use quiver_offline::MaterializeStats;
 use quiver_offline::export::{ViewRequest, point_in_time_join, spine_times, write_parquet};
 use quiver_offline::table::{Interval, TableDir};
@@ -16,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::catalog::{Catalog, CatalogView};
 use crate::{Error, FeatureStore, Result};
 
-/// What to materialize: `[start, end)` of event time (default: all history up to now)
+/// What to materialize: `[start, end]` of event time (both inclusive, as in Feast) (default: all history up to now)
 /// for the named views (default: all).
 #[derive(Debug, Clone, Default)]
 pub struct MaterializeOptions {
@@ -26,24 +25,15 @@ pub struct MaterializeOptions {
 }
 
 impl FeatureStore {
-    /// Materializes views into their offline tables and records each run.
-    pub async fn materialize(&self, options: MaterializeOptions) -> Result<Vec<MaterializeStats>> {
+    /// Materializes views into their offline tables and, for views with `ONLINE true`,
+    /// writes the latest row of each entity to the online store; records each run and
+    /// moves each view's watermark to the interval's end.
+    pub async fn materialize(&self, options: MaterializeOptions) -> Result<Vec<MaterializeReport>> {
         let catalog = self.catalog().await?;
-        let views: Vec<&CatalogView> = if options.views.is_empty() {
-            catalog.views.values().collect()
-        } else {
-            options
-                .views
-                .iter()
-                .map(|v| catalog.view(v))
-                .collect::<Result<_>>()?
-        };
-        if views.is_empty() {
-            return Err(Error::NothingToMaterialize);
-        }
+        let views = select_views(&catalog, &options.views)?;
         let end = options.end.unwrap_or_else(|| self.clock().now());
         if let Some(start) = options.start
-            && start >= end
+            && start > end
         {
             return Err(Error::EmptyInterval {
                 start: rfc3339(start),
@@ -57,9 +47,62 @@ impl FeatureStore {
         let engine = catalog.engine(self.root(), &views).await?;
         let mut out = Vec::new();
         for view in views {
-            out.push(self.materialize_view(&engine, view, interval).await?);
+            out.push(self.materialize_both(&engine, view, interval).await?);
         }
         Ok(out)
+    }
+
+    /// Materializes each view from its watermark (the end of its last successful run;
+    /// all history for a view never materialized) up to `end` (default: now).
+    pub async fn materialize_incremental(
+        &self,
+        end: Option<DateTime<Utc>>,
+        views: &[String],
+    ) -> Result<Vec<MaterializeReport>> {
+        let catalog = self.catalog().await?;
+        let views = select_views(&catalog, views)?;
+        let end = end.unwrap_or_else(|| self.clock().now()).timestamp_micros();
+        let engine = catalog.engine(self.root(), &views).await?;
+        let mut out = Vec::new();
+        for view in views {
+            let registry = self.registry().clone();
+            let (name, version) = (view.name().to_string(), view.version);
+            let watermark = tokio::task::spawn_blocking(move || registry.watermark(&name, version))
+                .await
+                .map_err(|e| Error::Task(e.to_string()))??;
+            if watermark.is_some_and(|w| w >= end) {
+                continue; // already up to date
+            }
+            let interval = Interval {
+                start: watermark,
+                end,
+            };
+            out.push(self.materialize_both(&engine, view, interval).await?);
+        }
+        Ok(out)
+    }
+
+    async fn materialize_both(
+        &self,
+        engine: &quiver_offline::OfflineEngine,
+        view: &CatalogView,
+        interval: Interval,
+    ) -> Result<MaterializeReport> {
+        let offline = self.materialize_view(engine, view, interval).await?;
+        let online = if view.view.view.online {
+            Some(self.materialize_online(view, interval).await?)
+        } else {
+            None
+        };
+        // The watermark moves only after both halves succeeded.
+        let registry = self.registry().clone();
+        let (name, version) = (view.name().to_string(), view.version);
+        tokio::task::spawn_blocking(move || {
+            registry.advance_watermark(&name, version, interval.end)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+        Ok(MaterializeReport { offline, online })
     }
 
     async fn materialize_view(
@@ -103,6 +146,29 @@ impl FeatureStore {
     pub(crate) fn offline_root(&self) -> PathBuf {
         self.config().offline_path(self.root())
     }
+}
+
+/// What one view's materialization did.
+#[derive(Debug, Clone, Serialize)]
+pub struct MaterializeReport {
+    pub offline: MaterializeStats,
+    /// `None` for views with `ONLINE false`.
+    pub online: Option<crate::online::OnlineWrite>,
+}
+
+fn select_views<'c>(catalog: &'c Catalog, names: &[String]) -> Result<Vec<&'c CatalogView>> {
+    let views: Vec<&CatalogView> = if names.is_empty() {
+        catalog.views.values().collect()
+    } else {
+        names
+            .iter()
+            .map(|v| catalog.view(v))
+            .collect::<Result<_>>()?
+    };
+    if views.is_empty() {
+        return Err(Error::NothingToMaterialize);
+    }
+    Ok(views)
 }
 
 /// Where the spine comes from.
@@ -233,7 +299,7 @@ impl<'a> ExportBuilder<'a> {
         let started_clock = Instant::now();
         let started = self.store.clock().now();
         let catalog = self.store.catalog().await?;
-        let selected = self.selected_features(&catalog)?;
+        let selected = catalog.resolve_features(self.service.as_deref(), &self.features)?;
         let views: Vec<&CatalogView> = selected.iter().map(|(v, _)| *v).collect();
         let engine = match &self.spine {
             Some(Spine::Sql(_)) => catalog.engine_with_all_sources(self.store.root()).await?,
@@ -267,7 +333,7 @@ impl<'a> ExportBuilder<'a> {
             if let (Some(min_t), Some(max_t)) = (min_t, max_t) {
                 let needed = Interval {
                     start: ttl.map(|ttl| min_t.saturating_sub(ttl)),
-                    end: max_t.saturating_add(1),
+                    end: max_t,
                 };
                 let covered = table
                     .read_manifest()?
@@ -339,62 +405,6 @@ impl<'a> ExportBuilder<'a> {
         let details = serde_json::to_value(&summary).expect("summaries serialize to JSON");
         self.store.record_run("export", started, details).await?;
         Ok(Export { batch, summary })
-    }
-
-    /// The views and features asked for, in request order, each view once.
-    fn selected_features<'c>(
-        &self,
-        catalog: &'c Catalog,
-    ) -> Result<Vec<(&'c CatalogView, Vec<String>)>> {
-        let mut references: Vec<(String, Option<String>)> = Vec::new();
-        if let Some(service) = &self.service {
-            for selection in &catalog.service(service)?.features {
-                references.push((selection.view.clone(), selection.feature.clone()));
-            }
-        }
-        for text in &self.features {
-            let (view, feature) = text
-                .split_once(':')
-                .ok_or_else(|| Error::BadFeatureReference { text: text.clone() })?;
-            let feature = (feature != "*").then(|| feature.to_string());
-            references.push((view.to_string(), feature));
-        }
-        if references.is_empty() {
-            return Err(Error::NoFeaturesRequested);
-        }
-        let mut out: Vec<(&CatalogView, Vec<String>)> = Vec::new();
-        for (view_name, feature) in references {
-            let view = catalog.view(&view_name)?;
-            let all: Vec<String> = view
-                .view
-                .schema
-                .features
-                .iter()
-                .map(|c| c.name.clone())
-                .collect();
-            let wanted = match feature {
-                None => all,
-                Some(f) if all.contains(&f) => vec![f],
-                Some(f) => {
-                    return Err(Error::UnknownFeature {
-                        view: view_name,
-                        suggestion: closest(&f, all.iter().map(String::as_str)),
-                        feature: f,
-                    });
-                }
-            };
-            match out.iter_mut().find(|(v, _)| v.name() == view.name()) {
-                Some((_, features)) => {
-                    for f in wanted {
-                        if !features.contains(&f) {
-                            features.push(f);
-                        }
-                    }
-                }
-                None => out.push((view, wanted)),
-            }
-        }
-        Ok(out)
     }
 }
 

@@ -20,6 +20,7 @@ pub struct FeatureStore {
     config: Config,
     registry: Registry,
     clock: Arc<dyn Clock>,
+    online: Arc<tokio::sync::OnceCell<Arc<dyn quiver_online::OnlineStore>>>,
 }
 
 impl FeatureStore {
@@ -34,6 +35,7 @@ impl FeatureStore {
             config,
             registry,
             clock: Arc::new(SystemClock),
+            online: Arc::new(tokio::sync::OnceCell::new()),
         })
     }
 
@@ -101,6 +103,16 @@ impl FeatureStore {
 impl FeatureStore {
     pub(crate) fn clock(&self) -> &dyn Clock {
         self.clock.as_ref()
+    }
+
+    pub(crate) fn online_cell(
+        &self,
+    ) -> &tokio::sync::OnceCell<Arc<dyn quiver_online::OnlineStore>> {
+        &self.online
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The applied definitions, indexed by name.
