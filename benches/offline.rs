@@ -6,10 +6,15 @@
 //! cargo bench -p quiver-cli --bench offline -- --scale large
 //! ```
 //!
+//! Then the online side: lookups through the library against the embedded store, and,
+//! with a private `redis-server` started on a free loopback port, materialization into
+//! Redis beside a raw pipelined `SET` loop, Redis memory per key, and lookups against Redis.
+//!
 //! Options: `--scale small|medium|large` (default `large`), `--dir DIR` (default
 //! `target/bench-data/<scale>`; data is generated once and reused), `--runs N` exports
-//! (default 3, the best and median are reported), `--no-naive`. Peak memory is the
-//! process's peak RSS (VmHWM), reset before each phase. Numbers go to stdout.
+//! (default 3, the best and median are reported), `--no-naive`, `--no-redis`,
+//! `--lookups N` (default 10000). Peak memory is the process's peak RSS (VmHWM), reset
+//! before each phase. Numbers go to stdout.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark harness
 
@@ -21,13 +26,15 @@ use arrow::datatypes::Float64Type;
 use chrono::{TimeZone, Utc};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use quiver::example::{ExampleData, FILES};
-use quiver::{FeatureStore, MaterializeOptions};
+use quiver::{FeatureStore, MaterializeOptions, OnlineRequest};
 
 struct Args {
     scale: String,
     dir: PathBuf,
     runs: usize,
     naive: bool,
+    redis: bool,
+    lookups: usize,
 }
 
 fn args() -> Args {
@@ -35,6 +42,8 @@ fn args() -> Args {
     let mut dir = None;
     let mut runs = 3;
     let mut naive = true;
+    let mut redis = true;
+    let mut lookups = 10_000;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -42,6 +51,8 @@ fn args() -> Args {
             "--dir" => dir = Some(PathBuf::from(it.next().unwrap())),
             "--runs" => runs = it.next().unwrap().parse().unwrap(),
             "--no-naive" => naive = false,
+            "--no-redis" => redis = false,
+            "--lookups" => lookups = it.next().unwrap().parse().unwrap(),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -56,6 +67,8 @@ fn args() -> Args {
         dir,
         runs,
         naive,
+        redis,
+        lookups,
     }
 }
 
@@ -153,6 +166,91 @@ async fn naive(dir: &Path) -> (f64, Vec<RecordBatch>) {
     let started = Instant::now();
     let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
     (started.elapsed().as_secs_f64(), batches)
+}
+
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
+
+/// p50 and p99 of `n` lookups of `entities` entity rows each, in µs.
+async fn lookup_latency(
+    store: &FeatureStore,
+    data: &ExampleData,
+    n: usize,
+    entities: usize,
+) -> (f64, f64) {
+    let mut times = Vec::with_capacity(n);
+    let mut seed = 7u64;
+    for _ in 0..n {
+        let mut drivers = Vec::with_capacity(entities);
+        let mut customers = Vec::with_capacity(entities);
+        for _ in 0..entities {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            drivers.push(serde_json::Value::from(1001 + (seed >> 33) % data.drivers));
+            customers.push(serde_json::Value::from(
+                10_001 + (seed >> 17) % data.customers,
+            ));
+        }
+        let request = OnlineRequest {
+            features: Vec::new(),
+            feature_service: Some("driver_ranking".into()),
+            entities: vec![
+                ("driver_id".into(), drivers),
+                ("customer_id".into(), customers),
+            ],
+            full_feature_names: false,
+        };
+        let started = Instant::now();
+        let response = store.get_online_features(&request).await.unwrap();
+        times.push(started.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(response.results.len(), 7);
+    }
+    times.sort_by(f64::total_cmp);
+    (times[n / 2], times[(n * 99 / 100).min(n - 1)])
+}
+
+fn redis_info(server: &redis_server::RedisServer, field: &str) -> u64 {
+    let info = server.command(&["INFO", "memory"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A raw pipelined `SET` loop: `keys` keys with `value_bytes`-byte values, 1000 per pipeline.
+async fn raw_set_loop(url: &str, keys: usize, value_bytes: usize) -> f64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let value = vec![b'x'; value_bytes];
+    let started = Instant::now();
+    let mut key = 0;
+    while key < keys {
+        let mut pipe = redis::pipe();
+        for _ in 0..1000.min(keys - key) {
+            pipe.cmd("SET")
+                .arg(format!("raw:{key:08}"))
+                .arg(&value)
+                .ignore();
+            key += 1;
+        }
+        let () = pipe.query_async(&mut connection).await.unwrap();
+    }
+    keys as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn online_benchmarks(args: &Args, data: &ExampleData, store: &FeatureStore, label: &str) {
+    for entities in [1, 100] {
+        let n = if entities == 1 {
+            args.lookups
+        } else {
+            (args.lookups / 10).max(100)
+        };
+        let (p50, p99) = lookup_latency(store, data, n, entities).await;
+        println!(
+            "lookup ({label}, {entities} entity rows x 2 views x 5 features, {n} lookups): p50 {p50:.0} µs, p99 {p99:.0} µs"
+        );
+    }
 }
 
 #[tokio::main]
@@ -254,6 +352,61 @@ async fn main() {
                 if same { "same" } else { "DIFFERENT" }
             );
         }
+    }
+
+    online_benchmarks(&args, &data, &store, "embedded").await;
+
+    if args.redis {
+        let server = redis_server::RedisServer::start();
+        // Point the repository's online store at the private server.
+        let config_path = args.dir.join("quiver.toml");
+        let config = std::fs::read_to_string(&config_path).unwrap();
+        let redis_config = config.replace(
+            "type = \"embedded\"",
+            &format!("type = \"redis\"\nurl = \"{}\"", server.url()),
+        );
+        std::fs::write(&config_path, redis_config).unwrap();
+        let redis_store = FeatureStore::open(&args.dir).unwrap();
+        let memory_before = redis_info(&server, "used_memory");
+        let reports = redis_store
+            .materialize(MaterializeOptions::default())
+            .await
+            .unwrap();
+        let memory_after = redis_info(&server, "used_memory");
+        let keys: u64 = reports
+            .iter()
+            .filter_map(|r| r.online.as_ref())
+            .map(|o| o.written)
+            .sum();
+        let seconds: f64 = reports
+            .iter()
+            .filter_map(|r| r.online.as_ref())
+            .map(|o| o.seconds)
+            .sum();
+        let quiver_rate = keys as f64 / seconds;
+        println!(
+            "materialize online (redis): {keys} keys in {seconds:.2} s = {quiver_rate:.0} keys/s"
+        );
+        for r in &reports {
+            if let Some(online) = &r.online {
+                println!(
+                    "  {}: {} keys in {:.2} s",
+                    r.offline.view, online.written, online.seconds
+                );
+            }
+        }
+        println!(
+            "redis memory: {:.0} bytes per key ({} bytes for {keys} keys)",
+            memory_after.saturating_sub(memory_before) as f64 / keys as f64,
+            memory_after.saturating_sub(memory_before)
+        );
+        let raw_rate = raw_set_loop(&server.url(), keys as usize, 48).await;
+        println!(
+            "raw pipelined SET loop (same Redis, {keys} keys, 48-byte values): {raw_rate:.0} keys/s; quiver / raw = {:.0}%",
+            100.0 * quiver_rate / raw_rate
+        );
+        online_benchmarks(&args, &data, &redis_store, "redis").await;
+        std::fs::write(&config_path, config).unwrap();
     }
 }
 

@@ -420,6 +420,14 @@ impl Registry {
         Ok(conn.last_insert_rowid())
     }
 
+    /// A number that changes whenever `apply` changes anything: readers cache what they
+    /// derived from the registry until it moves.
+    pub fn change_stamp(&self) -> Result<i64> {
+        let conn = self.connect()?;
+        conn.query_row("SELECT coalesce(max(id), 0) FROM history", [], |r| r.get(0))
+            .map_err(|e| self.db_error(e))
+    }
+
     /// The end (µs) of the last successful materialization of a view version.
     pub fn watermark(&self, view: &str, version: u32) -> Result<Option<i64>> {
         let conn = self.connect()?;

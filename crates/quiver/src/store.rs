@@ -21,6 +21,8 @@ pub struct FeatureStore {
     registry: Registry,
     clock: Arc<dyn Clock>,
     online: Arc<tokio::sync::OnceCell<Arc<dyn quiver_online::OnlineStore>>>,
+    /// The catalog and the registry change stamp it was built at.
+    catalog: Arc<std::sync::Mutex<Option<(i64, Arc<Catalog>)>>>,
 }
 
 impl FeatureStore {
@@ -36,6 +38,7 @@ impl FeatureStore {
             registry,
             clock: Arc::new(SystemClock),
             online: Arc::new(tokio::sync::OnceCell::new()),
+            catalog: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -115,9 +118,24 @@ impl FeatureStore {
         &self.registry
     }
 
-    /// The applied definitions, indexed by name.
-    pub(crate) async fn catalog(&self) -> Result<Catalog> {
-        Ok(Catalog::new(self.list().await?))
+    /// The applied definitions, indexed by name; rebuilt only when `apply` changed the
+    /// registry (so a running server picks up changes without a restart).
+    pub(crate) async fn catalog(&self) -> Result<Arc<Catalog>> {
+        let registry = self.registry.clone();
+        let stamp = blocking(move || registry.change_stamp()).await?;
+        if let Some((cached, catalog)) = self
+            .catalog
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            && *cached == stamp
+        {
+            return Ok(Arc::clone(catalog));
+        }
+        let catalog = Arc::new(Catalog::new(self.list().await?));
+        *self.catalog.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((stamp, Arc::clone(&catalog)));
+        Ok(catalog)
     }
 
     pub(crate) async fn record_run(
