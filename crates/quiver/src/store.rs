@@ -21,9 +21,11 @@ pub struct FeatureStore {
     registry: Registry,
     clock: Arc<dyn Clock>,
     online: Arc<tokio::sync::OnceCell<Arc<dyn quiver_online::OnlineStore>>>,
-    /// The catalog and the registry change stamp it was built at.
-    catalog: Arc<std::sync::Mutex<Option<(i64, Arc<Catalog>)>>>,
+    catalog: Arc<std::sync::Mutex<Option<CachedCatalog>>>,
 }
+
+/// The catalog and the registry change stamp it was built at.
+type CachedCatalog = (i64, Arc<Catalog>);
 
 impl FeatureStore {
     /// Opens the repository at `root` (the folder holding `quiver.toml`).
