@@ -87,13 +87,7 @@ fn actual_output(case: &Case) -> String {
 
 #[test]
 fn definition_cases() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/definitions");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "case"))
-        .collect();
-    paths.sort();
+    let paths = support::case_files("definitions");
     assert!(
         paths.len() >= 30,
         "expected at least 30 definition cases, found {}",

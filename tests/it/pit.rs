@@ -19,7 +19,7 @@
 //! `created` column) and `CREATE FEATURE VIEW … AS SELECT * FROM source`; the export asks
 //! for every feature of every view. `QUIVER_BLESS=1` rewrites the expected sections.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -178,13 +178,7 @@ fn run(case: &Case) -> String {
 
 #[test]
 fn point_in_time_cases() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/pit");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "case"))
-        .collect();
-    paths.sort();
+    let paths = crate::support::case_files("pit");
     assert!(
         paths.len() >= 14,
         "expected the point-in-time cases, found {}",

@@ -50,6 +50,20 @@ fn fixture_data() -> &'static Path {
     })
 }
 
+/// The `*.case` files of a folder under `tests/`, sorted.
+pub fn case_files(folder: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests")
+        .join(folder);
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "case"))
+        .collect();
+    paths.sort();
+    paths
+}
+
 /// A temporary repository: `quiver.toml`, the given files, and a copy of the fixture data.
 pub fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@
 //!
 //! **Redis key**: `q:{project}:{view}:{version}:` followed by the entity key bytes.
 //!
-//! **Value** (`encode_row` / `decode_row`):
+//! **Value** (`encode_row`, and `RowDecoder` to read it back):
 //! - 8 bytes event time, 8 bytes created time: µs since the epoch, big-endian with the sign
 //!   bit flipped, so comparing the first 16 bytes as unsigned bytes orders values by
 //!   (event time, created) — the Redis write script relies on it;

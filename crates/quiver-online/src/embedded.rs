@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::codec::{RowDecoder, encode_row};
+use crate::codec::RowDecoder;
 use crate::store::{OnlineRows, OnlineStore, ViewRead, ViewRef, ViewValues, WriteStats};
 use crate::{Error, Result};
 
@@ -93,14 +93,7 @@ impl OnlineStore for EmbeddedStore {
         let mut encoded = Vec::with_capacity(rows.len());
         for row in 0..rows.len() {
             let Some(key) = &rows.keys[row] else { continue };
-            let mut value = Vec::new();
-            encode_row(
-                &mut value,
-                rows.event_ts[row],
-                rows.created[row],
-                &rows.features,
-                row,
-            )?;
+            let value = rows.encode_value(row)?;
             encoded.push((key.clone(), rows.event_ts[row], rows.created[row], value));
         }
         let ttl = view.ttl_micros;

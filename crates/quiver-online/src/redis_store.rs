@@ -18,7 +18,6 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ErrorKind as RedisErrorKind, RedisError};
 
-use crate::codec::encode_row;
 use crate::embedded::decode_values;
 use crate::store::{OnlineRows, OnlineStore, ViewRead, ViewRef, ViewValues, WriteStats};
 use crate::{Error, Result};
@@ -192,14 +191,7 @@ impl OnlineStore for RedisStore {
             };
             let mut key = prefix.clone();
             key.extend_from_slice(entity);
-            let mut value = Vec::with_capacity(64);
-            encode_row(
-                &mut value,
-                rows.event_ts[row],
-                rows.created[row],
-                &rows.features,
-                row,
-            )?;
+            let value = rows.encode_value(row)?;
             // Relative to the writer's clock, so an injected clock stays consistent.
             let expire_ms = match view.ttl_micros {
                 Some(ttl) => {

@@ -54,6 +54,19 @@ impl OnlineRows {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+
+    /// The encoded value of one row ([`crate::codec::encode_row`]).
+    pub fn encode_value(&self, row: usize) -> Result<Vec<u8>> {
+        let mut value = Vec::with_capacity(64);
+        crate::codec::encode_row(
+            &mut value,
+            self.event_ts[row],
+            self.created[row],
+            &self.features,
+            row,
+        )?;
+        Ok(value)
+    }
 }
 
 /// What a write did.
