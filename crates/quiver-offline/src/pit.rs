@@ -30,9 +30,35 @@ pub struct KeyGroups {
     pub group_count: u32,
 }
 
+/// A fast hasher for integer keys (the SplitMix64 finalizer): the join hashes every
+/// feature row's key, and SipHash would cost more than the rest of the lookup.
+#[derive(Default, Clone, Copy)]
+struct IntHasher(u64);
+
+impl std::hash::Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        let mut z = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(*b) ^ (self.0 >> 56);
+        }
+    }
+
+    fn write_i64(&mut self, i: i64) {
+        self.0 = i as u64;
+    }
+}
+
+type IntMap = HashMap<i64, u32, std::hash::BuildHasherDefault<IntHasher>>;
+
 enum KeyLookup {
     /// One BIGINT key: the common case, hashed directly.
-    Int64(HashMap<i64, u32>),
+    Int64(IntMap),
     /// Any other key: Arrow's row format makes composite keys one comparable byte string.
     Rows {
         converter: RowConverter,
@@ -50,7 +76,7 @@ impl KeyGroups {
             && single.data_type() == &DataType::Int64
         {
             let values = single.as_primitive::<Int64Type>();
-            let mut map = HashMap::new();
+            let mut map = IntMap::default();
             for i in 0..n {
                 spine_groups.push(if valid(i) {
                     let next = map.len() as u32;
