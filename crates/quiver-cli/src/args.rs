@@ -98,6 +98,12 @@ pub enum Command {
         #[arg(long)]
         version: u32,
     },
+    /// Serve the HTTP feature server (Feast-compatible) until ctrl-c or SIGTERM.
+    Serve {
+        /// Address to listen on (default: server.bind of quiver.toml).
+        #[arg(long)]
+        bind: Option<std::net::SocketAddr>,
+    },
     /// Export a point-in-time-correct training set for a spine of (entity, timestamp) rows.
     Export {
         /// Spine file: Parquet or CSV with a header.

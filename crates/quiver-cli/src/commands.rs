@@ -77,6 +77,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Removed {removed} online keys of {view} v{version}.");
             Ok(())
         }
+        Command::Serve { bind } => {
+            let store = FeatureStore::open(&cli.repo)?;
+            let bind = match bind {
+                Some(bind) => bind,
+                None => store.config().server.bind.parse()?,
+            };
+            store.health().await?;
+            eprintln!("quiver serve: listening on http://{bind} (ctrl-c to stop)");
+            quiver_server::serve(store, bind, quiver_server::shutdown_signal())
+                .await
+                .with_context(|| format!("cannot serve on {bind}"))?;
+            Ok(())
+        }
         Command::Export {
             spine,
             spine_sql,

@@ -136,6 +136,31 @@ pub struct ServerConfig {
     /// Address the HTTP server listens on.
     #[serde(default = "default_bind")]
     pub bind: String,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Most entity rows in one lookup.
+    #[serde(default = "default_max_entities")]
+    pub max_entities: u64,
+    /// Longest a request may run, in milliseconds.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// When set, `POST /push` and `POST /materialize*` require it (header `x-api-key` or
+    /// `Authorization: Bearer …`). Prefer the environment: `QUIVER_SERVER__API_KEY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+}
+
+fn default_max_body_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+
+fn default_max_entities() -> u64 {
+    10_000
+}
+
+fn default_request_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_bind() -> String {
@@ -146,6 +171,10 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             bind: default_bind(),
+            max_body_bytes: default_max_body_bytes(),
+            max_entities: default_max_entities(),
+            request_timeout_ms: default_request_timeout_ms(),
+            api_key: None,
         }
     }
 }
@@ -242,6 +271,15 @@ impl Config {
                 "`online.connect_timeout_ms` and `online.command_timeout_ms` must be positive"
                     .into(),
             );
+        }
+        if self.server.max_body_bytes == 0
+            || self.server.max_entities == 0
+            || self.server.request_timeout_ms == 0
+        {
+            return Err("`server.max_body_bytes`, `server.max_entities` and `server.request_timeout_ms` must be positive".into());
+        }
+        if self.server.api_key.as_deref() == Some("") {
+            return Err("`server.api_key` must not be empty (leave it out to disable it)".into());
         }
         if self.server.bind.parse::<SocketAddr>().is_err() {
             return Err(format!(

@@ -123,6 +123,10 @@ pub enum Error {
         expected: String,
     },
 
+    /// A push request that does not fit the view.
+    #[error("push: {message}")]
+    BadPush { message: String },
+
     /// A background task panicked or was cancelled.
     #[error("internal error: {0}")]
     Task(String),
@@ -137,7 +141,8 @@ impl Error {
             Error::NoEntities
             | Error::RaggedEntities { .. }
             | Error::MissingEntityColumn { .. }
-            | Error::BadEntityValue { .. } => ErrorKind::InvalidArgument,
+            | Error::BadEntityValue { .. }
+            | Error::BadPush { .. } => ErrorKind::InvalidArgument,
             Error::RepositoryExists { .. } => ErrorKind::AlreadyExists,
             Error::UnknownFeatureView { .. }
             | Error::UnknownFeatureService { .. }

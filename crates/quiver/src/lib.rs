@@ -19,6 +19,7 @@ pub mod error;
 pub mod example;
 mod offline;
 mod online;
+mod push;
 mod store;
 
 pub use error::{Error, Result};
@@ -31,7 +32,7 @@ pub use quiver_core::model;
 pub use quiver_core::registry::{Action, Change, HistoryEntry, ObjectRecord, Plan, RunRecord};
 pub use quiver_core::{ErrorKind, clock};
 pub use quiver_offline::MaterializeStats;
-pub use quiver_online::FeatureStatus;
+pub use quiver_online::{FeatureStatus, WriteStats};
 pub use store::FeatureStore;
 
 /// The first `rows` rows of a batch as an aligned text table.

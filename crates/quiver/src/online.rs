@@ -142,6 +142,30 @@ impl FeatureStore {
         Ok(report)
     }
 
+    /// Whether the online store answers.
+    pub async fn health(&self) -> Result<()> {
+        Ok(self.online_store().await?.health().await?)
+    }
+
+    /// Seconds since each view's last materialized instant (its watermark), at `now`.
+    pub async fn freshness(&self) -> Result<Vec<(String, Option<f64>)>> {
+        let catalog = self.catalog().await?;
+        let now = self.clock().now().timestamp_micros();
+        let mut out = Vec::new();
+        for view in catalog.views.values() {
+            let registry = self.registry().clone();
+            let (name, version) = (view.name().to_string(), view.version);
+            let watermark = tokio::task::spawn_blocking(move || registry.watermark(&name, version))
+                .await
+                .map_err(|e| Error::Task(e.to_string()))??;
+            out.push((
+                view.name().to_string(),
+                watermark.map(|w| (now - w) as f64 / 1e6),
+            ));
+        }
+        Ok(out)
+    }
+
     /// Removes every online key of one view version.
     pub async fn drop_online_version(&self, view: &str, version: u32) -> Result<u64> {
         let catalog = self.catalog().await?;
@@ -562,7 +586,7 @@ fn base64_encode(bytes: &[u8]) -> String {
     out
 }
 
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let text = text.trim_end_matches('=');
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let mut acc = 0u32;

@@ -1,0 +1,106 @@
+//! The OpenAPI 3.1 document of the server, built in code next to the handlers and checked
+//! into `schemas/openapi.json` (a test fails when they drift).
+
+use serde_json::{Value, json};
+
+fn error_responses() -> Value {
+    json!({
+        "400": {"description": "Invalid request: the error names the problem", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        "404": {"description": "Unknown view, service or feature", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        "503": {"description": "The online store is unavailable or the request timed out", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    })
+}
+
+fn write_responses(ok: &str) -> Value {
+    let mut responses = error_responses();
+    responses["200"] = json!({"description": ok});
+    responses["401"] = json!({"description": "API key missing"});
+    responses["403"] = json!({"description": "API key wrong"});
+    responses
+}
+
+fn with_ok(ok: Value) -> Value {
+    let mut responses = error_responses();
+    responses["200"] = ok;
+    responses
+}
+
+/// The OpenAPI document.
+pub fn document() -> Value {
+    let registry_list = |what: &str| json!({"get": {"summary": format!("List {what}"), "responses": {"200": {"description": format!("The {what} in the registry")}}}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Quiver feature server", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Feast-compatible online feature serving."},
+        "paths": {
+            "/get-online-features": {"post": {
+                "summary": "Latest feature values of entities (Feast's format)",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OnlineRequest"}}}},
+                "responses": with_ok(json!({"description": "One result per name, entity columns first",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OnlineResponse"}}}}))
+            }},
+            "/push": {"post": {
+                "summary": "Write rows of a feature view to the online store, newer-wins",
+                "security": [{"apiKey": []}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PushRequest"}}}},
+                "responses": write_responses("Rows written")
+            }},
+            "/materialize": {"post": {
+                "summary": "Materialize views over [start_ts, end_ts]",
+                "security": [{"apiKey": []}],
+                "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/MaterializeRequest"}}}},
+                "responses": {
+                    "200": {"description": "One report per view"}, "401": {"description": "API key missing"},
+                    "403": {"description": "API key wrong"}, "409": {"description": "A materialization of the view is running"}
+                }
+            }},
+            "/materialize-incremental": {"post": {
+                "summary": "Materialize views from their watermark up to end_ts",
+                "security": [{"apiKey": []}],
+                "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/IncrementalRequest"}}}},
+                "responses": {
+                    "200": {"description": "One report per view materialized"}, "401": {"description": "API key missing"},
+                    "403": {"description": "API key wrong"}, "409": {"description": "A materialization of the view is running"}
+                }
+            }},
+            "/health": {"get": {"summary": "200 when the online store answers, 503 otherwise",
+                "responses": {"200": {"description": "Healthy"}, "503": {"description": "The reason"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Prometheus text format"}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "/api/v1/feature-views": registry_list("feature views"),
+            "/api/v1/feature-views/{name}": {"get": {"summary": "One feature view",
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The view at its current version"}, "404": {"description": "Unknown view"}}}},
+            "/api/v1/feature-services": registry_list("feature services"),
+            "/api/v1/entities": registry_list("entities")
+        },
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "kind"], "properties": {
+                    "error": {"type": "string"}, "kind": {"type": "string"}}},
+                "OnlineRequest": {"type": "object", "required": ["entities"], "additionalProperties": false, "properties": {
+                    "features": {"type": "array", "items": {"type": "string"}, "description": "view:feature"},
+                    "feature_service": {"type": "string"},
+                    "entities": {"type": "object", "additionalProperties": {"type": "array"}},
+                    "full_feature_names": {"type": "boolean", "default": false}}},
+                "OnlineResponse": {"type": "object", "properties": {
+                    "metadata": {"type": "object", "properties": {"feature_names": {"type": "array", "items": {"type": "string"}}}},
+                    "results": {"type": "array", "items": {"type": "object", "properties": {
+                        "values": {"type": "array"},
+                        "statuses": {"type": "array", "items": {"enum": ["PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"]}},
+                        "event_timestamps": {"type": "array", "items": {"type": "string", "format": "date-time"}}}}}}},
+                "PushRequest": {"type": "object", "required": ["df"], "additionalProperties": false, "properties": {
+                    "feature_view": {"type": "string"}, "push_source_name": {"type": "string"},
+                    "df": {"type": "object", "additionalProperties": {"type": "array"}},
+                    "to": {"enum": ["online", "offline", "online_and_offline"], "default": "online"}}},
+                "MaterializeRequest": {"type": "object", "additionalProperties": false, "properties": {
+                    "start_ts": {"type": "string", "format": "date-time"}, "end_ts": {"type": "string", "format": "date-time"},
+                    "feature_views": {"type": "array", "items": {"type": "string"}}}},
+                "IncrementalRequest": {"type": "object", "additionalProperties": false, "properties": {
+                    "end_ts": {"type": "string", "format": "date-time"},
+                    "feature_views": {"type": "array", "items": {"type": "string"}}}}
+            }
+        }
+    })
+}

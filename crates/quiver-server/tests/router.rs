@@ -1,0 +1,461 @@
+//! The router without a socket (`oneshot`), one real-socket test, and a fuzz test.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a test failure
+
+use std::path::Path;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use proptest::prelude::*;
+use quiver::{FeatureStore, MaterializeOptions};
+use quiver_server::{AppState, router};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// An example repository, applied and materialized (embedded online store).
+async fn example(extra_config: &str) -> (tempfile::TempDir, FeatureStore) {
+    let dir = tempfile::tempdir().unwrap();
+    quiver::example::init_repository(dir.path(), chrono::Utc::now()).unwrap();
+    if !extra_config.is_empty() {
+        let path = dir.path().join("quiver.toml");
+        let config = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("[server]\n", &format!("[server]\n{extra_config}\n"));
+        std::fs::write(path, config).unwrap();
+    }
+    let store = FeatureStore::open(dir.path()).unwrap();
+    store.apply().await.unwrap();
+    store
+        .materialize(MaterializeOptions::default())
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+async fn call(
+    store: &FeatureStore,
+    method: &str,
+    uri: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = router(AppState::new(store.clone()))
+        .oneshot(request.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).to_string()));
+    (status, value)
+}
+
+#[tokio::test]
+async fn get_online_features_speaks_feasts_format() {
+    let (_dir, store) = example("").await;
+    // A raw body: entity columns keep the request's order (json! would sort them).
+    let body = r#"{
+        "features": ["driver_hourly_stats:conv_rate", "driver_hourly_stats:quality", "customer_profile:current_balance"],
+        "entities": {"driver_id": [1001, "1002", 99999], "customer_id": [10001, 10002, 10003]}
+    }"#;
+    let (status, response) = call(&store, "POST", "/get-online-features", body, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(
+        response["metadata"]["feature_names"],
+        json!([
+            "driver_id",
+            "customer_id",
+            "conv_rate",
+            "quality",
+            "current_balance"
+        ])
+    );
+    let results = response["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5);
+    // Entity columns first, as given, PRESENT at the epoch.
+    assert_eq!(results[0]["values"], json!([1001, "1002", 99999]));
+    assert_eq!(
+        results[0]["statuses"],
+        json!(["PRESENT", "PRESENT", "PRESENT"])
+    );
+    assert_eq!(results[0]["event_timestamps"][0], "1970-01-01T00:00:00Z");
+    // Features: one entry per entity row; the unknown driver is NOT_FOUND with null.
+    assert_eq!(
+        results[2]["statuses"],
+        json!(["PRESENT", "PRESENT", "NOT_FOUND"])
+    );
+    assert!(results[2]["values"][0].is_f64());
+    assert_eq!(results[2]["values"][2], Value::Null);
+    assert!(
+        results[2]["event_timestamps"][0]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+
+    let body = r#"{"feature_service": "driver_ranking", "entities": {"driver_id": [1001], "customer_id": [10001]}, "full_feature_names": true}"#;
+    let (status, response) = call(&store, "POST", "/get-online-features", body, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(
+        response["metadata"]["feature_names"][2],
+        "driver_hourly_stats__conv_rate"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_are_4xx_that_name_the_problem() {
+    let (_dir, store) = example("max_entities = 3").await;
+    let cases = [
+        ("", StatusCode::BAD_REQUEST, "the body is empty"),
+        ("{not json", StatusCode::BAD_REQUEST, "invalid request body"),
+        (
+            r#"{"features": ["driver_hourly_stat:conv_rate"], "entities": {"driver_id": [1]}}"#,
+            StatusCode::NOT_FOUND,
+            "unknown feature view `driver_hourly_stat`; did you mean `driver_hourly_stats`?",
+        ),
+        (
+            r#"{"features": ["driver_hourly_stats:conv_rte"], "entities": {"driver_id": [1]}}"#,
+            StatusCode::NOT_FOUND,
+            "has no feature `conv_rte`; did you mean `conv_rate`?",
+        ),
+        (
+            r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"customer_id": [1]}}"#,
+            StatusCode::BAD_REQUEST,
+            "missing entity column `driver_id`",
+        ),
+        (
+            r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1, 2], "customer_id": [1]}}"#,
+            StatusCode::BAD_REQUEST,
+            "entity columns differ in length",
+        ),
+        (
+            r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [true]}}"#,
+            StatusCode::BAD_REQUEST,
+            "entity column `driver_id` row 0: true is not an integer",
+        ),
+        (
+            r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {}}"#,
+            StatusCode::BAD_REQUEST,
+            "no entities",
+        ),
+        (
+            r#"{"features": [], "entities": {"driver_id": [1]}}"#,
+            StatusCode::BAD_REQUEST,
+            "no features requested",
+        ),
+        (
+            r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1, 2, 3, 4]}}"#,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "exceed the limit of 3",
+        ),
+        (
+            r#"{"features": ["conv_rate"], "entities": {"driver_id": [1]}}"#,
+            StatusCode::BAD_REQUEST,
+            "bad feature reference `conv_rate`",
+        ),
+        (
+            r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1]}, "extra": 1}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field `extra`",
+        ),
+    ];
+    for (body, status, message) in cases {
+        let (got, response) = call(&store, "POST", "/get-online-features", body, &[]).await;
+        assert_eq!(got, status, "{body}: {response}");
+        assert!(
+            response["error"].as_str().unwrap().contains(message),
+            "{body}: {response}"
+        );
+        assert!(response["kind"].is_string());
+    }
+    let (status, response) = call(&store, "GET", "/nowhere", "", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{response}");
+}
+
+#[tokio::test]
+async fn push_writes_newer_wins_and_rejects_bad_rows_whole() {
+    let (_dir, store) = example("api_key = \"s3cret\"").await;
+    let now = chrono::Utc::now().to_rfc3339();
+    let push = json!({"feature_view": "driver_hourly_stats", "to": "online", "df": {
+        "driver_id": [5001, 5002], "event_timestamp": [now, now], "created": [now, now],
+        "conv_rate": [0.25, null], "acc_rate": [0.5, 0.5], "avg_daily_trips": [10, 11], "quality": [0.125, null]}});
+    let key = [("x-api-key", "s3cret")];
+    let (status, _) = call(&store, "POST", "/push", &push.to_string(), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(
+        &store,
+        "POST",
+        "/push",
+        &push.to_string(),
+        &[("x-api-key", "nope")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, response) = call(&store, "POST", "/push", &push.to_string(), &key).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(response["written"], 2);
+
+    let lookup = json!({"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [5001, 5002]}});
+    let (_, response) = call(
+        &store,
+        "POST",
+        "/get-online-features",
+        &lookup.to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(response["results"][1]["values"], json!([0.25, null]));
+    assert_eq!(
+        response["results"][1]["statuses"],
+        json!(["PRESENT", "NULL_VALUE"])
+    );
+
+    // One bad value rejects the whole request: nothing is written.
+    let mut bad = push.clone();
+    bad["df"]["driver_id"] = json!([5003, 5004]);
+    bad["df"]["avg_daily_trips"] = json!([1, "many"]);
+    let (status, response) = call(
+        &store,
+        "POST",
+        "/push",
+        &bad.to_string(),
+        &[("authorization", "Bearer s3cret")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        response["error"]
+            .as_str()
+            .unwrap()
+            .contains("row 1, column `avg_daily_trips`"),
+        "{response}"
+    );
+    let lookup =
+        json!({"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [5003]}});
+    let (_, response) = call(
+        &store,
+        "POST",
+        "/get-online-features",
+        &lookup.to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(response["results"][1]["statuses"], json!(["NOT_FOUND"]));
+
+    let mut offline = push.clone();
+    offline["to"] = json!("offline");
+    let (status, response) = call(&store, "POST", "/push", &offline.to_string(), &key).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{response}");
+
+    // Materialization needs the key too.
+    let (status, _) = call(&store, "POST", "/materialize-incremental", "{}", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, response) = call(
+        &store,
+        "POST",
+        "/materialize",
+        r#"{"feature_views": ["driver_hourly_stats"]}"#,
+        &key,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(response[0]["offline"]["view"], "driver_hourly_stats");
+}
+
+#[tokio::test]
+async fn health_metrics_openapi_and_registry() {
+    let (_dir, store) = example("").await;
+    let (status, response) = call(&store, "GET", "/health", "", &[]).await;
+    assert_eq!(
+        (status, response),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+
+    call(
+        &store,
+        "POST",
+        "/get-online-features",
+        r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}"#,
+        &[],
+    )
+    .await;
+    let state = AppState::new(store.clone());
+    let app = router(state);
+    for _ in 0..2 {
+        let request = Request::post("/get-online-features")
+            .body(Body::from(r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}"#))
+            .unwrap();
+        app.clone().oneshot(request).await.unwrap();
+    }
+    let response = app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains(
+            "quiver_http_requests_total{endpoint=\"/get-online-features\",status=\"200\"} 2"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("quiver_lookup_entities_count 2"), "{text}");
+    assert!(
+        text.contains("quiver_feature_freshness_seconds{view=\"driver_hourly_stats\"}"),
+        "{text}"
+    );
+
+    let (status, document) = call(&store, "GET", "/openapi.json", "", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/openapi.json");
+    let current = serde_json::to_string_pretty(&document).unwrap() + "\n";
+    if std::env::var_os("QUIVER_UPDATE_SCHEMAS").is_some() {
+        std::fs::write(&path, &current).unwrap();
+    }
+    assert!(
+        std::fs::read_to_string(&path).unwrap_or_default() == current,
+        "schemas/openapi.json is out of date; run `QUIVER_UPDATE_SCHEMAS=1 cargo test -p quiver-server` and commit it"
+    );
+
+    let (_, views) = call(&store, "GET", "/api/v1/feature-views", "", &[]).await;
+    assert_eq!(views.as_array().unwrap().len(), 2);
+    let (_, view) = call(
+        &store,
+        "GET",
+        "/api/v1/feature-views/driver_hourly_stats",
+        "",
+        &[],
+    )
+    .await;
+    assert_eq!(view["version"], 1);
+    let (status, _) = call(&store, "GET", "/api/v1/feature-views/nope", "", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, services) = call(&store, "GET", "/api/v1/feature-services", "", &[]).await;
+    assert_eq!(services[0]["name"], "driver_ranking");
+    let (_, entities) = call(&store, "GET", "/api/v1/entities", "", &[]).await;
+    assert_eq!(entities.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn health_is_503_when_redis_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    quiver::example::init_repository(dir.path(), chrono::Utc::now()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.path().join("quiver.toml");
+    let config = std::fs::read_to_string(&path).unwrap().replace(
+        "type = \"embedded\"",
+        &format!(
+            "type = \"redis\"\nurl = \"redis://127.0.0.1:{port}/0\"\nconnect_timeout_ms = 200"
+        ),
+    );
+    std::fs::write(path, config).unwrap();
+    let store = FeatureStore::open(dir.path()).unwrap();
+    let (status, response) = call(&store, "GET", "/health", "", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{response}");
+    assert!(
+        response["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{port}")),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn real_socket_round_trip_and_graceful_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_dir, store) = example("").await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(quiver_server::serve(store, addr, async {
+        let _ = stopped.await;
+    }));
+    let mut stream = None;
+    for _ in 0..50 {
+        if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
+            stream = Some(s);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut stream = stream.expect("the server listens");
+    let body =
+        r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}"#;
+    let request = format!(
+        "POST /get-online-features HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(
+        response.contains("\"feature_names\":[\"driver_id\",\"conv_rate\"]"),
+        "{response}"
+    );
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever arrives, the answer is never a 5xx (and never a panic).
+    #[test]
+    fn malformed_bodies_never_5xx(body in prop_oneof![
+        ".{0,200}",
+        Just(r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1]}}"#.to_string()),
+        prop::collection::vec(prop_oneof![Just("{"), Just("}"), Just("["), Just("]"), Just("\"entities\""), Just(":"), Just(","),
+            Just("\"features\""), Just("\"driver_hourly_stats:conv_rate\""), Just("1e999"), Just("null"), Just("\"driver_id\""),
+            Just("-1"), Just("\"x\""), Just("true"), Just("[[[]]]")], 0..30).prop_map(|parts| parts.concat()),
+    ], endpoint in prop_oneof![Just("/get-online-features"), Just("/push"), Just("/materialize")]) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let store = shared_store().await;
+            let (status, response) = call(&store, "POST", endpoint, &body, &[]).await;
+            prop_assert!(status.as_u16() < 500, "{} {}: {}", endpoint, status, response);
+            Ok(())
+        })?;
+    }
+}
+
+/// One applied example for the fuzz cases (materialized once).
+async fn shared_store() -> FeatureStore {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        quiver::example::init_repository(dir.path(), chrono::Utc::now()).unwrap();
+        let path = dir.path().join("quiver.toml");
+        let config = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("[server]\n", "[server]\napi_key = \"k\"\n");
+        std::fs::write(path, config).unwrap();
+        dir
+    });
+    let store = FeatureStore::open(dir.path()).unwrap();
+    store.apply().await.unwrap();
+    store
+}
