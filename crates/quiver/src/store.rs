@@ -24,8 +24,16 @@ pub struct FeatureStore {
     catalog: Arc<std::sync::Mutex<Option<CachedCatalog>>>,
 }
 
-/// The catalog and the registry change stamp it was built at.
-type CachedCatalog = (i64, Arc<Catalog>);
+/// How long a cached catalog is trusted before the registry is asked again.
+const CATALOG_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The catalog, the registry change stamp it was built at, and when that was checked.
+#[derive(Debug)]
+struct CachedCatalog {
+    stamp: i64,
+    checked: std::time::Instant,
+    catalog: Arc<Catalog>,
+}
 
 impl FeatureStore {
     /// Opens the repository at `root` (the folder holding `quiver.toml`).
@@ -76,6 +84,8 @@ impl FeatureStore {
         let registry = self.registry.clone();
         let now = self.clock.now();
         let plan = blocking(move || registry.apply(&desired, now)).await?;
+        // This process sees its own change at once.
+        *self.catalog.lock().unwrap_or_else(|p| p.into_inner()) = None;
         tracing::info!(
             changes = plan.changes.len(),
             unchanged = plan.unchanged,
@@ -120,23 +130,37 @@ impl FeatureStore {
         &self.registry
     }
 
-    /// The applied definitions, indexed by name; rebuilt only when `apply` changed the
-    /// registry (so a running server picks up changes without a restart).
+    /// The applied definitions, indexed by name. Cached: the registry's change stamp is
+    /// checked at most once per [`CATALOG_RECHECK`], and the catalog rebuilt only when
+    /// `apply` changed something — so a running server picks up changes within a second
+    /// without paying a registry query per request.
     pub(crate) async fn catalog(&self) -> Result<Arc<Catalog>> {
-        let registry = self.registry.clone();
-        let stamp = blocking(move || registry.change_stamp()).await?;
-        if let Some((cached, catalog)) = self
+        if let Some(cached) = self
             .catalog
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            && *cached == stamp
+            && cached.checked.elapsed() < CATALOG_RECHECK
         {
-            return Ok(Arc::clone(catalog));
+            return Ok(Arc::clone(&cached.catalog));
+        }
+        let registry = self.registry.clone();
+        let stamp = blocking(move || registry.change_stamp()).await?;
+        {
+            let mut guard = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(cached) = guard.as_mut()
+                && cached.stamp == stamp
+            {
+                cached.checked = std::time::Instant::now();
+                return Ok(Arc::clone(&cached.catalog));
+            }
         }
         let catalog = Arc::new(Catalog::new(self.list().await?));
-        *self.catalog.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((stamp, Arc::clone(&catalog)));
+        *self.catalog.lock().unwrap_or_else(|p| p.into_inner()) = Some(CachedCatalog {
+            stamp,
+            checked: std::time::Instant::now(),
+            catalog: Arc::clone(&catalog),
+        });
         Ok(catalog)
     }
 
