@@ -43,7 +43,10 @@ pub struct OnlineWrite {
     pub rows: u64,
     /// Keys whose stored value changed (the rest were older than what was stored).
     pub written: u64,
+    /// The whole online half: reading the latest rows from the offline table and writing.
     pub seconds: f64,
+    /// Only the store writes (encoding and sending).
+    pub write_seconds: f64,
 }
 
 impl FeatureStore {
@@ -125,6 +128,7 @@ impl FeatureStore {
             rows: 0,
             written: 0,
             seconds: 0.0,
+            write_seconds: 0.0,
         };
         if let Some(batch) = latest {
             let now = self.clock().now().timestamp_micros();
@@ -132,7 +136,9 @@ impl FeatureStore {
             while offset < batch.num_rows() {
                 let chunk = batch.slice(offset, WRITE_CHUNK.min(batch.num_rows() - offset));
                 let rows = online_rows(&chunk, view)?;
+                let writing = Instant::now();
                 let stats = store.write(&view_ref, &rows, now).await?;
+                report.write_seconds += writing.elapsed().as_secs_f64();
                 report.rows += stats.rows;
                 report.written += stats.written;
                 offset += chunk.num_rows();
