@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use arrow::datatypes::DataType;
 use quiver_core::diagnostic::closest;
 use quiver_core::model::{Entity, FeatureService, KeyType, Object, ResolvedView, Source};
 use quiver_core::registry::ObjectRecord;
@@ -17,6 +18,9 @@ pub struct CatalogView {
     pub view: ResolvedView,
     pub version: u32,
     pub key_types: Vec<KeyType>,
+    /// Each feature with its Arrow type, parsed once from the registry's type names (the
+    /// lookup path reads it on every request); `Err` names a type that does not parse.
+    pub feature_types: Result<Vec<(String, DataType)>, String>,
 }
 
 impl CatalogView {
@@ -66,6 +70,7 @@ impl Catalog {
             catalog.views.insert(
                 view.view.name.clone(),
                 CatalogView {
+                    feature_types: feature_types(&view),
                     view,
                     version,
                     key_types,
@@ -179,4 +184,18 @@ impl Catalog {
         }
         Ok(engine)
     }
+}
+
+fn feature_types(view: &ResolvedView) -> Result<Vec<(String, DataType)>, String> {
+    view.schema
+        .features
+        .iter()
+        .map(|c| match c.data_type.parse::<DataType>() {
+            Ok(t) => Ok((c.name.clone(), t)),
+            Err(_) => Err(format!(
+                "feature `{}` of view `{}` has a type Quiver cannot read back: {}",
+                c.name, view.view.name, c.data_type
+            )),
+        })
+        .collect()
 }

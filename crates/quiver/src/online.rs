@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, Int32Builder, Int64Builder, StringBuilder,
-};
+use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{
     DataType, Date32Type, Date64Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
     Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
@@ -17,6 +15,7 @@ use chrono::{DateTime, SecondsFormat};
 use quiver_core::config::{OnlineStoreType, STATE_DIR};
 use quiver_core::model::KeyType;
 use quiver_offline::latest::latest_rows;
+use quiver_offline::normalize::key_data_type;
 use quiver_offline::table::{Interval, TableDir};
 use quiver_online::codec::encode_entity_keys;
 use quiver_online::{
@@ -76,18 +75,7 @@ impl FeatureStore {
 
     /// The online identity of a view version.
     pub(crate) fn view_ref(&self, view: &CatalogView) -> Result<ViewRef> {
-        let mut features = Vec::new();
-        for column in &view.view.schema.features {
-            let data_type: DataType = column.data_type.parse().map_err(|_| {
-                Error::Task(format!(
-                    "feature `{}` of view `{}` has a type Quiver cannot read back: {}",
-                    column.name,
-                    view.name(),
-                    column.data_type
-                ))
-            })?;
-            features.push((column.name.clone(), data_type));
-        }
+        let features = view.feature_types.clone().map_err(Error::Task)?;
         Ok(ViewRef {
             project: self.config().project.clone(),
             view: view.name().to_string(),
@@ -454,65 +442,7 @@ fn key_array(column: &str, key_type: KeyType, values: &[Value]) -> Result<ArrayR
         value: value.to_string(),
         expected: expected.to_string(),
     };
-    let integer = |row: usize, v: &Value| -> Result<Option<i64>> {
-        match v {
-            Value::Null => Ok(None),
-            Value::Number(n) => n
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| bad(row, v, "an integer")),
-            Value::String(s) => s
-                .trim()
-                .parse::<i64>()
-                .map(Some)
-                .map_err(|_| bad(row, v, "an integer")),
-            _ => Err(bad(row, v, "an integer")),
-        }
-    };
-    Ok(match key_type {
-        KeyType::Int64 => {
-            let mut b = Int64Builder::new();
-            for (row, v) in values.iter().enumerate() {
-                b.append_option(integer(row, v)?);
-            }
-            Arc::new(b.finish())
-        }
-        KeyType::Int32 => {
-            let mut b = Int32Builder::new();
-            for (row, v) in values.iter().enumerate() {
-                let value = integer(row, v)?
-                    .map(|i| i32::try_from(i).map_err(|_| bad(row, v, "a 32-bit integer")))
-                    .transpose()?;
-                b.append_option(value);
-            }
-            Arc::new(b.finish())
-        }
-        KeyType::String => {
-            let mut b = StringBuilder::new();
-            for (row, v) in values.iter().enumerate() {
-                match v {
-                    Value::Null => b.append_null(),
-                    Value::String(s) => b.append_value(s),
-                    Value::Number(n) => b.append_value(n.to_string()),
-                    _ => return Err(bad(row, v, "a string")),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        KeyType::Bytes => {
-            let mut b = BinaryBuilder::new();
-            for (row, v) in values.iter().enumerate() {
-                match v {
-                    Value::Null => b.append_null(),
-                    Value::String(s) => {
-                        b.append_value(base64_decode(s).ok_or_else(|| bad(row, v, "base64 bytes"))?)
-                    }
-                    _ => return Err(bad(row, v, "base64 bytes")),
-                }
-            }
-            Arc::new(b.finish())
-        }
-    })
+    crate::push::to_array(column, values, &key_data_type(key_type), &bad)
 }
 
 /// One Arrow value as JSON: integers and floats as numbers (NaN and infinities as

@@ -67,16 +67,22 @@ impl FeatureStore {
         }
         let mut keys = Vec::new();
         for (key, data_type) in &names.keys {
-            keys.push(to_array(key, column(key)?, data_type)?);
+            keys.push(to_array(key, column(key)?, data_type, &bad_push(key))?);
         }
-        let event_ts = times(&names.timestamp, column(&names.timestamp)?, false)?;
+        let event_ts = times(
+            column(&names.timestamp)?,
+            false,
+            &bad_push(&names.timestamp),
+        )?;
         let created = match &names.created {
-            Some(c) if columns.iter().any(|(n, _)| n == c) => times(c, column(c)?, true)?,
+            Some(c) if columns.iter().any(|(n, _)| n == c) => {
+                times(column(c)?, true, &bad_push(c))?
+            }
             _ => vec![0; rows],
         };
         let mut features = Vec::new();
         for (name, data_type) in &view_ref.features {
-            features.push(to_array(name, column(name)?, data_type)?);
+            features.push(to_array(name, column(name)?, data_type, &bad_push(name))?);
         }
         let encoded = encode_entity_keys(&keys)?;
         if let Some(row) = encoded.iter().position(Option::is_none) {
@@ -99,31 +105,27 @@ impl FeatureStore {
     }
 }
 
-fn bad(column: &str, row: usize, value: &Value, expected: &str) -> Error {
-    Error::BadPush {
+/// Builds the error for a value that does not fit: (row, value, what was expected).
+pub(crate) type BadValue<'a> = &'a dyn Fn(usize, &Value, &str) -> Error;
+
+/// The push flavour of [`BadValue`]: names the row and the column.
+fn bad_push(column: &str) -> impl Fn(usize, &Value, &str) -> Error + '_ {
+    move |row, value, expected| Error::BadPush {
         message: format!("row {row}, column `{column}`: {value} is not {expected}"),
     }
 }
 
 /// RFC 3339 strings as µs since the epoch (`null` allowed, as 0, when `nullable`).
-fn times(column: &str, values: &[Value], nullable: bool) -> Result<Vec<i64>> {
+fn times(values: &[Value], nullable: bool, bad: BadValue<'_>) -> Result<Vec<i64>> {
     values
         .iter()
         .enumerate()
         .map(|(row, v)| match v {
             Value::String(s) => DateTime::parse_from_rfc3339(s)
                 .map(|t| t.timestamp_micros())
-                .map_err(|_| {
-                    bad(
-                        column,
-                        row,
-                        v,
-                        "an RFC 3339 time such as \"2026-01-15T12:00:00Z\"",
-                    )
-                }),
+                .map_err(|_| bad(row, v, "an RFC 3339 time such as \"2026-01-15T12:00:00Z\"")),
             Value::Null if nullable => Ok(0),
             _ => Err(bad(
-                column,
                 row,
                 v,
                 "an RFC 3339 time such as \"2026-01-15T12:00:00Z\"",
@@ -133,7 +135,7 @@ fn times(column: &str, values: &[Value], nullable: bool) -> Result<Vec<i64>> {
 }
 
 macro_rules! integers {
-    ($builder:ty, $column:expr, $values:expr, $what:expr) => {{
+    ($builder:ty, $bad:expr, $values:expr, $what:expr) => {{
         let mut b = <$builder>::new();
         for (row, v) in $values.iter().enumerate() {
             match v {
@@ -143,7 +145,7 @@ macro_rules! integers {
                         .as_i64()
                         .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
                         .and_then(|n| n.try_into().ok())
-                        .ok_or_else(|| bad($column, row, v, $what))?;
+                        .ok_or_else(|| $bad(row, v, $what))?;
                     b.append_value(n);
                 }
             }
@@ -152,16 +154,23 @@ macro_rules! integers {
     }};
 }
 
-/// JSON values as an Arrow array of `data_type`, or an error naming the row and column.
-fn to_array(column: &str, values: &[Value], data_type: &DataType) -> Result<ArrayRef> {
+/// JSON values as an Arrow array of `data_type`; a value that does not fit becomes
+/// `bad(row, value, expected)`. Integers given as strings (`"1001"`) and strings given as
+/// numbers are accepted, bytes are base64, times RFC 3339.
+pub(crate) fn to_array(
+    column: &str,
+    values: &[Value],
+    data_type: &DataType,
+    bad: BadValue<'_>,
+) -> Result<ArrayRef> {
     Ok(match data_type {
-        DataType::Int8 => integers!(Int8Builder, column, values, "an 8-bit integer"),
-        DataType::Int16 => integers!(Int16Builder, column, values, "a 16-bit integer"),
-        DataType::Int32 => integers!(Int32Builder, column, values, "a 32-bit integer"),
-        DataType::Int64 => integers!(Int64Builder, column, values, "an integer"),
-        DataType::UInt8 => integers!(UInt8Builder, column, values, "an unsigned 8-bit integer"),
-        DataType::UInt16 => integers!(UInt16Builder, column, values, "an unsigned 16-bit integer"),
-        DataType::UInt32 => integers!(UInt32Builder, column, values, "an unsigned 32-bit integer"),
+        DataType::Int8 => integers!(Int8Builder, bad, values, "an 8-bit integer"),
+        DataType::Int16 => integers!(Int16Builder, bad, values, "a 16-bit integer"),
+        DataType::Int32 => integers!(Int32Builder, bad, values, "a 32-bit integer"),
+        DataType::Int64 => integers!(Int64Builder, bad, values, "an integer"),
+        DataType::UInt8 => integers!(UInt8Builder, bad, values, "an unsigned 8-bit integer"),
+        DataType::UInt16 => integers!(UInt16Builder, bad, values, "an unsigned 16-bit integer"),
+        DataType::UInt32 => integers!(UInt32Builder, bad, values, "an unsigned 32-bit integer"),
         DataType::UInt64 => {
             let mut b = UInt64Builder::new();
             for (row, v) in values.iter().enumerate() {
@@ -169,7 +178,7 @@ fn to_array(column: &str, values: &[Value], data_type: &DataType) -> Result<Arra
                     Value::Null => b.append_null(),
                     _ => b.append_value(
                         v.as_u64()
-                            .ok_or_else(|| bad(column, row, v, "an unsigned integer"))?,
+                            .ok_or_else(|| bad(row, v, "an unsigned integer"))?,
                     ),
                 }
             }
@@ -180,7 +189,7 @@ fn to_array(column: &str, values: &[Value], data_type: &DataType) -> Result<Arra
             for (row, v) in values.iter().enumerate() {
                 out.push(match v {
                     Value::Null => None,
-                    _ => Some(v.as_f64().ok_or_else(|| bad(column, row, v, "a number"))?),
+                    _ => Some(v.as_f64().ok_or_else(|| bad(row, v, "a number"))?),
                 });
             }
             if data_type == &DataType::Float32 {
@@ -200,7 +209,7 @@ fn to_array(column: &str, values: &[Value], data_type: &DataType) -> Result<Arra
                 match v {
                     Value::Null => b.append_null(),
                     Value::Bool(x) => b.append_value(*x),
-                    _ => return Err(bad(column, row, v, "true or false")),
+                    _ => return Err(bad(row, v, "true or false")),
                 }
             }
             Arc::new(b.finish())
@@ -212,7 +221,7 @@ fn to_array(column: &str, values: &[Value], data_type: &DataType) -> Result<Arra
                     Value::Null => b.append_null(),
                     Value::String(s) => b.append_value(s),
                     Value::Number(n) => b.append_value(n.to_string()),
-                    _ => return Err(bad(column, row, v, "a string")),
+                    _ => return Err(bad(row, v, "a string")),
                 }
             }
             let array: ArrayRef = Arc::new(b.finish());
@@ -231,9 +240,9 @@ fn to_array(column: &str, values: &[Value], data_type: &DataType) -> Result<Arra
                     Value::Null => b.append_null(),
                     Value::String(s) => b.append_value(
                         crate::online::base64_decode(s)
-                            .ok_or_else(|| bad(column, row, v, "base64 bytes"))?,
+                            .ok_or_else(|| bad(row, v, "base64 bytes"))?,
                     ),
-                    _ => return Err(bad(column, row, v, "base64 bytes")),
+                    _ => return Err(bad(row, v, "base64 bytes")),
                 }
             }
             let array: ArrayRef = Arc::new(b.finish());
@@ -242,7 +251,7 @@ fn to_array(column: &str, values: &[Value], data_type: &DataType) -> Result<Arra
             })?
         }
         DataType::Timestamp(unit, tz) => {
-            let micros = times(column, values, true)?;
+            let micros = times(values, true, bad)?;
             let mut b = Int64Builder::new();
             for (row, v) in values.iter().enumerate() {
                 if v.is_null() {
