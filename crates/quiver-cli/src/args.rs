@@ -157,19 +157,11 @@ pub enum Command {
 
 /// RFC 3339 (`2026-01-15T12:00:00Z`, any offset), `YYYY-MM-DDTHH:MM:SS` (UTC) or `YYYY-MM-DD`.
 pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    if let Ok(t) = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f") {
-        return Ok(Utc.from_utc_datetime(&t));
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists")));
-    }
-    Err(format!(
-        "`{text}` is not a time: use RFC 3339 (2026-01-15T12:00:00Z) or a date (2026-01-15)"
-    ))
+    quiver::parse_time(text).ok_or_else(|| {
+        format!(
+            "`{text}` is not a time: use RFC 3339 (2026-01-15T12:00:00Z) or a date (2026-01-15)"
+        )
+    })
 }
 
 #[cfg(test)]

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field};
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
 use quiver_core::model::{Column, Entity, FeatureView, KeyType, Source, ViewSchema};
 
-use crate::materialize::{self, MaterializeStats};
-use crate::normalize::ViewColumns;
+use crate::materialize::{self, MaterializeStats, PushStats};
+use crate::normalize::{ViewColumns, normalize};
 use crate::table::{Interval, TableDir};
 use crate::{Error, Result, source};
 
@@ -208,6 +208,59 @@ impl OfflineEngine {
             run_id,
         )
         .await
+    }
+
+    /// Appends pushed rows (in the view's canonical shape, see [`Self::view_rows`]) to a
+    /// view version's offline table; see [`crate::materialize`] for how they are kept.
+    pub async fn push(
+        &self,
+        offline_root: &Path,
+        view: &str,
+        version: u32,
+        columns: &ViewColumns,
+        rows: RecordBatch,
+        run_id: &str,
+    ) -> Result<PushStats> {
+        let table = TableDir::new(offline_root, view, version);
+        materialize::push(&self.ordered, &table, view, version, columns, rows, run_id).await
+    }
+
+    /// The Arrow schema of a registered source.
+    pub async fn source_schema(&self, source: &str) -> Result<SchemaRef> {
+        Ok(self.ctx.table_provider(source).await?.schema())
+    }
+
+    /// Runs a view's query with `rows` standing in for the source `source` (its other
+    /// sources read as registered) and returns the result in the view's canonical shape,
+    /// without rows whose keys or event time are null: what a materialization of those
+    /// rows would store.
+    pub async fn view_rows(
+        &self,
+        view: &FeatureView,
+        columns: &ViewColumns,
+        source: &str,
+        rows: RecordBatch,
+    ) -> Result<Vec<RecordBatch>> {
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+        for name in &view.sources {
+            if name == source {
+                ctx.register_batch(name.as_str(), rows.clone())?;
+            } else {
+                ctx.register_table(name.as_str(), self.ctx.table_provider(name.as_str()).await?)?;
+            }
+        }
+        let df = ctx
+            .sql(&view.query)
+            .await
+            .map_err(|e| Error::UnplannableView {
+                view: view.name.clone(),
+                message: e.strip_backtrace().to_string(),
+            })?;
+        let df = normalize(df, columns)?.filter(materialize::not_null_identity(columns))?;
+        df.collect().await.map_err(|e| Error::MaterializeFailed {
+            view: view.name.clone(),
+            message: e.strip_backtrace().to_string(),
+        })
     }
 }
 

@@ -6,6 +6,11 @@
 //! rows are sorted by (date, keys, event time, created, source order); rows equal on
 //! (keys, event time, created) keep only the last in source order, the one the
 //! point-in-time rules would pick, so the table is unique on those columns.
+//!
+//! A push to the offline store ([`push`]) goes through the same rewrite: its rows are
+//! merged into the partitions of their dates, numbered after every source row so they
+//! win ties, and kept in the table's push log, which every later materialization merges
+//! into the interval it rewrites.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -32,6 +37,10 @@ use crate::{Error, Result};
 const SEQ: &str = "__quiver_seq";
 const DAY_MICROS: i64 = 86_400_000_000;
 const MAX_FILE_ROWS: usize = 2_000_000;
+/// Pushed rows are numbered from here, after any source row.
+const PUSHED_SEQ_BASE: u64 = 1 << 48;
+/// The push log's folder inside a table.
+const PUSH_DIR: &str = "_pushed";
 
 /// What a materialization run did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -60,7 +69,7 @@ pub(crate) async fn materialize(
 ) -> Result<MaterializeStats> {
     let started = Instant::now();
     let (view_name, query) = (view.name.as_str(), view.query.as_str());
-    let _lock = table.lock()?;
+    let _lock = table.lock_async().await?;
     let mut manifest = table
         .read_manifest()?
         .unwrap_or_else(|| Manifest::empty(view_name, version));
@@ -72,11 +81,6 @@ pub(crate) async fn materialize(
         .keys()
         .filter(|date| day_meets(date, interval))
         .cloned()
-        .collect();
-    let old_files: Vec<String> = touched
-        .iter()
-        .flat_map(|d| &manifest.partitions[d])
-        .map(|f| table.file_path(f).display().to_string())
         .collect();
 
     let in_interval = |ts: Expr| -> Expr {
@@ -94,59 +98,47 @@ pub(crate) async fn materialize(
             .map_err(|e| plan_error(view_name, e))?,
         columns,
     )?;
-    let mut keep_not_null = ident(&columns.timestamp).is_not_null();
-    for (key, _) in &columns.keys {
-        keep_not_null = keep_not_null.and(ident(key).is_not_null());
-    }
     let fresh = fresh
-        .filter(keep_not_null.and(in_interval(ident(&columns.timestamp))))?
+        .filter(not_null_identity(columns).and(in_interval(ident(&columns.timestamp))))?
         .window(vec![row_number().alias(SEQ)])?;
     let fresh_count = fresh
         .clone()
         .count()
         .await
-        .map_err(|e| Error::MaterializeFailed {
-            view: view_name.to_string(),
-            message: e.strip_backtrace().to_string(),
-        })?;
-    let mut all = fresh;
-    if !old_files.is_empty() {
-        let old = ordered
-            .read_parquet(old_files.clone(), ParquetReadOptions::default())
+        .map_err(|e| failed(view_name, e))?;
+    let mut fresh = fresh;
+    if !manifest.pushed.is_empty() {
+        // Pushed rows are part of the interval too, and win ties with source rows.
+        let pushed = ordered
+            .read_parquet(
+                manifest
+                    .pushed
+                    .iter()
+                    .map(|f| table.file_path(f).display().to_string())
+                    .collect::<Vec<_>>(),
+                ParquetReadOptions::default(),
+            )
             .await?
-            .filter(!in_interval(ident(&columns.timestamp)))?;
-        let old = with_seq_zero(old)?;
-        all = all.union(old)?;
+            .filter(in_interval(ident(&columns.timestamp)))?;
+        fresh = fresh.union(after_sources(pushed)?)?;
     }
-    let mut order = vec![cast(ident(&columns.timestamp), DataType::Date32).sort(true, false)];
-    order.extend(
-        columns
-            .identity()
-            .into_iter()
-            .map(|c| ident(c).sort(true, false)),
-    );
-    order.push(ident(SEQ).sort(true, false));
-    let mut stream = all.sort(order)?.execute_stream().await?;
-
-    let mut writer = PartitionWriter::new(table, run_id, columns)?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| Error::MaterializeFailed {
-            view: view_name.to_string(),
-            message: e.strip_backtrace().to_string(),
-        })?;
-        writer.push(batch)?;
-    }
-    let written = writer.finish()?;
+    let written = rewrite_partitions(
+        ordered,
+        table,
+        &manifest,
+        columns,
+        fresh,
+        &touched,
+        Some(!in_interval(ident(&columns.timestamp))),
+        run_id,
+        view_name,
+    )
+    .await?;
 
     let rows_written: u64 = written.values().flatten().map(|f| f.rows).sum();
     let files_written = written.values().map(Vec::len).sum();
     let partitions_rewritten = touched.len().max(written.len());
-    for date in &touched {
-        manifest.partitions.remove(date);
-    }
-    for (date, files) in written {
-        manifest.partitions.insert(date, files);
-    }
+    replace_partitions(&mut manifest, &touched, written);
     manifest.add_coverage(interval);
     table.commit(&manifest)?;
     table.remove_unreferenced(&manifest)?;
@@ -161,6 +153,229 @@ pub(crate) async fn materialize(
         table_rows: manifest.rows(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// What a push to the offline store did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PushStats {
+    pub view: String,
+    pub version: u32,
+    /// Rows pushed.
+    pub rows: u64,
+    /// Date partitions rewritten to take the rows in.
+    pub partitions_rewritten: usize,
+    pub table_rows: u64,
+    pub seconds: f64,
+}
+
+/// Appends rows (in the table's canonical shape, keys and event time not null) to a view
+/// version's offline table: they go to the push log and are merged into the date
+/// partitions they fall in, where a pushed row replaces a row with the same (keys, event
+/// time, created). Coverage does not change: pushing rows does not materialize an interval.
+pub(crate) async fn push(
+    ordered: &SessionContext,
+    table: &TableDir,
+    view_name: &str,
+    version: u32,
+    columns: &ViewColumns,
+    rows: RecordBatch,
+    run_id: &str,
+) -> Result<PushStats> {
+    let started = Instant::now();
+    let _lock = table.lock_async().await?;
+    let mut manifest = table
+        .read_manifest()?
+        .unwrap_or_else(|| Manifest::empty(view_name, version));
+    table.remove_unreferenced(&manifest)?;
+    // Unique even when two pushes share a clock reading.
+    let run_id = format!("{run_id}-p{}", manifest.pushed.len());
+    let log = write_push_log(table, &run_id, columns, &rows)?;
+
+    let ts = rows
+        .column_by_name(&columns.timestamp)
+        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
+        .ok_or_else(|| Error::MaterializeFailed {
+            view: view_name.to_string(),
+            message: format!(
+                "pushed rows lack the event-time column `{}`",
+                columns.timestamp
+            ),
+        })?;
+    let days: std::collections::BTreeSet<String> = ts
+        .iter()
+        .flatten()
+        .map(|t| day_name(t.div_euclid(DAY_MICROS)))
+        .collect();
+    let touched: Vec<String> = days
+        .into_iter()
+        .filter(|d| manifest.partitions.contains_key(d))
+        .collect();
+    let written = rewrite_partitions(
+        ordered,
+        table,
+        &manifest,
+        columns,
+        after_sources(ordered.read_batch(rows)?)?,
+        &touched,
+        None,
+        &run_id,
+        view_name,
+    )
+    .await?;
+    let partitions_rewritten = touched.len().max(written.len());
+    replace_partitions(&mut manifest, &touched, written);
+    manifest.pushed.push(log.clone());
+    table.commit(&manifest)?;
+    table.remove_unreferenced(&manifest)?;
+    Ok(PushStats {
+        view: view_name.to_string(),
+        version,
+        rows: log.rows,
+        partitions_rewritten,
+        table_rows: manifest.rows(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Sorts `fresh` (which carries [`SEQ`]) together with the rows of the `touched`
+/// partitions that pass `keep_old` (all when `None`), drops superseded rows and writes
+/// new files per date. Returns the files per date; the manifest is not changed.
+#[allow(clippy::too_many_arguments)]
+async fn rewrite_partitions(
+    ordered: &SessionContext,
+    table: &TableDir,
+    manifest: &Manifest,
+    columns: &ViewColumns,
+    fresh: DataFrame,
+    touched: &[String],
+    keep_old: Option<Expr>,
+    run_id: &str,
+    view_name: &str,
+) -> Result<BTreeMap<String, Vec<FileEntry>>> {
+    let old_files: Vec<String> = touched
+        .iter()
+        .flat_map(|d| &manifest.partitions[d])
+        .map(|f| table.file_path(f).display().to_string())
+        .collect();
+    let mut all = fresh;
+    if !old_files.is_empty() {
+        let mut old = ordered
+            .read_parquet(old_files, ParquetReadOptions::default())
+            .await?;
+        if let Some(keep) = keep_old {
+            old = old.filter(keep)?;
+        }
+        all = all.union(with_seq_zero(old)?)?;
+    }
+    let mut order = vec![cast(ident(&columns.timestamp), DataType::Date32).sort(true, false)];
+    order.extend(
+        columns
+            .identity()
+            .into_iter()
+            .map(|c| ident(c).sort(true, false)),
+    );
+    order.push(ident(SEQ).sort(true, false));
+    let mut stream = all.sort(order)?.execute_stream().await?;
+
+    let mut writer = PartitionWriter::new(table, run_id, columns)?;
+    while let Some(batch) = stream.next().await {
+        writer.push(batch.map_err(|e| failed(view_name, e))?)?;
+    }
+    writer.finish()
+}
+
+/// Swaps the files of the rewritten partitions for the new ones.
+fn replace_partitions(
+    manifest: &mut Manifest,
+    touched: &[String],
+    written: BTreeMap<String, Vec<FileEntry>>,
+) {
+    for date in touched {
+        manifest.partitions.remove(date);
+    }
+    for (date, files) in written {
+        manifest.partitions.insert(date, files);
+    }
+}
+
+/// Writes pushed rows to a new file of the push log (`_pushed/push-<run>.parquet`).
+fn write_push_log(
+    table: &TableDir,
+    run_id: &str,
+    columns: &ViewColumns,
+    rows: &RecordBatch,
+) -> Result<FileEntry> {
+    let relative = format!("{PUSH_DIR}/push-{run_id}.parquet");
+    let path = table.path.join(&relative);
+    let io = |e: std::io::Error| Error::TableIo {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let write_error = |e: parquet::errors::ParquetError| Error::WriteParquet {
+        path: relative.clone(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(table.path.join(PUSH_DIR)).map_err(io)?;
+    let file = File::create(&path).map_err(io)?;
+    let mut writer = ArrowWriter::try_new(file, rows.schema(), Some(writer_properties()))
+        .map_err(write_error)?;
+    writer.write(rows).map_err(write_error)?;
+    let file = writer.into_inner().map_err(write_error)?;
+    file.sync_all().map_err(io)?;
+    let ts = rows
+        .column_by_name(&columns.timestamp)
+        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
+    let (min_ts, max_ts) = ts
+        .map(|ts| (arrow::compute::min(&ts), arrow::compute::max(&ts)))
+        .unwrap_or_default();
+    Ok(FileEntry {
+        path: relative.clone(),
+        rows: rows.num_rows() as u64,
+        min_ts: min_ts.unwrap_or(i64::MAX),
+        max_ts: max_ts.unwrap_or(i64::MIN),
+    })
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(256 * 1024))
+        .build()
+}
+
+/// Keys and event time are not null: such rows cannot be looked up or joined.
+pub(crate) fn not_null_identity(columns: &ViewColumns) -> Expr {
+    let mut keep = ident(&columns.timestamp).is_not_null();
+    for (key, _) in &columns.keys {
+        keep = keep.and(ident(key).is_not_null());
+    }
+    keep
+}
+
+fn failed(view: &str, e: datafusion::error::DataFusionError) -> Error {
+    Error::MaterializeFailed {
+        view: view.to_string(),
+        message: e.strip_backtrace().to_string(),
+    }
+}
+
+/// Numbers pushed rows in their order after every source row (`SEQ` + 2^48), so that
+/// among rows equal on (keys, event time, created) the pushed one is kept.
+fn after_sources(df: DataFrame) -> Result<DataFrame> {
+    let df = df.window(vec![row_number().alias(SEQ)])?;
+    let exprs: Vec<Expr> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == SEQ {
+                (ident(SEQ) + lit(PUSHED_SEQ_BASE)).alias(SEQ)
+            } else {
+                ident(f.name())
+            }
+        })
+        .collect();
+    Ok(df.select(exprs)?)
 }
 
 fn plan_error(view: &str, e: datafusion::error::DataFusionError) -> Error {
@@ -389,10 +604,7 @@ impl<'a> PartitionWriter<'a> {
         };
         std::fs::create_dir_all(path.parent().expect("files live in a date folder")).map_err(io)?;
         let file = File::create(&path).map_err(io)?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(256 * 1024))
-            .build();
+        let props = writer_properties();
         let schema = Arc::clone(
             self.schema
                 .as_ref()

@@ -3,8 +3,13 @@
 //!
 //! ```text
 //! <offline>/<view>/v<version>/date=<YYYY-MM-DD>/part-<run>-<n>.parquet  sorted by (keys, event_ts, created)
+//! <offline>/<view>/v<version>/_pushed/push-<run>.parquet                rows pushed with `to: offline`, in push order
 //! <offline>/<view>/v<version>/_manifest.json                            files, rows, coverage, watermark
 //! ```
+//!
+//! Pushed rows are merged into the date partitions when they are pushed (so exports see
+//! them) and also kept in the push log, which materialization merges back into every
+//! interval it rewrites: re-materializing from the sources never loses a pushed row.
 //!
 //! A run writes its files first and commits by atomically renaming a new manifest over
 //! the old one; files no manifest names are ignored (and removed by the next run), so a
@@ -68,6 +73,9 @@ pub struct Manifest {
     pub coverage: Vec<Interval>,
     /// The end of the latest materialized interval.
     pub watermark: Option<i64>,
+    /// The push log: files of rows pushed to the offline store, oldest first.
+    #[serde(default)]
+    pub pushed: Vec<FileEntry>,
 }
 
 impl Manifest {
@@ -79,6 +87,7 @@ impl Manifest {
             partitions: BTreeMap::new(),
             coverage: Vec::new(),
             watermark: None,
+            pushed: Vec::new(),
         }
     }
 
@@ -181,11 +190,26 @@ impl TableDir {
         Ok(file)
     }
 
+    /// [`Self::lock`] off the async runtime: waiting for another run never blocks a
+    /// runtime thread (the server keeps answering lookups meanwhile).
+    pub async fn lock_async(&self) -> Result<File> {
+        let table = self.clone();
+        tokio::task::spawn_blocking(move || table.lock())
+            .await
+            .map_err(|e| Error::TableIo {
+                path: self.path.display().to_string(),
+                message: format!("waiting for the table lock failed: {e}"),
+            })?
+    }
+
     /// Removes Parquet files the manifest does not name (left by crashed or replaced runs).
     /// Call with the lock held.
     pub fn remove_unreferenced(&self, manifest: &Manifest) -> Result<usize> {
-        let named: std::collections::HashSet<&str> =
-            manifest.files().map(|f| f.path.as_str()).collect();
+        let named: std::collections::HashSet<&str> = manifest
+            .files()
+            .chain(&manifest.pushed)
+            .map(|f| f.path.as_str())
+            .collect();
         let mut removed = 0;
         let Ok(dates) = std::fs::read_dir(&self.path) else {
             return Ok(0);

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use quiver::model::ObjectKind;
-use quiver::{MaterializeOptions, OnlineRequest};
+use quiver::{MaterializeOptions, OnlineRequest, PushTo};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -83,6 +83,7 @@ pub async fn get_online_features(
     Ok(Json(response).into_response())
 }
 
+/// Feast's push request.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PushRequest {
@@ -92,12 +93,16 @@ struct PushRequest {
     feature_view: Option<String>,
     #[serde(with = "columns")]
     df: Vec<(String, Vec<Value>)>,
-    #[serde(default = "default_to")]
-    to: String,
-}
-
-fn default_to() -> String {
-    "online".to_string()
+    #[serde(default)]
+    to: PushTo,
+    /// Accepted for Feast clients; Quiver's registry cache is always current.
+    #[serde(default)]
+    #[allow(dead_code)]
+    allow_registry_cache: Option<bool>,
+    /// Accepted for Feast clients; Quiver has no on-demand transformations.
+    #[serde(default)]
+    #[allow(dead_code)]
+    transform_on_write: Option<bool>,
 }
 
 /// `{"col": [..], …}` in request order.
@@ -123,44 +128,52 @@ pub async fn push(
 ) -> ApiResult<Response> {
     authorize(&state, &headers)?;
     let request: PushRequest = parse(&body)?;
-    let view = request
-        .feature_view
-        .or(request.push_source_name)
-        .ok_or_else(|| {
-            ApiError::BadBody(
-                "name the target with \"feature_view\" (or \"push_source_name\")".into(),
-            )
-        })?;
-    match request.to.as_str() {
-        "online" => {}
-        "offline" | "online_and_offline" => {
-            return Err(ApiError::Unsupported(format!(
-                "push to \"{}\" is not supported yet: offline tables are written by materialize; use \"to\": \"online\"",
-                request.to
-            )));
+    let target = match (request.feature_view, request.push_source_name) {
+        (Some(view), None) => view,
+        (None, Some(source)) => source,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadBody(
+                "give either \"feature_view\" or \"push_source_name\", not both".into(),
+            ));
         }
-        other => {
-            return Err(ApiError::BadBody(format!(
-                "\"to\" must be \"online\", \"offline\" or \"online_and_offline\", not {other:?}"
-            )));
+        (None, None) => {
+            return Err(ApiError::BadBody(
+                "name the target with \"push_source_name\" (a source) or \"feature_view\"".into(),
+            ));
         }
-    }
-    let stats = bounded(&state, state.store.push_online(&view, &request.df)).await?;
-    Ok(Json(
-        serde_json::json!({ "feature_view": view, "rows": stats.rows, "written": stats.written }),
+    };
+    let views = bounded(&state, state.store.push(&target, &request.df, request.to)).await?;
+    Ok(
+        Json(serde_json::json!({ "target": target, "to": request.to, "views": views }))
+            .into_response(),
     )
-    .into_response())
+}
+
+/// A time in a request body: RFC 3339, or without a zone (UTC), or a date.
+fn time(field: &str, text: Option<String>) -> ApiResult<Option<DateTime<Utc>>> {
+    text.map(|t| {
+        quiver::parse_time(&t).ok_or_else(|| {
+            ApiError::BadBody(format!(
+                "\"{field}\": `{t}` is not a time; use RFC 3339 such as \"2026-01-15T12:00:00Z\""
+            ))
+        })
+    })
+    .transpose()
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MaterializeRequest {
     #[serde(default)]
-    start_ts: Option<DateTime<Utc>>,
+    start_ts: Option<String>,
     #[serde(default)]
-    end_ts: Option<DateTime<Utc>>,
+    end_ts: Option<String>,
     #[serde(default)]
     feature_views: Vec<String>,
+    /// Feast's "materialize rows stamped with now"; Quiver views always have an event
+    /// time, so only `false` is accepted.
+    #[serde(default)]
+    disable_event_timestamp: bool,
 }
 
 /// Marks views as running for the life of the guard; refuses views already running.
@@ -212,13 +225,16 @@ pub async fn materialize(
     } else {
         parse(&body)?
     };
+    if request.disable_event_timestamp {
+        return Err(ApiError::Unsupported(
+            "\"disable_event_timestamp\": every Quiver source has an event time; leave out start_ts to materialize all history up to end_ts (default now)".into(),
+        ));
+    }
+    let start = time("start_ts", request.start_ts)?;
+    let end = time("end_ts", request.end_ts)?;
     let views = views_or_all(&state, request.feature_views).await?;
     let _running = Running::claim(&state, views.clone())?;
-    let options = MaterializeOptions {
-        start: request.start_ts,
-        end: request.end_ts,
-        views,
-    };
+    let options = MaterializeOptions { start, end, views };
     let reports = state.store.materialize(options).await?;
     Ok(Json(reports).into_response())
 }
@@ -227,7 +243,7 @@ pub async fn materialize(
 #[serde(deny_unknown_fields)]
 struct IncrementalRequest {
     #[serde(default)]
-    end_ts: Option<DateTime<Utc>>,
+    end_ts: Option<String>,
     #[serde(default)]
     feature_views: Vec<String>,
 }
@@ -243,12 +259,10 @@ pub async fn materialize_incremental(
     } else {
         parse(&body)?
     };
+    let end = time("end_ts", request.end_ts)?;
     let views = views_or_all(&state, request.feature_views).await?;
     let _running = Running::claim(&state, views.clone())?;
-    let reports = state
-        .store
-        .materialize_incremental(request.end_ts, &views)
-        .await?;
+    let reports = state.store.materialize_incremental(end, &views).await?;
     Ok(Json(reports).into_response())
 }
 

@@ -201,7 +201,7 @@ async fn push_writes_newer_wins_and_rejects_bad_rows_whole() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, response) = call(&store, "POST", "/push", &push.to_string(), &key).await;
     assert_eq!(status, StatusCode::OK, "{response}");
-    assert_eq!(response["written"], 2);
+    assert_eq!(response["views"][0]["online"]["written"], 2);
 
     let lookup = json!({"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [5001, 5002]}});
     let (_, response) = call(
@@ -250,11 +250,6 @@ async fn push_writes_newer_wins_and_rejects_bad_rows_whole() {
     .await;
     assert_eq!(response["results"][1]["statuses"], json!(["NOT_FOUND"]));
 
-    let mut offline = push.clone();
-    offline["to"] = json!("offline");
-    let (status, response) = call(&store, "POST", "/push", &offline.to_string(), &key).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{response}");
-
     // Materialization needs the key too.
     let (status, _) = call(&store, "POST", "/materialize-incremental", "{}", &[]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -268,6 +263,188 @@ async fn push_writes_newer_wins_and_rejects_bad_rows_whole() {
     .await;
     assert_eq!(status, StatusCode::OK, "{response}");
     assert_eq!(response[0]["offline"]["view"], "driver_hourly_stats");
+}
+
+/// `conv_rate` of driver 1001 in a training set at `at`.
+async fn exported_conv_rate(
+    store: &FeatureStore,
+    driver: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Option<f64> {
+    use arrow::array::{Array, AsArray, Int64Array, RecordBatch, TimestampMicrosecondArray};
+    use arrow::datatypes::Float64Type;
+    let spine = RecordBatch::try_from_iter(vec![
+        (
+            "driver_id",
+            std::sync::Arc::new(Int64Array::from(vec![driver])) as _,
+        ),
+        (
+            "event_timestamp",
+            std::sync::Arc::new(
+                TimestampMicrosecondArray::from(vec![at.timestamp_micros()]).with_timezone("UTC"),
+            ) as _,
+        ),
+    ])
+    .unwrap();
+    let export = store
+        .export()
+        .with_spine(spine)
+        .with_features(["driver_hourly_stats:conv_rate"])
+        .execute()
+        .await
+        .unwrap();
+    let column = export.batch.column_by_name("conv_rate").unwrap();
+    let values = column.as_primitive::<Float64Type>();
+    values.is_valid(0).then(|| values.value(0))
+}
+
+#[tokio::test]
+async fn push_to_offline_is_exported_and_survives_rematerialization() {
+    let (_dir, store) = example("").await;
+    // Inside the materialized history, at a time no generated row has.
+    let at =
+        chrono::Utc::now() - chrono::Duration::hours(2) + chrono::Duration::milliseconds(17_123);
+    let before = exported_conv_rate(&store, 1001, at).await;
+    let online_before = call(
+        &store,
+        "POST",
+        "/get-online-features",
+        r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}"#,
+        &[],
+    )
+    .await
+    .1["results"][1]["values"][0]
+        .clone();
+    let push = json!({"feature_view": "driver_hourly_stats", "to": "offline", "df": {
+        "driver_id": [1001], "event_timestamp": [at.to_rfc3339()], "created": [at.to_rfc3339()],
+        "conv_rate": [0.123], "acc_rate": [0.5], "avg_daily_trips": [7], "quality": [0.0615]}});
+    let (status, response) = call(&store, "POST", "/push", &push.to_string(), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(response["views"][0]["offline"]["rows"], 1, "{response}");
+    assert!(response["views"][0].get("online").is_none(), "{response}");
+    assert_ne!(before, Some(0.123));
+    assert_eq!(exported_conv_rate(&store, 1001, at).await, Some(0.123));
+    // Just before the pushed row, the training set is as it was.
+    assert_eq!(
+        exported_conv_rate(&store, 1001, at - chrono::Duration::microseconds(1)).await,
+        before
+    );
+    // "offline" leaves the online store alone.
+    let (_, response) = call(
+        &store,
+        "POST",
+        "/get-online-features",
+        r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(response["results"][1]["values"][0], online_before);
+
+    // Materializing the same history again from the sources keeps the pushed row.
+    let (status, response) = call(&store, "POST", "/materialize", "{}", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(exported_conv_rate(&store, 1001, at).await, Some(0.123));
+    // A later push of the same (key, event time, created) replaces it.
+    let mut again = push.clone();
+    again["df"]["conv_rate"] = json!([0.456]);
+    let (status, response) = call(&store, "POST", "/push", &again.to_string(), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(exported_conv_rate(&store, 1001, at).await, Some(0.456));
+    call(&store, "POST", "/materialize", "{}", &[]).await;
+    assert_eq!(exported_conv_rate(&store, 1001, at).await, Some(0.456));
+}
+
+#[tokio::test]
+async fn push_to_a_source_runs_each_reading_views_query() {
+    let (_dir, store) = example("").await;
+    let now = chrono::Utc::now();
+    // Source rows (the view derives `quality` and drops rows without `conv_rate`), with
+    // times as pandas writes them.
+    let text = now.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string();
+    let push = json!({"push_source_name": "driver_stats", "to": "online_and_offline", "df": {
+        "driver_id": [1002, 1003], "event_timestamp": [text, text], "created": [text, text],
+        "conv_rate": [0.5, null], "acc_rate": [0.5, 0.9], "avg_daily_trips": [3, 4]}});
+    let (status, response) = call(&store, "POST", "/push", &push.to_string(), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(response["views"][0]["view"], "driver_hourly_stats");
+    assert_eq!(response["views"][0]["rows"], 1, "{response}");
+    assert_eq!(response["views"][0]["online"]["written"], 1, "{response}");
+    assert_eq!(response["views"][0]["offline"]["rows"], 1, "{response}");
+    let (_, response) = call(
+        &store,
+        "POST",
+        "/get-online-features",
+        r#"{"features": ["driver_hourly_stats:quality", "driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1002]}}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        response["results"][1]["values"],
+        json!([0.25]),
+        "{response}"
+    );
+    assert_eq!(response["results"][2]["values"], json!([0.5]), "{response}");
+    // Offline too, once the history up to the push is materialized.
+    store
+        .materialize(MaterializeOptions {
+            end: Some(now + chrono::Duration::seconds(1)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(exported_conv_rate(&store, 1002, now).await, Some(0.5));
+
+    // Bad input names the problem; nothing is written.
+    let cases = [
+        (
+            json!({"push_source_name": "driver_stat", "df": {"driver_id": [1]}}),
+            StatusCode::NOT_FOUND,
+            "unknown push target `driver_stat`: name a feature view or a source; did you mean `driver_stats`?",
+        ),
+        (
+            json!({"push_source_name": "driver_stats", "df": {"driver_id": [1], "event_timestamp": ["2026-01-01T00:00:00Z"]}}),
+            StatusCode::BAD_REQUEST,
+            "missing column `created` of source `driver_stats`",
+        ),
+        (
+            json!({"push_source_name": "driver_stats", "df": {"driver_id": [1], "conv_rat": [1.0]}}),
+            StatusCode::BAD_REQUEST,
+            "source `driver_stats` has no column `conv_rat`; did you mean `conv_rate`?",
+        ),
+        (
+            json!({"push_source_name": "driver_stats", "df": {"driver_id": [1], "event_timestamp": ["yesterday"], "created": [null], "conv_rate": [1.0], "acc_rate": [1.0], "avg_daily_trips": [1]}}),
+            StatusCode::BAD_REQUEST,
+            "row 0, column `event_timestamp`: \"yesterday\" is not a time",
+        ),
+        (
+            json!({"feature_view": "driver_hourly_stats", "to": "everywhere", "df": {"driver_id": [1]}}),
+            StatusCode::BAD_REQUEST,
+            "unknown variant `everywhere`",
+        ),
+        (
+            json!({"feature_view": "driver_hourly_stats", "push_source_name": "driver_stats", "df": {"driver_id": [1]}}),
+            StatusCode::BAD_REQUEST,
+            "not both",
+        ),
+        (
+            json!({"feature_view": "driver_hourly_stats", "df": {"driver_id": [1], "event_timestamp": []}}),
+            StatusCode::BAD_REQUEST,
+            "column `event_timestamp` has 0 values, column `driver_id` has 1",
+        ),
+        (
+            json!({"feature_view": "driver_hourly_stats", "df": {"driver_id": [null], "event_timestamp": ["2026-01-01T00:00:00Z"]}}),
+            StatusCode::BAD_REQUEST,
+            "row 0, column `driver_id`: a key is null",
+        ),
+    ];
+    for (body, status, message) in cases {
+        let (got, response) = call(&store, "POST", "/push", &body.to_string(), &[]).await;
+        assert_eq!(got, status, "{body}: {response}");
+        assert!(
+            response["error"].as_str().unwrap().contains(message),
+            "{body}: {response}"
+        );
+    }
 }
 
 #[tokio::test]

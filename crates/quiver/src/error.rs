@@ -123,6 +123,13 @@ pub enum Error {
         expected: String,
     },
 
+    /// A push to a name that is neither a feature view nor a source.
+    #[error("unknown push target `{name}`: name a feature view or a source{}", did_you_mean(.suggestion))]
+    UnknownPushTarget {
+        name: String,
+        suggestion: Option<String>,
+    },
+
     /// A push request that does not fit the view.
     #[error("push: {message}")]
     BadPush { message: String },
@@ -146,7 +153,8 @@ impl Error {
             Error::RepositoryExists { .. } => ErrorKind::AlreadyExists,
             Error::UnknownFeatureView { .. }
             | Error::UnknownFeatureService { .. }
-            | Error::UnknownFeature { .. } => ErrorKind::NotFound,
+            | Error::UnknownFeature { .. }
+            | Error::UnknownPushTarget { .. } => ErrorKind::NotFound,
             Error::BadFeatureReference { .. }
             | Error::NoFeaturesRequested
             | Error::NoSpine

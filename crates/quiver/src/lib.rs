@@ -27,11 +27,12 @@ pub use offline::{
     Export, ExportBuilder, ExportSummary, MaterializeOptions, MaterializeReport, Spine,
 };
 pub use online::{FeatureVector, Metadata, OnlineRequest, OnlineResponse, OnlineWrite, json_value};
+pub use push::{PushTo, ViewPush, parse_time};
 pub use quiver_core::config::Config;
 pub use quiver_core::model;
 pub use quiver_core::registry::{Action, Change, HistoryEntry, ObjectRecord, Plan, RunRecord};
 pub use quiver_core::{ErrorKind, clock};
-pub use quiver_offline::MaterializeStats;
+pub use quiver_offline::{MaterializeStats, PushStats};
 pub use quiver_online::{FeatureStatus, WriteStats};
 pub use store::FeatureStore;
 

@@ -293,7 +293,10 @@ fn rfc3339_micros(micros: i64) -> String {
 }
 
 /// The rows of a view's offline table in the online store's layout.
-fn online_rows(batch: &arrow::array::RecordBatch, view: &CatalogView) -> Result<OnlineRows> {
+pub(crate) fn online_rows(
+    batch: &arrow::array::RecordBatch,
+    view: &CatalogView,
+) -> Result<OnlineRows> {
     let columns = view.columns();
     let column = |name: &str| -> Result<ArrayRef> {
         batch.column_by_name(name).cloned().ok_or_else(|| {

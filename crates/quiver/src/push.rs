@@ -1,108 +1,328 @@
-//! Pushing rows straight into the online store (`POST /push`): validated against the
-//! view's schema, all or nothing, then written newer-wins like a materialization.
+//! Pushing rows (`POST /push`, Feast's push API): into a feature view (the rows are
+//! already in the view's shape) or into a source (every view that reads the source gets
+//! what its query makes of the rows), then to the online store (newer-wins), the offline
+//! table (visible to later exports, kept by later materializations), or both. Every
+//! value is checked first: one invalid row rejects the whole request and nothing is
+//! written.
 
 use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int8Builder,
-    Int16Builder, Int32Builder, Int64Builder, StringBuilder, UInt8Builder, UInt16Builder,
-    UInt32Builder, UInt64Builder,
+    Int16Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, UInt8Builder,
+    UInt16Builder, UInt32Builder, UInt64Builder,
 };
-use arrow::datatypes::{DataType, TimeUnit};
-use chrono::DateTime;
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use quiver_core::diagnostic::closest;
+use quiver_offline::PushStats;
+use quiver_offline::normalize::timestamp_type;
 use quiver_online::WriteStats;
-use quiver_online::codec::encode_entity_keys;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::catalog::CatalogView;
 use crate::{Error, FeatureStore, Result};
 
+/// Where pushed rows go: Feast's `"to"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushTo {
+    #[default]
+    Online,
+    Offline,
+    /// Also accepted as `"both"`, an older Feast spelling.
+    #[serde(alias = "both")]
+    OnlineAndOffline,
+}
+
+impl PushTo {
+    fn online(self) -> bool {
+        matches!(self, PushTo::Online | PushTo::OnlineAndOffline)
+    }
+
+    fn offline(self) -> bool {
+        matches!(self, PushTo::Offline | PushTo::OnlineAndOffline)
+    }
+}
+
+/// What a push did to one view.
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewPush {
+    pub view: String,
+    /// Rows the view received (for a source push: what its query made of the rows).
+    pub rows: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub online: Option<WriteStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline: Option<PushStats>,
+}
+
 impl FeatureStore {
-    /// Writes rows of one view to the online store. `columns` holds the view's key
-    /// columns, its event-time column (RFC 3339 strings), optionally its created column,
-    /// and every feature; any invalid value rejects the whole request, naming the row and
-    /// the column.
-    pub async fn push_online(
+    /// Pushes rows, given as columns (`name → values`), into the feature view or the
+    /// source called `target`.
+    ///
+    /// Into a view, `columns` holds its key columns, its event-time column, optionally its
+    /// created column, and every feature. Into a source, `columns` holds every column of
+    /// the source, and each view reading the source receives the rows its query makes of
+    /// them (with the view's other sources read as usual). Times are ISO 8601 strings
+    /// (`2026-01-15T12:00:00Z`, `2026-01-15 12:00:00+00:00`; without a zone: UTC).
+    /// Offline rows are written before online ones; a pushed row replaces an offline row
+    /// equal on (keys, event time, created), and online the newer row wins.
+    pub async fn push(
         &self,
-        view: &str,
+        target: &str,
         columns: &[(String, Vec<Value>)],
-    ) -> Result<WriteStats> {
+        to: PushTo,
+    ) -> Result<Vec<ViewPush>> {
         let catalog = self.catalog().await?;
-        let view = catalog.view(view)?;
-        let view_ref = self.view_ref(view)?;
-        let names = view.columns();
-        let rows = columns.first().map_or(0, |(_, v)| v.len());
-        if rows == 0 {
-            return Err(Error::BadPush {
-                message: "`df` holds no rows".into(),
-            });
-        }
-        let column = |name: &str| -> Result<&Vec<Value>> {
-            let values = columns
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v)
-                .ok_or_else(|| Error::BadPush {
-                    message: format!("missing column `{name}` of feature view `{}`", view.name()),
-                })?;
-            if values.len() != rows {
+        row_count(columns)?;
+        let mut targets: Vec<(&CatalogView, RecordBatch)> = Vec::new();
+        if let Some(view) = catalog.views.get(target) {
+            targets.push((view, view_batch(view, columns)?));
+        } else if let Some(source) = catalog.sources.get(target) {
+            let readers: Vec<&CatalogView> = catalog
+                .views
+                .values()
+                .filter(|v| v.view.view.sources.contains(&source.name))
+                .collect();
+            if readers.is_empty() {
                 return Err(Error::BadPush {
                     message: format!(
-                        "column `{name}` has {} values, the first column has {rows}",
-                        values.len()
+                        "no feature view reads source `{}`, so its rows would go nowhere",
+                        source.name
                     ),
                 });
             }
-            Ok(values)
-        };
-        for (name, _) in columns {
-            let known = names.keys.iter().any(|(k, _)| k == name)
-                || *name == names.timestamp
-                || names.created.as_deref() == Some(name.as_str())
-                || names.features.contains(name);
-            if !known {
-                return Err(Error::BadPush {
-                    message: format!("feature view `{}` has no column `{name}`", view.name()),
-                });
+            let engine = catalog.engine(self.root(), &readers).await?;
+            let schema = engine.source_schema(&source.name).await?;
+            let rows = source_batch(&source.name, &schema, columns)?;
+            for view in readers {
+                let batches = engine
+                    .view_rows(&view.view.view, &view.columns(), &source.name, rows.clone())
+                    .await?;
+                let batch = match batches.first() {
+                    Some(first) => arrow::compute::concat_batches(&first.schema(), &batches)
+                        .map_err(|e| Error::Task(e.to_string()))?,
+                    None => continue,
+                };
+                targets.push((view, batch));
             }
-        }
-        let mut keys = Vec::new();
-        for (key, data_type) in &names.keys {
-            keys.push(to_array(key, column(key)?, data_type, &bad_push(key))?);
-        }
-        let event_ts = times(
-            column(&names.timestamp)?,
-            false,
-            &bad_push(&names.timestamp),
-        )?;
-        let created = match &names.created {
-            Some(c) if columns.iter().any(|(n, _)| n == c) => {
-                times(column(c)?, true, &bad_push(c))?
-            }
-            _ => vec![0; rows],
-        };
-        let mut features = Vec::new();
-        for (name, data_type) in &view_ref.features {
-            features.push(to_array(name, column(name)?, data_type, &bad_push(name))?);
-        }
-        let encoded = encode_entity_keys(&keys)?;
-        if let Some(row) = encoded.iter().position(Option::is_none) {
-            return Err(Error::BadPush {
-                message: format!("row {row}: a key column is null"),
+        } else {
+            let names = catalog.views.keys().chain(catalog.sources.keys());
+            return Err(Error::UnknownPushTarget {
+                name: target.to_string(),
+                suggestion: closest(target, names.map(String::as_str)),
             });
         }
-        let rows = quiver_online::OnlineRows {
-            keys: encoded,
-            event_ts,
-            created,
-            features,
-        };
-        let now = self.clock().now().timestamp_micros();
-        Ok(self
-            .online_store()
-            .await?
-            .write(&view_ref, &rows, now)
-            .await?)
+
+        let mut out = Vec::new();
+        let run_id = format!("{:x}", self.clock().now().timestamp_micros());
+        for (view, batch) in targets {
+            let mut report = ViewPush {
+                view: view.name().to_string(),
+                rows: batch.num_rows() as u64,
+                online: None,
+                offline: None,
+            };
+            if to.offline() && batch.num_rows() > 0 {
+                let engine = quiver_offline::OfflineEngine::new(self.root());
+                let stats = engine
+                    .push(
+                        &self.offline_root(),
+                        view.name(),
+                        view.version,
+                        &view.columns(),
+                        batch.clone(),
+                        &run_id,
+                    )
+                    .await?;
+                report.offline = Some(stats);
+            }
+            if to.online() && batch.num_rows() > 0 {
+                let rows = crate::online::online_rows(&batch, view)?;
+                let now = self.clock().now().timestamp_micros();
+                let stats = self
+                    .online_store()
+                    .await?
+                    .write(&self.view_ref(view)?, &rows, now)
+                    .await?;
+                report.online = Some(stats);
+            }
+            out.push(report);
+        }
+        Ok(out)
     }
+}
+
+/// The number of rows; every column must have it and there must be at least one.
+fn row_count(columns: &[(String, Vec<Value>)]) -> Result<usize> {
+    let Some((first, values)) = columns.first() else {
+        return Err(Error::BadPush {
+            message: "`df` holds no columns".into(),
+        });
+    };
+    if let Some((name, other)) = columns.iter().find(|(_, v)| v.len() != values.len()) {
+        return Err(Error::BadPush {
+            message: format!(
+                "column `{name}` has {} values, column `{first}` has {}",
+                other.len(),
+                values.len()
+            ),
+        });
+    }
+    if values.is_empty() {
+        return Err(Error::BadPush {
+            message: "`df` holds no rows".into(),
+        });
+    }
+    Ok(values.len())
+}
+
+/// Rows given in a view's shape as the view's canonical batch (keys, event time,
+/// created, features; times as `Timestamp(µs, UTC)`).
+fn view_batch(view: &CatalogView, columns: &[(String, Vec<Value>)]) -> Result<RecordBatch> {
+    let names = view.columns();
+    let feature_types = view.feature_types.clone().map_err(Error::Task)?;
+    for (name, _) in columns {
+        let known = names.keys.iter().any(|(k, _)| k == name)
+            || *name == names.timestamp
+            || names.created.as_deref() == Some(name.as_str())
+            || names.features.contains(name);
+        if !known {
+            let all = names
+                .identity()
+                .into_iter()
+                .chain(names.features.iter().map(String::as_str));
+            return Err(Error::BadPush {
+                message: format!(
+                    "feature view `{}` has no column `{name}`{}",
+                    view.name(),
+                    quiver_core::diagnostic::did_you_mean(&closest(name, all))
+                ),
+            });
+        }
+    }
+    let column = |name: &str| -> Result<&Vec<Value>> {
+        columns
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| Error::BadPush {
+                message: format!("missing column `{name}` of feature view `{}`", view.name()),
+            })
+    };
+    let mut fields = Vec::new();
+    let mut arrays = Vec::new();
+    for (key, data_type) in &names.keys {
+        let values = column(key)?;
+        if let Some(row) = values.iter().position(Value::is_null) {
+            return Err(Error::BadPush {
+                message: format!("row {row}, column `{key}`: a key is null"),
+            });
+        }
+        fields.push(Field::new(key, data_type.clone(), true));
+        arrays.push(to_array(key, values, data_type, &bad_push(key))?);
+    }
+    let ts = column(&names.timestamp)?;
+    if let Some(row) = ts.iter().position(Value::is_null) {
+        return Err(Error::BadPush {
+            message: format!(
+                "row {row}, column `{}`: the event time is null",
+                names.timestamp
+            ),
+        });
+    }
+    fields.push(Field::new(&names.timestamp, timestamp_type(), true));
+    arrays.push(to_array(
+        &names.timestamp,
+        ts,
+        &timestamp_type(),
+        &bad_push(&names.timestamp),
+    )?);
+    if let Some(created) = &names.created {
+        fields.push(Field::new(created, timestamp_type(), true));
+        arrays.push(match columns.iter().find(|(n, _)| n == created) {
+            Some((_, values)) => to_array(created, values, &timestamp_type(), &bad_push(created))?,
+            None => arrow::array::new_null_array(&timestamp_type(), ts.len()),
+        });
+    }
+    for (name, data_type) in &feature_types {
+        fields.push(Field::new(name, data_type.clone(), true));
+        arrays.push(to_array(name, column(name)?, data_type, &bad_push(name))?);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| Error::BadPush {
+        message: e.to_string(),
+    })
+}
+
+/// Rows given in a source's shape as a batch of the source's schema.
+fn source_batch(
+    source: &str,
+    schema: &Schema,
+    columns: &[(String, Vec<Value>)],
+) -> Result<RecordBatch> {
+    for (name, _) in columns {
+        if schema.field_with_name(name).is_err() {
+            return Err(Error::BadPush {
+                message: format!(
+                    "source `{source}` has no column `{name}`{}",
+                    quiver_core::diagnostic::did_you_mean(&closest(
+                        name,
+                        schema.fields().iter().map(|f| f.name().as_str())
+                    ))
+                ),
+            });
+        }
+    }
+    let mut arrays = Vec::new();
+    for field in schema.fields() {
+        let values = columns
+            .iter()
+            .find(|(n, _)| n == field.name())
+            .map(|(_, v)| v)
+            .ok_or_else(|| Error::BadPush {
+                message: format!("missing column `{}` of source `{source}`", field.name()),
+            })?;
+        arrays.push(to_array(
+            field.name(),
+            values,
+            field.data_type(),
+            &bad_push(field.name()),
+        )?);
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| Error::BadPush {
+        message: e.to_string(),
+    })
+}
+
+/// A time as ISO 8601: RFC 3339 (`2026-01-15T12:00:00Z`, any offset), a space instead of
+/// the `T` (`2026-01-15 12:00:00+00:00`, as pandas writes it), no zone (read as UTC), or
+/// a date (`2026-01-15`, midnight UTC).
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(text, format) {
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(Utc.from_utc_datetime(&t));
+        }
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| Utc.from_utc_datetime(&t))
 }
 
 /// Builds the error for a value that does not fit: (row, value, what was expected).
@@ -115,21 +335,18 @@ fn bad_push(column: &str) -> impl Fn(usize, &Value, &str) -> Error + '_ {
     }
 }
 
-/// RFC 3339 strings as µs since the epoch (`null` allowed, as 0, when `nullable`).
-fn times(values: &[Value], nullable: bool, bad: BadValue<'_>) -> Result<Vec<i64>> {
+/// ISO 8601 strings ([`parse_time`]) as µs since the epoch (`null` as 0).
+fn times(values: &[Value], bad: BadValue<'_>) -> Result<Vec<i64>> {
+    const EXPECTED: &str = "a time such as \"2026-01-15T12:00:00Z\" (without a zone: UTC)";
     values
         .iter()
         .enumerate()
         .map(|(row, v)| match v {
-            Value::String(s) => DateTime::parse_from_rfc3339(s)
+            Value::String(s) => parse_time(s)
                 .map(|t| t.timestamp_micros())
-                .map_err(|_| bad(row, v, "an RFC 3339 time such as \"2026-01-15T12:00:00Z\"")),
-            Value::Null if nullable => Ok(0),
-            _ => Err(bad(
-                row,
-                v,
-                "an RFC 3339 time such as \"2026-01-15T12:00:00Z\"",
-            )),
+                .ok_or_else(|| bad(row, v, EXPECTED)),
+            Value::Null => Ok(0),
+            _ => Err(bad(row, v, EXPECTED)),
         })
         .collect()
 }
@@ -251,7 +468,7 @@ pub(crate) fn to_array(
             })?
         }
         DataType::Timestamp(unit, tz) => {
-            let micros = times(values, true, bad)?;
+            let micros = times(values, bad)?;
             let mut b = Int64Builder::new();
             for (row, v) in values.iter().enumerate() {
                 if v.is_null() {
