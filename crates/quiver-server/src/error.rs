@@ -17,6 +17,10 @@ pub enum ApiError {
     #[error("invalid request body: {0}")]
     BadBody(String),
 
+    /// The body is larger than `server.max_body_bytes`.
+    #[error("the request body exceeds the limit of {max} bytes (server.max_body_bytes)")]
+    BodyTooLarge { max: usize },
+
     /// Too many entity rows in one lookup.
     #[error("{count} entity rows exceed the limit of {max} per request (server.max_entities)")]
     TooManyEntities { count: usize, max: usize },
@@ -41,7 +45,7 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
 
-    /// Push to a target this server does not write yet.
+    /// A request option this server does not support.
     #[error("{0}")]
     Unsupported(String),
 }
@@ -57,7 +61,9 @@ impl ApiError {
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::BadBody(_) | ApiError::Unsupported(_) => StatusCode::BAD_REQUEST,
-            ApiError::TooManyEntities { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyEntities { .. } | ApiError::BodyTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::MissingApiKey => StatusCode::UNAUTHORIZED,
             ApiError::WrongApiKey => StatusCode::FORBIDDEN,
             ApiError::AlreadyRunning { .. } => StatusCode::CONFLICT,

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +19,20 @@ use serde_json::Value;
 use crate::{ApiError, AppState};
 
 type ApiResult<T> = Result<T, ApiError>;
+
+/// The body, or the reason it could not be read (too large, broken connection) as a
+/// JSON error like every other.
+fn read_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge {
+                max: state.limits.max_body_bytes,
+            }
+        } else {
+            ApiError::BadBody(rejection.body_text())
+        }
+    })
+}
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     if body.is_empty() {
@@ -67,9 +82,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub async fn get_online_features(
     State(state): State<AppState>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let request: OnlineRequest = parse(&body)?;
+    let request: OnlineRequest = parse(&read_body(&state, body)?)?;
     let count = request.entities.first().map_or(0, |(_, v)| v.len());
     if count > state.limits.max_entities {
         return Err(ApiError::TooManyEntities {
@@ -124,10 +139,10 @@ mod columns {
 pub async fn push(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     authorize(&state, &headers)?;
-    let request: PushRequest = parse(&body)?;
+    let request: PushRequest = parse(&read_body(&state, body)?)?;
     let target = match (request.feature_view, request.push_source_name) {
         (Some(view), None) => view,
         (None, Some(source)) => source,
@@ -217,9 +232,10 @@ async fn views_or_all(state: &AppState, views: Vec<String>) -> ApiResult<Vec<Str
 pub async fn materialize(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     authorize(&state, &headers)?;
+    let body = read_body(&state, body)?;
     let request: MaterializeRequest = if body.is_empty() {
         parse(&Bytes::from_static(b"{}"))?
     } else {
@@ -251,9 +267,10 @@ struct IncrementalRequest {
 pub async fn materialize_incremental(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     authorize(&state, &headers)?;
+    let body = read_body(&state, body)?;
     let request: IncrementalRequest = if body.is_empty() {
         parse(&Bytes::from_static(b"{}"))?
     } else {

@@ -40,6 +40,24 @@ async fn call(
     body: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, Value) {
+    send(
+        &router(AppState::new(store.clone())),
+        method,
+        uri,
+        body,
+        headers,
+    )
+    .await
+}
+
+/// One request through `app`; the body as JSON (or as a JSON string when it is not JSON).
+async fn send(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value) {
     let mut request = Request::builder()
         .method(method)
         .uri(uri)
@@ -47,7 +65,8 @@ async fn call(
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
-    let response = router(AppState::new(store.clone()))
+    let response = app
+        .clone()
         .oneshot(request.body(Body::from(body.to_string())).unwrap())
         .await
         .unwrap();
@@ -635,4 +654,337 @@ async fn shared_store() -> FeatureStore {
     let store = FeatureStore::open(dir.path()).unwrap();
     store.apply().await.unwrap();
     store
+}
+
+/// A copy of the Feast-template fixture (`tests/feast/feature_repo`) in a temp folder.
+fn feast_repo() -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                copy(&entry.path(), &to.join(entry.file_name()));
+            } else {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/feast/feature_repo"),
+        dir.path(),
+    );
+    dir
+}
+
+fn store_at(dir: &Path, now: &str) -> FeatureStore {
+    FeatureStore::open(dir)
+        .unwrap()
+        .with_clock(std::sync::Arc::new(quiver::clock::FixedClock(
+            now.parse().unwrap(),
+        )))
+}
+
+/// Feast's documented feature-server examples (docs/reference/feature-servers/
+/// python-feature-server.md), sent byte for byte to Quiver serving Feast's template
+/// repository. The documented lookup response shows an old row-per-entity layout; the
+/// values, statuses and times asserted here are the documented ones, in the layout
+/// today's Feast server returns: one result per feature name, entity column first.
+#[tokio::test]
+async fn replays_feasts_documented_examples() {
+    let dir = feast_repo();
+    let store = store_at(dir.path(), "2022-01-01T12:00:00Z");
+    store.apply().await.unwrap();
+    // `feast materialize-incremental $(date +%Y-%m-%d)`
+    let (status, response) = call(
+        &store,
+        "POST",
+        "/materialize-incremental",
+        r#"{"end_ts": "2022-01-01T12:00:00", "feature_views": ["driver_hourly_stats"]}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+
+    let lookup = r#"{
+    "features": [
+      "driver_hourly_stats:conv_rate",
+      "driver_hourly_stats:acc_rate",
+      "driver_hourly_stats:avg_daily_trips"
+    ],
+    "entities": {
+      "driver_id": [1001, 1002, 1003]
+    }
+  }"#;
+    let at = "2021-12-31T23:00:00Z";
+    let expected = json!({
+        "metadata": {"feature_names": ["driver_id", "conv_rate", "acc_rate", "avg_daily_trips"]},
+        "results": [
+            {"values": [1001, 1002, 1003], "statuses": ["PRESENT", "PRESENT", "PRESENT"],
+             "event_timestamps": ["1970-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "1970-01-01T00:00:00Z"]},
+            {"values": [0.7037263512611389, 0.038169607520103455, 0.9665873050689697],
+             "statuses": ["PRESENT", "PRESENT", "PRESENT"], "event_timestamps": [at, at, at]},
+            {"values": [0.8724706768989563, 0.48534533381462097, 0.7793770432472229],
+             "statuses": ["PRESENT", "PRESENT", "PRESENT"], "event_timestamps": [at, at, at]},
+            {"values": [308, 332, 779],
+             "statuses": ["PRESENT", "PRESENT", "PRESENT"], "event_timestamps": [at, at, at]},
+        ]
+    });
+    let (status, response) = call(&store, "POST", "/get-online-features", lookup, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(response, expected);
+
+    // "It's also possible to specify a feature service name instead of the list of features"
+    let by_service = r#"{
+    "feature_service": "driver_activity",
+    "entities": {
+      "driver_id": [1001, 1002, 1003]
+    }
+  }"#;
+    let (status, response) = call(&store, "POST", "/get-online-features", by_service, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(response, expected);
+
+    // Pushing to the online and offline stores, months later.
+    let store = store_at(dir.path(), "2022-05-13T12:00:00Z");
+    let push = r#"{
+    "push_source_name": "driver_stats_push_source",
+    "df": {
+            "driver_id": [1001],
+            "event_timestamp": ["2022-05-13 10:59:42+00:00"],
+            "created": ["2022-05-13 10:59:42"],
+            "conv_rate": [1.0],
+            "acc_rate": [1.0],
+            "avg_daily_trips": [1000]
+    },
+    "to": "online_and_offline"
+  }"#;
+    let (status, response) = call(&store, "POST", "/push", push, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(response["views"][0]["online"]["written"], 1, "{response}");
+    assert_eq!(response["views"][0]["offline"]["rows"], 1, "{response}");
+    // The older example: no "to" (online), times without a zone.
+    let push_online = r#"{
+    "push_source_name": "driver_stats_push_source",
+    "df": {
+            "driver_id": [1002],
+            "event_timestamp": ["2022-05-13 10:59:42"],
+            "created": ["2022-05-13 10:59:42"],
+            "conv_rate": [1.0],
+            "acc_rate": [1.0],
+            "avg_daily_trips": [1000]
+    }
+  }"#;
+    let (status, response) = call(&store, "POST", "/push", push_online, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert!(response["views"][0].get("offline").is_none(), "{response}");
+    let (_, response) = call(&store, "POST", "/get-online-features", lookup, &[]).await;
+    let pushed = "2022-05-13T10:59:42Z";
+    assert_eq!(response["results"][1]["values"], json!([1.0, 1.0, null]));
+    // Driver 1003's value fell out of its 1-day max age months ago: the store dropped it
+    // (one TTL after that), so it is NOT_FOUND rather than OUTSIDE_MAX_AGE.
+    assert_eq!(
+        response["results"][1]["statuses"],
+        json!(["PRESENT", "PRESENT", "NOT_FOUND"])
+    );
+    assert_eq!(
+        response["results"][3]["event_timestamps"],
+        json!([pushed, pushed, "1970-01-01T00:00:00Z"])
+    );
+    assert_eq!(response["results"][3]["values"], json!([1000, 1000, null]));
+
+    // Materializing features, with the documented bodies.
+    let (status, response) = call(
+        &store,
+        "POST",
+        "/materialize",
+        r#"{
+    "start_ts": "2021-01-01T00:00:00",
+    "end_ts": "2021-01-02T00:00:00",
+    "feature_views": ["driver_hourly_stats"]
+}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(
+        response[0]["offline"]["interval"],
+        json!({"start": 1_609_459_200_000_000_i64, "end": 1_609_545_600_000_000_i64})
+    );
+    let (status, response) = call(
+        &store,
+        "POST",
+        "/materialize",
+        r#"{
+    "feature_views": ["driver_hourly_stats"],
+    "disable_event_timestamp": true
+}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{response}");
+    assert!(
+        response["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"disable_event_timestamp\": every Quiver source has an event time"),
+        "{response}"
+    );
+}
+
+/// Replaces every `…seconds` field (run times) so snapshots are stable.
+fn redact_seconds(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if key.ends_with("seconds") {
+                    *v = json!("[seconds]");
+                } else {
+                    redact_seconds(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_seconds),
+        _ => {}
+    }
+}
+
+/// Every endpoint and every error, as JSON snapshots (`snapshots/router__*.snap`):
+/// the example repository generated at a fixed instant and served with a fixed clock,
+/// so the answers are exact.
+#[tokio::test]
+async fn every_endpoint_and_error_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = "2026-01-15T12:00:00Z";
+    quiver::example::init_repository(dir.path(), now.parse().unwrap()).unwrap();
+    let path = dir.path().join("quiver.toml");
+    let config = std::fs::read_to_string(&path).unwrap().replace(
+        "[server]\n",
+        "[server]\napi_key = \"s3cret\"\nmax_entities = 3\nmax_body_bytes = 4096\n",
+    );
+    std::fs::write(path, config).unwrap();
+    let store = store_at(dir.path(), now);
+    store.apply().await.unwrap();
+    let key = [("x-api-key", "s3cret")];
+    let pushed_at = "2026-01-15T11:30:00Z";
+    let source_pushed_at = "2026-01-15T11:50:00Z";
+    let app = router(AppState::new(store.clone()));
+    let big = format!(
+        r#"{{"features": ["driver_hourly_stats:conv_rate"], "entities": {{"driver_id": [{}]}}}}"#,
+        vec!["1001"; 1000].join(",")
+    );
+    let cases: Vec<(&str, &str, &str, String, &[(&str, &str)])> = vec![
+        ("materialize", "POST", "/materialize", r#"{"end_ts": "2026-01-15T12:00:00Z"}"#.into(), &key),
+        ("materialize_incremental", "POST", "/materialize-incremental", r#"{"end_ts": "2026-01-15T12:00:00Z"}"#.into(), &key),
+        ("materialize_no_api_key", "POST", "/materialize", "{}".into(), &[]),
+        ("materialize_wrong_api_key", "POST", "/materialize", "{}".into(), &[("x-api-key", "nope")]),
+        ("materialize_bad_time", "POST", "/materialize", r#"{"end_ts": "noon"}"#.into(), &key),
+        ("materialize_unknown_view", "POST", "/materialize", r#"{"feature_views": ["driver_stats"]}"#.into(), &key),
+        ("lookup_features", "POST", "/get-online-features",
+            r#"{"features": ["driver_hourly_stats:conv_rate", "driver_hourly_stats:avg_daily_trips", "customer_profile:current_balance"], "entities": {"driver_id": [1001, "1002", 99999], "customer_id": [10001, 10002, 10003]}}"#.into(), &[]),
+        ("lookup_service_full_names", "POST", "/get-online-features",
+            r#"{"feature_service": "driver_ranking", "entities": {"driver_id": [1001], "customer_id": [10001]}, "full_feature_names": true}"#.into(), &[]),
+        ("lookup_empty_body", "POST", "/get-online-features", String::new(), &[]),
+        ("lookup_malformed_json", "POST", "/get-online-features", "{not json".into(), &[]),
+        ("lookup_unknown_view", "POST", "/get-online-features", r#"{"features": ["driver_hourly_stat:conv_rate"], "entities": {"driver_id": [1]}}"#.into(), &[]),
+        ("lookup_unknown_feature", "POST", "/get-online-features", r#"{"features": ["driver_hourly_stats:conv_rte"], "entities": {"driver_id": [1]}}"#.into(), &[]),
+        ("lookup_unknown_service", "POST", "/get-online-features", r#"{"feature_service": "driver_rankin", "entities": {"driver_id": [1]}}"#.into(), &[]),
+        ("lookup_bad_reference", "POST", "/get-online-features", r#"{"features": ["conv_rate"], "entities": {"driver_id": [1]}}"#.into(), &[]),
+        ("lookup_missing_entity_column", "POST", "/get-online-features", r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"customer_id": [1]}}"#.into(), &[]),
+        ("lookup_ragged_entities", "POST", "/get-online-features", r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1, 2], "customer_id": [1]}}"#.into(), &[]),
+        ("lookup_wrong_type", "POST", "/get-online-features", r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [true]}}"#.into(), &[]),
+        ("lookup_no_entities", "POST", "/get-online-features", r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {}}"#.into(), &[]),
+        ("lookup_no_features", "POST", "/get-online-features", r#"{"features": [], "entities": {"driver_id": [1]}}"#.into(), &[]),
+        ("lookup_unknown_field", "POST", "/get-online-features", r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1]}, "extra": 1}"#.into(), &[]),
+        ("lookup_too_many_entities", "POST", "/get-online-features", r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1, 2, 3, 4]}}"#.into(), &[]),
+        ("lookup_body_too_large", "POST", "/get-online-features", big, &[]),
+        ("push_view_online", "POST", "/push",
+            json!({"feature_view": "driver_hourly_stats", "to": "online", "df": {"driver_id": [1001], "event_timestamp": [pushed_at], "created": [pushed_at], "conv_rate": [0.5], "acc_rate": [0.5], "avg_daily_trips": [5], "quality": [0.25]}}).to_string(), &key),
+        ("push_source_online_and_offline", "POST", "/push",
+            json!({"push_source_name": "driver_stats", "to": "online_and_offline", "df": {"driver_id": [1002, 1003], "event_timestamp": [source_pushed_at, source_pushed_at], "created": [source_pushed_at, null], "conv_rate": [0.5, null], "acc_rate": [0.5, 0.5], "avg_daily_trips": [5, 6]}}).to_string(), &key),
+        ("lookup_after_push", "POST", "/get-online-features", r#"{"features": ["driver_hourly_stats:*"], "entities": {"driver_id": [1001, 1002]}}"#.into(), &[]),
+        ("push_no_api_key", "POST", "/push", "{}".into(), &[]),
+        ("push_no_target", "POST", "/push", r#"{"df": {"driver_id": [1]}}"#.into(), &key),
+        ("push_unknown_target", "POST", "/push", r#"{"push_source_name": "driver_stat", "df": {"driver_id": [1]}}"#.into(), &key),
+        ("push_bad_value", "POST", "/push",
+            json!({"feature_view": "driver_hourly_stats", "df": {"driver_id": [1001, 1002], "event_timestamp": [pushed_at, pushed_at], "conv_rate": [0.5, "high"], "acc_rate": [0.5, 0.5], "avg_daily_trips": [5, 5], "quality": [0.25, 0.25]}}).to_string(), &key),
+        ("push_missing_column", "POST", "/push", json!({"feature_view": "driver_hourly_stats", "df": {"driver_id": [1001], "event_timestamp": [pushed_at]}}).to_string(), &key),
+        ("push_unknown_column", "POST", "/push", json!({"feature_view": "driver_hourly_stats", "df": {"driver_id": [1001], "conv_rat": [1.0]}}).to_string(), &key),
+        ("push_bad_to", "POST", "/push", json!({"feature_view": "driver_hourly_stats", "to": "disk", "df": {"driver_id": [1001]}}).to_string(), &key),
+        ("health", "GET", "/health", String::new(), &[]),
+        ("feature_views", "GET", "/api/v1/feature-views", String::new(), &[]),
+        ("feature_view", "GET", "/api/v1/feature-views/customer_profile", String::new(), &[]),
+        ("feature_view_unknown", "GET", "/api/v1/feature-views/customer", String::new(), &[]),
+        ("feature_services", "GET", "/api/v1/feature-services", String::new(), &[]),
+        ("entities", "GET", "/api/v1/entities", String::new(), &[]),
+        ("unknown_endpoint", "GET", "/get-features", String::new(), &[]),
+    ];
+    for (name, method, uri, body, headers) in cases {
+        let (status, mut response) = send(&app, method, uri, &body, headers).await;
+        redact_seconds(&mut response);
+        insta::assert_json_snapshot!(name, json!({"status": status.as_u16(), "body": response}));
+    }
+
+    // /metrics: the series it exports, with their labels (values vary with timing).
+    let (_, text) = send(&app, "GET", "/metrics", "", &[]).await;
+    let series: std::collections::BTreeSet<String> = text
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(' ').next())
+        .filter(|series| !series.contains("le=\""))
+        .map(str::to_string)
+        .collect();
+    insta::assert_json_snapshot!("metrics_series", series);
+}
+
+/// A second materialization of a view while one runs is refused with 409; once the
+/// first finishes the view can be materialized again.
+#[tokio::test]
+async fn concurrent_materialization_of_a_view_is_409() {
+    let (dir, store) = example("").await;
+    let app = router(AppState::new(store.clone()));
+    let request = || {
+        Request::post("/materialize")
+            .body(Body::from(r#"{"feature_views": ["driver_hourly_stats"]}"#))
+            .unwrap()
+    };
+    // Hold the offline table's lock, as a `quiver materialize` in another process would:
+    // the first request waits for it while it holds the view.
+    let lock_path = dir.path().join("data/offline/driver_hourly_stats/v1/_lock");
+    let lock = std::fs::File::options()
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    lock.lock().unwrap();
+    let first = tokio::spawn(app.clone().oneshot(request()));
+    // On this single-threaded runtime the spawned request runs up to its first wait
+    // (for the lock), having claimed the view, before the test continues.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let conflict = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.clone().oneshot(request()),
+    )
+    .await
+    .expect("the second request is answered at once, not queued behind the first")
+    .unwrap();
+    assert_eq!(conflict.status(), StatusCode::CONFLICT);
+    let body = conflict.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["kind"], "already_exists", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("driver_hourly_stats"),
+        "{body}"
+    );
+    lock.unlock().unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let again = app.oneshot(request()).await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
 }
