@@ -40,7 +40,7 @@ pub fn document() -> Value {
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OnlineResponse"}}}}))
             }},
             "/push": {"post": {
-                "summary": "Write rows of a feature view to the online store, newer-wins",
+                "summary": "Push rows into a feature view or a source (every view reading it), to the online store (newer-wins), the offline table, or both",
                 "security": [{"apiKey": []}],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PushRequest"}}}},
                 "responses": write_responses("Rows written")
@@ -91,14 +91,19 @@ pub fn document() -> Value {
                         "statuses": {"type": "array", "items": {"enum": ["PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"]}},
                         "event_timestamps": {"type": "array", "items": {"type": "string", "format": "date-time"}}}}}}},
                 "PushRequest": {"type": "object", "required": ["df"], "additionalProperties": false, "properties": {
-                    "feature_view": {"type": "string"}, "push_source_name": {"type": "string"},
+                    "feature_view": {"type": "string", "description": "push rows in the view's shape"},
+                    "push_source_name": {"type": "string", "description": "push rows in a source's shape to every view reading it"},
                     "df": {"type": "object", "additionalProperties": {"type": "array"}},
-                    "to": {"enum": ["online", "offline", "online_and_offline"], "default": "online"}}},
+                    "to": {"enum": ["online", "offline", "online_and_offline", "both"], "default": "online"},
+                    "allow_registry_cache": {"type": "boolean", "description": "accepted for Feast clients, ignored"},
+                    "transform_on_write": {"type": "boolean", "description": "accepted for Feast clients, ignored"}}},
                 "MaterializeRequest": {"type": "object", "additionalProperties": false, "properties": {
-                    "start_ts": {"type": "string", "format": "date-time"}, "end_ts": {"type": "string", "format": "date-time"},
-                    "feature_views": {"type": "array", "items": {"type": "string"}}}},
+                    "start_ts": {"type": "string", "description": "ISO 8601; without a zone: UTC"},
+                    "end_ts": {"type": "string", "description": "ISO 8601; without a zone: UTC"},
+                    "feature_views": {"type": "array", "items": {"type": "string"}},
+                    "disable_event_timestamp": {"type": "boolean", "enum": [false], "description": "Feast's; only false is accepted"}}},
                 "IncrementalRequest": {"type": "object", "additionalProperties": false, "properties": {
-                    "end_ts": {"type": "string", "format": "date-time"},
+                    "end_ts": {"type": "string", "description": "ISO 8601; without a zone: UTC"},
                     "feature_views": {"type": "array", "items": {"type": "string"}}}}
             }
         }

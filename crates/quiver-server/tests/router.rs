@@ -988,3 +988,69 @@ async fn concurrent_materialization_of_a_view_is_409() {
     let again = app.oneshot(request()).await.unwrap();
     assert_eq!(again.status(), StatusCode::OK);
 }
+
+/// The `curl` lines of the README's "HTTP feature server" section, as (method, path,
+/// headers, body).
+fn readme_curls() -> Vec<(String, String, Vec<(String, String)>, String)> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let section = readme
+        .split("## HTTP feature server")
+        .nth(1)
+        .expect("the README has an HTTP section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the HTTP section starts with a sh block");
+    let mut out = Vec::new();
+    for command in block.split("curl -s ").skip(1) {
+        let command = command.trim().trim_end_matches(';');
+        let (target, mut rest) = command.split_once(' ').unwrap_or((command, ""));
+        let path = target
+            .strip_prefix("localhost:6566")
+            .expect("curls go to localhost:6566")
+            .to_string();
+        let mut headers = Vec::new();
+        let mut body = String::new();
+        while let Some(flag) = rest.trim_start().get(..2) {
+            let quoted = rest.trim_start()[2..].trim_start();
+            let quoted = quoted.strip_prefix('\'').expect("flag values are quoted");
+            let end = quoted.find('\'').unwrap();
+            let value = quoted[..end].to_string();
+            match flag {
+                "-H" => {
+                    let (k, v) = value.split_once(": ").unwrap();
+                    headers.push((k.to_string(), v.to_string()));
+                }
+                "-d" => body = value,
+                other => panic!("unexpected curl flag {other}"),
+            }
+            rest = &quoted[end + 1..];
+        }
+        let method = if body.is_empty() { "GET" } else { "POST" };
+        out.push((method.to_string(), path, headers, body));
+    }
+    out
+}
+
+#[tokio::test]
+async fn readme_curl_examples_work() {
+    let (_dir, store) = example("").await;
+    let curls = readme_curls();
+    assert!(curls.len() >= 13, "{curls:?}");
+    let app = router(AppState::new(store));
+    for (method, path, headers, body) in curls {
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .filter(|(k, _)| k != "x-api-key") // the example repository has no key
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let (status, response) = send(&app, &method, &path, &body, &headers).await;
+        assert!(
+            status.is_success(),
+            "{method} {path} {body}: {status} {response}"
+        );
+    }
+}
