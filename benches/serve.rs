@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Run `--bench offline` first at the same scale (it generates the data). Scenarios:
-//! 1 entity x 2 views x 5 features at 16 and 64 connections, and 100 entities per request
-//! at 16 connections. Prints req/s, p50 and p99.
+//! 1 entity x 2 views x 7 features (every feature of both views, listed as a Feast client
+//! lists them) at 16 and 64 connections, and 100 entities per request at 16 connections.
+//! Prints req/s, p50, p99, and the ratio to `redis-benchmark` GET at the same concurrency.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark harness
 
@@ -32,6 +33,9 @@ fn arg(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// Every feature of the example's two views.
+const FEATURES: &str = r#"["driver_hourly_stats:conv_rate", "driver_hourly_stats:acc_rate", "driver_hourly_stats:avg_daily_trips", "driver_hourly_stats:quality", "customer_profile:current_balance", "customer_profile:avg_passenger_count", "customer_profile:lifetime_trip_count"]"#;
+
 /// The body of a lookup of `entities` random drivers and customers.
 fn body(seed: &mut u64, entities: usize, drivers: u64, customers: u64) -> String {
     let mut d = Vec::new();
@@ -44,7 +48,7 @@ fn body(seed: &mut u64, entities: usize, drivers: u64, customers: u64) -> String
         c.push((10_001 + (*seed >> 17) % customers).to_string());
     }
     format!(
-        r#"{{"feature_service": "driver_ranking", "entities": {{"driver_id": [{}], "customer_id": [{}]}}}}"#,
+        r#"{{"features": {FEATURES}, "entities": {{"driver_id": [{}], "customer_id": [{}]}}}}"#,
         d.join(","),
         c.join(",")
     )
@@ -153,7 +157,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
+    let results = runtime.block_on(async {
         let store = FeatureStore::open(&dir).unwrap();
         store.apply().await.unwrap();
         let reports = store.materialize(MaterializeOptions::default()).await.unwrap();
@@ -166,14 +170,23 @@ fn main() {
         let serving = (*store).clone();
         tokio::spawn(quiver_server::serve(serving, addr, std::future::pending()));
         tokio::time::sleep(Duration::from_millis(300)).await;
-        for (connections, entities) in [(16, 1), (64, 1), (16, 100)] {
+        let mut results = Vec::new();
+        // `--only CONNECTIONS,ENTITIES` runs one scenario (for profiling).
+        let scenarios = match arg("--only", "").split_once(',') {
+            Some((c, e)) => vec![(c.parse().unwrap(), e.parse().unwrap())],
+            None => vec![(16, 1), (64, 1), (16, 100)],
+        };
+        for (connections, entities) in scenarios {
             let (rps, p50, p99) = load(addr, connections, entities, seconds, data.drivers, data.customers).await;
             println!(
-                "quiver serve: {entities} entity rows x 2 views x 5 features, {connections} connections: {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms"
+                "quiver serve: {entities} entity rows x 2 views x 7 features, {connections} connections: {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms"
             );
+            results.push((connections, entities, rps));
         }
+        results
     });
     std::fs::write(&config_path, original).unwrap();
+    let mut reference = Vec::new();
     for connections in [16, 64] {
         let output = std::process::Command::new("redis-benchmark")
             .args([
@@ -195,5 +208,21 @@ fn main() {
             .trim()
             .to_string();
         println!("redis-benchmark GET, {connections} connections: {summary}");
+        let rps: f64 = summary
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(f64::NAN);
+        reference.push((connections, rps));
+    }
+    for (connections, entities, rps) in results {
+        let redis = reference
+            .iter()
+            .find(|(c, _)| *c == connections)
+            .map_or(f64::NAN, |(_, r)| *r);
+        println!(
+            "ratio, {entities} entity rows, {connections} connections: quiver {rps:.0} req/s / redis-benchmark GET {redis:.0} req/s = {:.1} %",
+            100.0 * rps / redis
+        );
     }
 }

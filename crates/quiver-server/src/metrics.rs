@@ -62,11 +62,17 @@ pub struct Metrics {
 
 #[derive(Debug, Default)]
 struct Inner {
-    requests: BTreeMap<(String, u16), u64>,
-    latency: BTreeMap<String, Histogram>,
+    /// Per matched route (`unmatched` for the rest).
+    endpoints: BTreeMap<String, Endpoint>,
     entities: Histogram,
     lookup: Histogram,
-    errors: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default)]
+struct Endpoint {
+    requests: BTreeMap<u16, u64>,
+    latency: Histogram,
+    errors: u64,
 }
 
 impl Metrics {
@@ -85,25 +91,28 @@ impl Metrics {
         let inner = self.lock();
         let mut out = String::new();
         out.push_str("# HELP quiver_http_requests_total HTTP requests by endpoint and status.\n# TYPE quiver_http_requests_total counter\n");
-        for ((endpoint, status), n) in &inner.requests {
-            let _ = writeln!(
-                out,
-                "quiver_http_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
-            );
+        for (endpoint, stats) in &inner.endpoints {
+            for (status, n) in &stats.requests {
+                let _ = writeln!(
+                    out,
+                    "quiver_http_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
+                );
+            }
         }
         out.push_str("# HELP quiver_http_request_duration_seconds HTTP request latency by endpoint.\n# TYPE quiver_http_request_duration_seconds histogram\n");
-        for (endpoint, h) in &inner.latency {
-            h.render(
+        for (endpoint, stats) in &inner.endpoints {
+            stats.latency.render(
                 &mut out,
                 "quiver_http_request_duration_seconds",
                 &format!("endpoint=\"{endpoint}\""),
             );
         }
         out.push_str("# HELP quiver_http_errors_total Responses with a 4xx or 5xx status by endpoint.\n# TYPE quiver_http_errors_total counter\n");
-        for (endpoint, n) in &inner.errors {
+        for (endpoint, stats) in inner.endpoints.iter().filter(|(_, s)| s.errors > 0) {
             let _ = writeln!(
                 out,
-                "quiver_http_errors_total{{endpoint=\"{endpoint}\"}} {n}"
+                "quiver_http_errors_total{{endpoint=\"{endpoint}\"}} {}",
+                stats.errors
             );
         }
         out.push_str("# HELP quiver_lookup_entities Entity rows per lookup.\n# TYPE quiver_lookup_entities histogram\n");
@@ -129,26 +138,27 @@ impl Metrics {
 
 /// Middleware: count and time every request under its matched route.
 pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let endpoint = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    // A cheap clone (the route is shared); no allocation per request once seen.
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let started = Instant::now();
     let response = next.run(request).await;
     let seconds = started.elapsed().as_secs_f64();
     let status = response.status().as_u16();
+    let endpoint = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let mut inner = state.metrics.lock();
-    *inner
-        .requests
-        .entry((endpoint.clone(), status))
-        .or_default() += 1;
-    inner
-        .latency
-        .entry(endpoint.clone())
-        .or_default()
-        .observe(seconds);
+    if !inner.endpoints.contains_key(endpoint) {
+        inner
+            .endpoints
+            .insert(endpoint.to_string(), Endpoint::default());
+    }
+    let stats = inner
+        .endpoints
+        .get_mut(endpoint)
+        .expect("inserted above when missing");
+    *stats.requests.entry(status).or_default() += 1;
+    stats.latency.observe(seconds);
     if status >= 400 {
-        *inner.errors.entry(endpoint).or_default() += 1;
+        stats.errors += 1;
     }
     response
 }

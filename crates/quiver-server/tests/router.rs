@@ -33,6 +33,10 @@ async fn example(extra_config: &str) -> (tempfile::TempDir, FeatureStore) {
     (dir, store)
 }
 
+/// `conv_rate` of driver 1001.
+const LOOKUP_1001: &str =
+    r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}"#;
+
 async fn call(
     store: &FeatureStore,
     method: &str,
@@ -324,15 +328,9 @@ async fn push_to_offline_is_exported_and_survives_rematerialization() {
     let at =
         chrono::Utc::now() - chrono::Duration::hours(2) + chrono::Duration::milliseconds(17_123);
     let before = exported_conv_rate(&store, 1001, at).await;
-    let online_before = call(
-        &store,
-        "POST",
-        "/get-online-features",
-        r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}"#,
-        &[],
-    )
-    .await
-    .1["results"][1]["values"][0]
+    let online_before = call(&store, "POST", "/get-online-features", LOOKUP_1001, &[])
+        .await
+        .1["results"][1]["values"][0]
         .clone();
     let push = json!({"feature_view": "driver_hourly_stats", "to": "offline", "df": {
         "driver_id": [1001], "event_timestamp": [at.to_rfc3339()], "created": [at.to_rfc3339()],
@@ -349,14 +347,7 @@ async fn push_to_offline_is_exported_and_survives_rematerialization() {
         before
     );
     // "offline" leaves the online store alone.
-    let (_, response) = call(
-        &store,
-        "POST",
-        "/get-online-features",
-        r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}"#,
-        &[],
-    )
-    .await;
+    let (_, response) = call(&store, "POST", "/get-online-features", LOOKUP_1001, &[]).await;
     assert_eq!(response["results"][1]["values"][0], online_before);
 
     // Materializing the same history again from the sources keeps the pushed row.
@@ -475,19 +466,12 @@ async fn health_metrics_openapi_and_registry() {
         (StatusCode::OK, json!({"status": "ok"}))
     );
 
-    call(
-        &store,
-        "POST",
-        "/get-online-features",
-        r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}"#,
-        &[],
-    )
-    .await;
+    call(&store, "POST", "/get-online-features", LOOKUP_1001, &[]).await;
     let state = AppState::new(store.clone());
     let app = router(state);
     for _ in 0..2 {
         let request = Request::post("/get-online-features")
-            .body(Body::from(r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}"#))
+            .body(Body::from(LOOKUP_1001))
             .unwrap();
         app.clone().oneshot(request).await.unwrap();
     }
@@ -598,8 +582,7 @@ async fn real_socket_round_trip_and_graceful_shutdown() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let mut stream = stream.expect("the server listens");
-    let body =
-        r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}"#;
+    let body = LOOKUP_1001;
     let request = format!(
         "POST /get-online-features HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -832,6 +815,9 @@ async fn replays_feasts_documented_examples() {
     );
 }
 
+/// Request headers of a case.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 /// Replaces every `…seconds` field (run times) so snapshots are stable.
 fn redact_seconds(value: &mut Value) {
     match value {
@@ -873,7 +859,7 @@ async fn every_endpoint_and_error_snapshot() {
         r#"{{"features": ["driver_hourly_stats:conv_rate"], "entities": {{"driver_id": [{}]}}}}"#,
         vec!["1001"; 1000].join(",")
     );
-    let cases: Vec<(&str, &str, &str, String, &[(&str, &str)])> = vec![
+    let cases: Vec<(&str, &str, &str, String, Headers)> = vec![
         ("materialize", "POST", "/materialize", r#"{"end_ts": "2026-01-15T12:00:00Z"}"#.into(), &key),
         ("materialize_incremental", "POST", "/materialize-incremental", r#"{"end_ts": "2026-01-15T12:00:00Z"}"#.into(), &key),
         ("materialize_no_api_key", "POST", "/materialize", "{}".into(), &[]),
@@ -989,9 +975,16 @@ async fn concurrent_materialization_of_a_view_is_409() {
     assert_eq!(again.status(), StatusCode::OK);
 }
 
-/// The `curl` lines of the README's "HTTP feature server" section, as (method, path,
-/// headers, body).
-fn readme_curls() -> Vec<(String, String, Vec<(String, String)>, String)> {
+/// One `curl` line: method, path, headers, body.
+struct Curl {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// The `curl` lines of the README's "HTTP feature server" section.
+fn readme_curls() -> Vec<Curl> {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
             .unwrap();
@@ -1030,7 +1023,12 @@ fn readme_curls() -> Vec<(String, String, Vec<(String, String)>, String)> {
             rest = &quoted[end + 1..];
         }
         let method = if body.is_empty() { "GET" } else { "POST" };
-        out.push((method.to_string(), path, headers, body));
+        out.push(Curl {
+            method: method.to_string(),
+            path,
+            headers,
+            body,
+        });
     }
     out
 }
@@ -1039,9 +1037,15 @@ fn readme_curls() -> Vec<(String, String, Vec<(String, String)>, String)> {
 async fn readme_curl_examples_work() {
     let (_dir, store) = example("").await;
     let curls = readme_curls();
-    assert!(curls.len() >= 13, "{curls:?}");
+    assert!(curls.len() >= 13, "{}", curls.len());
     let app = router(AppState::new(store));
-    for (method, path, headers, body) in curls {
+    for Curl {
+        method,
+        path,
+        headers,
+        body,
+    } in curls
+    {
         let headers: Vec<(&str, &str)> = headers
             .iter()
             .filter(|(k, _)| k != "x-api-key") // the example repository has no key

@@ -9,6 +9,7 @@ use quiver_core::model::{Entity, FeatureService, KeyType, Object, ResolvedView, 
 use quiver_core::registry::ObjectRecord;
 use quiver_offline::OfflineEngine;
 use quiver_offline::normalize::ViewColumns;
+use quiver_online::ViewRef;
 
 use crate::{Error, Result};
 
@@ -18,9 +19,10 @@ pub struct CatalogView {
     pub view: ResolvedView,
     pub version: u32,
     pub key_types: Vec<KeyType>,
-    /// Each feature with its Arrow type, parsed once from the registry's type names (the
-    /// lookup path reads it on every request); `Err` names a type that does not parse.
-    pub feature_types: Result<Vec<(String, DataType)>, String>,
+    /// The view's identity in the online store, with each feature's Arrow type parsed
+    /// once from the registry's type names (the lookup path reads it on every request);
+    /// `Err` names a type that does not parse.
+    pub online: Result<ViewRef, String>,
 }
 
 impl CatalogView {
@@ -30,6 +32,11 @@ impl CatalogView {
 
     pub fn name(&self) -> &str {
         &self.view.view.name
+    }
+
+    /// The online identity of this view version.
+    pub fn online_ref(&self) -> Result<&ViewRef> {
+        self.online.as_ref().map_err(|e| Error::Task(e.clone()))
     }
 }
 
@@ -42,7 +49,8 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn new(records: Vec<ObjectRecord>) -> Self {
+    /// The catalog of `records`, the live objects of the registry of `project`.
+    pub fn new(records: Vec<ObjectRecord>, project: &str) -> Self {
         let mut catalog = Catalog::default();
         let mut views = Vec::new();
         for record in records {
@@ -70,7 +78,13 @@ impl Catalog {
             catalog.views.insert(
                 view.view.name.clone(),
                 CatalogView {
-                    feature_types: feature_types(&view),
+                    online: feature_types(&view).map(|features| ViewRef {
+                        project: project.to_string(),
+                        view: view.view.name.clone(),
+                        version,
+                        ttl_micros: view.view.ttl.map(|t| t.seconds() as i64 * 1_000_000),
+                        features,
+                    }),
                     view,
                     version,
                     key_types,

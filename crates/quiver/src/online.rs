@@ -20,7 +20,7 @@ use quiver_offline::table::{Interval, TableDir};
 use quiver_online::codec::encode_entity_keys;
 use quiver_online::{
     EmbeddedStore, FeatureStatus, OnlineRows, OnlineStore, RedisOptions, RedisStore, ViewRead,
-    ViewRef, statuses,
+    statuses,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -73,18 +73,6 @@ impl FeatureStore {
         Ok(Arc::clone(store))
     }
 
-    /// The online identity of a view version.
-    pub(crate) fn view_ref(&self, view: &CatalogView) -> Result<ViewRef> {
-        let features = view.feature_types.clone().map_err(Error::Task)?;
-        Ok(ViewRef {
-            project: self.config().project.clone(),
-            view: view.name().to_string(),
-            version: view.version,
-            ttl_micros: view.view.view.ttl.map(|t| t.seconds() as i64 * 1_000_000),
-            features,
-        })
-    }
-
     /// Writes the latest row of each entity within `interval` from the view's offline
     /// table to the online store.
     pub(crate) async fn materialize_online(
@@ -94,7 +82,7 @@ impl FeatureStore {
     ) -> Result<OnlineWrite> {
         let started = Instant::now();
         let store = self.online_store().await?;
-        let view_ref = self.view_ref(view)?;
+        let view_ref = view.online_ref()?;
         let table = TableDir::new(&self.offline_root(), view.name(), view.version);
         let manifest = table
             .read_manifest()?
@@ -125,7 +113,7 @@ impl FeatureStore {
                 let chunk = batch.slice(offset, WRITE_CHUNK.min(batch.num_rows() - offset));
                 let rows = online_rows(&chunk, view)?;
                 let writing = Instant::now();
-                let stats = store.write(&view_ref, &rows, now).await?;
+                let stats = store.write(view_ref, &rows, now).await?;
                 report.write_seconds += writing.elapsed().as_secs_f64();
                 report.rows += stats.rows;
                 report.written += stats.written;
@@ -164,7 +152,7 @@ impl FeatureStore {
     pub async fn drop_online_version(&self, view: &str, version: u32) -> Result<u64> {
         let catalog = self.catalog().await?;
         let current = catalog.view(view)?;
-        let mut view_ref = self.view_ref(current)?;
+        let mut view_ref = current.online_ref()?.clone();
         view_ref.version = version;
         Ok(self.online_store().await?.drop_view(&view_ref).await?)
     }
@@ -186,7 +174,7 @@ impl FeatureStore {
         let mut view_refs = Vec::new();
         let mut view_keys = Vec::new();
         for (view, features) in &selected {
-            view_refs.push(self.view_ref(view)?);
+            view_refs.push(view.online_ref()?);
             let mut key_arrays = Vec::new();
             for (key, key_type) in view
                 .view
@@ -228,6 +216,7 @@ impl FeatureStore {
         }
         let reads: Vec<ViewRead<'_>> = view_refs
             .iter()
+            .copied()
             .zip(&view_keys)
             .map(|(view, keys)| ViewRead { view, keys })
             .collect();
@@ -242,9 +231,14 @@ impl FeatureStore {
                 event_timestamps: vec![EPOCH.to_string(); rows],
             });
         }
-        for ((view, features), (view_ref, values)) in
-            selected.iter().zip(view_refs.iter().zip(&found))
+        for ((_, features), (view_ref, values)) in selected.iter().zip(view_refs.iter().zip(&found))
         {
+            // One time per entity row, shared by the view's features.
+            let event_timestamps: Vec<String> = values
+                .event_ts
+                .iter()
+                .map(|ts| ts.map_or_else(|| EPOCH.to_string(), rfc3339_micros))
+                .collect();
             for feature in features {
                 let index = view_ref
                     .features
@@ -253,11 +247,6 @@ impl FeatureStore {
                     .expect("resolved features exist in the view");
                 let array = &values.features[index];
                 let status = statuses(values, array, view_ref.ttl_micros, now);
-                let event_timestamps = values
-                    .event_ts
-                    .iter()
-                    .map(|ts| ts.map_or_else(|| EPOCH.to_string(), rfc3339_micros))
-                    .collect();
                 let json_values = (0..rows)
                     .map(|row| {
                         if status[row] == FeatureStatus::Present {
@@ -270,10 +259,9 @@ impl FeatureStore {
                 results.push(FeatureVector {
                     values: json_values,
                     statuses: status,
-                    event_timestamps,
+                    event_timestamps: event_timestamps.clone(),
                 });
             }
-            let _ = view;
         }
         Ok(OnlineResponse {
             metadata: Metadata {

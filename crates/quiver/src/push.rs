@@ -145,7 +145,7 @@ impl FeatureStore {
                 let stats = self
                     .online_store()
                     .await?
-                    .write(&self.view_ref(view)?, &rows, now)
+                    .write(view.online_ref()?, &rows, now)
                     .await?;
                 report.online = Some(stats);
             }
@@ -183,7 +183,7 @@ fn row_count(columns: &[(String, Vec<Value>)]) -> Result<usize> {
 /// created, features; times as `Timestamp(µs, UTC)`).
 fn view_batch(view: &CatalogView, columns: &[(String, Vec<Value>)]) -> Result<RecordBatch> {
     let names = view.columns();
-    let feature_types = view.feature_types.clone().map_err(Error::Task)?;
+    let feature_types = &view.online_ref()?.features;
     for (name, _) in columns {
         let known = names.keys.iter().any(|(k, _)| k == name)
             || *name == names.timestamp
@@ -247,7 +247,7 @@ fn view_batch(view: &CatalogView, columns: &[(String, Vec<Value>)]) -> Result<Re
             None => arrow::array::new_null_array(&timestamp_type(), ts.len()),
         });
     }
-    for (name, data_type) in &feature_types {
+    for (name, data_type) in feature_types {
         fields.push(Field::new(name, data_type.clone(), true));
         arrays.push(to_array(name, column(name)?, data_type, &bad_push(name))?);
     }

@@ -155,7 +155,7 @@ impl FeatureStore {
                 return Ok(Arc::clone(&cached.catalog));
             }
         }
-        let catalog = Arc::new(Catalog::new(self.list().await?));
+        let catalog = Arc::new(Catalog::new(self.list().await?, &self.config.project));
         *self.catalog.lock().unwrap_or_else(|p| p.into_inner()) = Some(CachedCatalog {
             stamp,
             checked: std::time::Instant::now(),
