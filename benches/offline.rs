@@ -18,6 +18,10 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark harness
 
+/// The allocator of the `quiver` binary, so the numbers are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

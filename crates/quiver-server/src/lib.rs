@@ -36,7 +36,8 @@ pub use error::ApiError;
 /// Everything a handler needs.
 #[derive(Clone)]
 pub struct AppState {
-    store: FeatureStore,
+    /// Shared, so cloning the state per request (axum does) copies no configuration.
+    store: Arc<FeatureStore>,
     limits: Limits,
     api_key: Option<Arc<str>>,
     metrics: Arc<metrics::Metrics>,
@@ -63,7 +64,7 @@ impl AppState {
         };
         let api_key = server.api_key.as_deref().map(Arc::from);
         AppState {
-            store,
+            store: Arc::new(store),
             limits,
             api_key,
             metrics: Arc::new(metrics::Metrics::default()),
