@@ -13,6 +13,9 @@ use quiver_server::{AppState, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+#[path = "../../../tests/support/redis_server.rs"]
+mod redis_server;
+
 /// An example repository, applied and materialized (embedded online store).
 async fn example(extra_config: &str) -> (tempfile::TempDir, FeatureStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -1057,4 +1060,68 @@ async fn readme_curl_examples_work() {
             "{method} {path} {body}: {status} {response}"
         );
     }
+}
+
+/// End to end against a private `redis-server`: materialize into it, look up and push
+/// over HTTP; Redis killed → 503 naming it; Redis back → the same server answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_on_redis_with_an_outage() {
+    let mut redis = redis_server::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    quiver::example::init_repository(dir.path(), chrono::Utc::now()).unwrap();
+    let path = dir.path().join("quiver.toml");
+    let config = std::fs::read_to_string(&path).unwrap().replace(
+        "type = \"embedded\"",
+        &format!(
+            "type = \"redis\"\nurl = \"{}\"\nconnect_timeout_ms = 300\ncommand_timeout_ms = 500",
+            redis.url()
+        ),
+    );
+    std::fs::write(path, config).unwrap();
+    let store = FeatureStore::open(dir.path()).unwrap();
+    store.apply().await.unwrap();
+    store
+        .materialize(MaterializeOptions::default())
+        .await
+        .unwrap();
+    let app = router(AppState::new(store));
+
+    let (status, response) = send(&app, "POST", "/get-online-features", LOOKUP_1001, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(response["results"][1]["statuses"], json!(["PRESENT"]));
+    let now = chrono::Utc::now().to_rfc3339();
+    let push = json!({"feature_view": "driver_hourly_stats", "df": {
+        "driver_id": [1001], "event_timestamp": [now], "created": [now],
+        "conv_rate": [0.875], "acc_rate": [0.5], "avg_daily_trips": [10], "quality": [0.4375]}});
+    let (status, response) = send(&app, "POST", "/push", &push.to_string(), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    let (_, response) = send(&app, "POST", "/get-online-features", LOOKUP_1001, &[]).await;
+    assert_eq!(response["results"][1]["values"], json!([0.875]));
+
+    redis.kill();
+    let (status, response) = send(&app, "POST", "/get-online-features", LOOKUP_1001, &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{response}");
+    assert_eq!(response["kind"], "unavailable", "{response}");
+    let (status, _) = send(&app, "GET", "/health", "", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // Redis keeps nothing on disk here: back up, it is empty, so the value is NOT_FOUND
+    // until it is written again; what matters is that the same server answers 200.
+    redis.restart();
+    let mut recovered = None;
+    for _ in 0..50 {
+        let (status, response) = send(&app, "POST", "/get-online-features", LOOKUP_1001, &[]).await;
+        if status == StatusCode::OK {
+            recovered = Some(response);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let response = recovered.expect("the server answers again once Redis is back");
+    assert_eq!(
+        response["results"][1]["statuses"].as_array().unwrap().len(),
+        1
+    );
+    let (status, _) = send(&app, "GET", "/health", "", &[]).await;
+    assert_eq!(status, StatusCode::OK);
 }
