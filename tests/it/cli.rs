@@ -526,3 +526,57 @@ fn materialize_and_export_end_to_end() {
     assert_eq!(output.status.code(), Some(2), "a usage error");
     assert!(stderr(&output).contains("is not a time"));
 }
+
+/// `quiver serve` as a user runs it: it answers lookups on the bound address, and SIGTERM
+/// stops it cleanly (exit 0) after in-flight requests.
+#[test]
+fn serve_answers_and_stops_on_sigterm() {
+    use std::io::{Read, Write};
+    let dir = init_example();
+    let repo = dir.path().join("demo");
+    ok(&repo, &["apply"]);
+    ok(&repo, &["materialize"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .arg("--repo")
+        .arg(&repo)
+        .args(["serve", "--bind", &bind])
+        .env_remove("RUST_LOG")
+        .spawn()
+        .expect("quiver serve starts");
+    let body =
+        r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}"#;
+    let request = format!(
+        "POST /get-online-features HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut answer = None;
+    for _ in 0..100 {
+        if let Ok(mut stream) = std::net::TcpStream::connect(&bind) {
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut text = String::new();
+            stream.read_to_string(&mut text).unwrap();
+            answer = Some(text);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let answer = answer.expect("quiver serve listens on --bind");
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.contains(r#""statuses":["PRESENT"]"#), "{answer}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = server.wait().unwrap();
+    assert!(
+        status.success(),
+        "quiver serve exited with {status} on SIGTERM"
+    );
+}
