@@ -240,7 +240,7 @@ impl OfflineEngine {
         columns: &ViewColumns,
         source: &str,
         rows: RecordBatch,
-    ) -> Result<Vec<RecordBatch>> {
+    ) -> Result<RecordBatch> {
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
         for name in &view.sources {
             if name == source {
@@ -257,10 +257,16 @@ impl OfflineEngine {
                 message: e.strip_backtrace().to_string(),
             })?;
         let df = normalize(df, columns)?.filter(materialize::not_null_identity(columns))?;
-        df.collect().await.map_err(|e| Error::MaterializeFailed {
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let failed = |message: String| Error::MaterializeFailed {
             view: view.name.clone(),
-            message: e.strip_backtrace().to_string(),
-        })
+            message,
+        };
+        let batches = df
+            .collect()
+            .await
+            .map_err(|e| failed(e.strip_backtrace().to_string()))?;
+        arrow::compute::concat_batches(&schema, &batches).map_err(|e| failed(e.to_string()))
     }
 }
 

@@ -397,6 +397,17 @@ async fn push_to_a_source_runs_each_reading_views_query() {
         "{response}"
     );
     assert_eq!(response["results"][2]["values"], json!([0.5]), "{response}");
+    // Rows the view's query filters out all: the view is reported with 0 rows.
+    let mut filtered = push.clone();
+    filtered["df"] = json!({"driver_id": [1004], "event_timestamp": [text], "created": [text],
+        "conv_rate": [null], "acc_rate": [0.5], "avg_daily_trips": [1]});
+    let (status, response) = call(&store, "POST", "/push", &filtered.to_string(), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(
+        response["views"],
+        json!([{"view": "driver_hourly_stats", "rows": 0}]),
+        "{response}"
+    );
     // Offline too, once the history up to the push is materialized.
     store
         .materialize(MaterializeOptions {

@@ -98,14 +98,9 @@ impl FeatureStore {
             let schema = engine.source_schema(&source.name).await?;
             let rows = source_batch(&source.name, &schema, columns)?;
             for view in readers {
-                let batches = engine
+                let batch = engine
                     .view_rows(&view.view.view, &view.columns(), &source.name, rows.clone())
                     .await?;
-                let batch = match batches.first() {
-                    Some(first) => arrow::compute::concat_batches(&first.schema(), &batches)
-                        .map_err(|e| Error::Task(e.to_string()))?,
-                    None => continue,
-                };
                 targets.push((view, batch));
             }
         } else {
