@@ -8,7 +8,7 @@
 //! | endpoint | |
 //! |---|---|
 //! | `POST /get-online-features` | Feast's lookup request and response |
-//! | `POST /push` | rows straight into the online store, newer-wins |
+//! | `POST /push` | rows into a view or a source (every view reading it): online (newer-wins), offline, or both |
 //! | `POST /materialize`, `POST /materialize-incremental` | run materialization (409 while one runs for a view) |
 //! | `GET /health` | 200 when the online store answers, 503 with the reason otherwise |
 //! | `GET /metrics` | Prometheus text |
