@@ -18,15 +18,17 @@ mod redis_server;
 
 /// An example repository, applied and materialized (embedded online store).
 async fn example(extra_config: &str) -> (tempfile::TempDir, FeatureStore) {
+    example_with(|config| config.replace("[server]\n", &format!("[server]\n{extra_config}\n")))
+        .await
+}
+
+/// An example repository whose `quiver.toml` went through `edit`, applied and
+/// materialized.
+async fn example_with(edit: impl Fn(String) -> String) -> (tempfile::TempDir, FeatureStore) {
     let dir = tempfile::tempdir().unwrap();
     quiver::example::init_repository(dir.path(), chrono::Utc::now()).unwrap();
-    if !extra_config.is_empty() {
-        let path = dir.path().join("quiver.toml");
-        let config = std::fs::read_to_string(&path)
-            .unwrap()
-            .replace("[server]\n", &format!("[server]\n{extra_config}\n"));
-        std::fs::write(path, config).unwrap();
-    }
+    let path = dir.path().join("quiver.toml");
+    std::fs::write(&path, edit(std::fs::read_to_string(&path).unwrap())).unwrap();
     let store = FeatureStore::open(dir.path()).unwrap();
     store.apply().await.unwrap();
     store
@@ -1078,23 +1080,16 @@ async fn readme_curl_examples_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_on_redis_with_an_outage() {
     let mut redis = redis_server::RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    quiver::example::init_repository(dir.path(), chrono::Utc::now()).unwrap();
-    let path = dir.path().join("quiver.toml");
-    let config = std::fs::read_to_string(&path).unwrap().replace(
-        "type = \"embedded\"",
-        &format!(
-            "type = \"redis\"\nurl = \"{}\"\nconnect_timeout_ms = 300\ncommand_timeout_ms = 500",
-            redis.url()
-        ),
-    );
-    std::fs::write(path, config).unwrap();
-    let store = FeatureStore::open(dir.path()).unwrap();
-    store.apply().await.unwrap();
-    store
-        .materialize(MaterializeOptions::default())
-        .await
-        .unwrap();
+    let url = redis.url();
+    let (_dir, store) = example_with(|config| {
+        config.replace(
+            "type = \"embedded\"",
+            &format!(
+                "type = \"redis\"\nurl = \"{url}\"\nconnect_timeout_ms = 300\ncommand_timeout_ms = 500"
+            ),
+        )
+    })
+    .await;
     let app = router(AppState::new(store));
 
     let (status, response) = send(&app, "POST", "/get-online-features", LOOKUP_1001, &[]).await;
