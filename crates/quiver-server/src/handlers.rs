@@ -229,18 +229,28 @@ async fn views_or_all(state: &AppState, views: Vec<String>) -> ApiResult<Vec<Str
         .collect())
 }
 
+/// The API key checked, then the body of a write endpoint whose fields are all optional
+/// (an empty body is `{}`).
+fn authorized_request<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<T> {
+    authorize(state, headers)?;
+    let body = read_body(state, body)?;
+    if body.is_empty() {
+        parse(&Bytes::from_static(b"{}"))
+    } else {
+        parse(&body)
+    }
+}
+
 pub async fn materialize(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    authorize(&state, &headers)?;
-    let body = read_body(&state, body)?;
-    let request: MaterializeRequest = if body.is_empty() {
-        parse(&Bytes::from_static(b"{}"))?
-    } else {
-        parse(&body)?
-    };
+    let request: MaterializeRequest = authorized_request(&state, &headers, body)?;
     if request.disable_event_timestamp {
         return Err(ApiError::Unsupported(
             "\"disable_event_timestamp\": every Quiver source has an event time; leave out start_ts to materialize all history up to end_ts (default now)".into(),
@@ -269,13 +279,7 @@ pub async fn materialize_incremental(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    authorize(&state, &headers)?;
-    let body = read_body(&state, body)?;
-    let request: IncrementalRequest = if body.is_empty() {
-        parse(&Bytes::from_static(b"{}"))?
-    } else {
-        parse(&body)?
-    };
+    let request: IncrementalRequest = authorized_request(&state, &headers, body)?;
     let end = time("end_ts", request.end_ts)?;
     let views = views_or_all(&state, request.feature_views).await?;
     let _running = Running::claim(&state, views.clone())?;
