@@ -76,7 +76,7 @@ impl FeatureStore {
         to: PushTo,
     ) -> Result<Vec<ViewPush>> {
         let catalog = self.catalog().await?;
-        row_count(columns)?;
+        check_rows(columns)?;
         let mut targets: Vec<(&CatalogView, RecordBatch)> = Vec::new();
         if let Some(view) = catalog.views.get(target) {
             targets.push((view, view_batch(view, columns)?));
@@ -113,6 +113,10 @@ impl FeatureStore {
 
         let mut out = Vec::new();
         let run_id = format!("{:x}", self.clock().now().timestamp_micros());
+        // One engine for every view's offline write (it needs no sources).
+        let offline = to
+            .offline()
+            .then(|| quiver_offline::OfflineEngine::new(self.root()));
         for (view, batch) in targets {
             let mut report = ViewPush {
                 view: view.name().to_string(),
@@ -120,8 +124,7 @@ impl FeatureStore {
                 online: None,
                 offline: None,
             };
-            if to.offline() && batch.num_rows() > 0 {
-                let engine = quiver_offline::OfflineEngine::new(self.root());
+            if let Some(engine) = offline.as_ref().filter(|_| batch.num_rows() > 0) {
                 let stats = engine
                     .push(
                         &self.offline_root(),
@@ -150,8 +153,8 @@ impl FeatureStore {
     }
 }
 
-/// The number of rows; every column must have it and there must be at least one.
-fn row_count(columns: &[(String, Vec<Value>)]) -> Result<usize> {
+/// Every column has the same number of rows, and there is at least one.
+fn check_rows(columns: &[(String, Vec<Value>)]) -> Result<()> {
     let Some((first, values)) = columns.first() else {
         return Err(Error::BadPush {
             message: "`df` holds no columns".into(),
@@ -171,7 +174,7 @@ fn row_count(columns: &[(String, Vec<Value>)]) -> Result<usize> {
             message: "`df` holds no rows".into(),
         });
     }
-    Ok(values.len())
+    Ok(())
 }
 
 /// Rows given in a view's shape as the view's canonical batch (keys, event time,
