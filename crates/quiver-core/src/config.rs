@@ -50,6 +50,9 @@ pub struct Config {
     /// The online store that serves the latest feature values.
     #[serde(default)]
     pub online: OnlineConfig,
+    /// Limits on ingested event times.
+    #[serde(default)]
+    pub ingest: IngestConfig,
     /// The HTTP feature server.
     #[serde(default)]
     pub server: ServerConfig,
@@ -66,16 +69,49 @@ pub struct OfflineConfig {
     /// Folder of the offline tables, relative to `quiver.toml` (or absolute).
     #[serde(default = "default_offline_path")]
     pub path: String,
+    /// How long files replaced by a materialization or push stay readable for exports
+    /// that started before (a duration such as "1 hour"); `quiver vacuum` removes them
+    /// earlier.
+    #[serde(default = "default_retention")]
+    pub retention: String,
 }
 
 fn default_offline_path() -> String {
     "data/offline".to_string()
 }
 
+fn default_retention() -> String {
+    "1 hour".to_string()
+}
+
 impl Default for OfflineConfig {
     fn default() -> Self {
         OfflineConfig {
             path: default_offline_path(),
+            retention: default_retention(),
+        }
+    }
+}
+
+/// `[ingest]`: limits on the data that materialization and push take in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// How far in the future an event time may lie (a duration such as "1 day"): a push
+    /// with a later event time is refused, materialization skips (and counts) such rows,
+    /// so a wrong clock cannot pin an entity's value forever.
+    #[serde(default = "default_max_future_skew")]
+    pub max_future_skew: String,
+}
+
+fn default_max_future_skew() -> String {
+    "1 day".to_string()
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_future_skew: default_max_future_skew(),
         }
     }
 }
@@ -255,13 +291,24 @@ impl Config {
         if self.offline.path.is_empty() {
             return Err("`offline.path` must not be empty".into());
         }
+        for (key, value) in [
+            ("offline.retention", &self.offline.retention),
+            ("ingest.max_future_skew", &self.ingest.max_future_skew),
+        ] {
+            crate::model::parse_duration(value).map_err(|e| {
+                format!(
+                    "`{key}` must be a duration such as \"1 hour\" or \"0s\", not {value:?}: {e}"
+                )
+            })?;
+        }
         match (&self.online.store_type, &self.online.url) {
             (OnlineStoreType::Redis, None) => {
                 return Err("`online.url` is required when `online.type = \"redis\"`, e.g. \"redis://127.0.0.1:6379/0\"".into());
             }
             (_, Some(url)) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
                 return Err(format!(
-                    "`online.url` must start with redis:// or rediss://, not {url:?}"
+                    "`online.url` must start with redis:// or rediss://, not {:?}",
+                    redact_url(url)
                 ));
             }
             _ => {}
@@ -302,9 +349,47 @@ impl Config {
             definitions: default_definitions(),
             offline: OfflineConfig::default(),
             online: OnlineConfig::default(),
+            ingest: IngestConfig::default(),
             server: ServerConfig::default(),
         }
     }
+
+    /// `offline.retention` in µs.
+    pub fn retention_micros(&self) -> i64 {
+        duration_micros(&self.offline.retention)
+    }
+
+    /// `ingest.max_future_skew` in µs.
+    pub fn max_future_skew_micros(&self) -> i64 {
+        duration_micros(&self.ingest.max_future_skew)
+    }
+}
+
+/// A duration key's value in µs; keys are checked when the config loads.
+fn duration_micros(text: &str) -> i64 {
+    crate::model::parse_duration(text).map_or(0, |s| s as i64 * 1_000_000)
+}
+
+/// A URL with its credentials hidden, for messages: `redis://user:secret@host/0` →
+/// `redis://user:***@host/0`, `redis://secret@host` → `redis://***@host`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let Some(at) = url[scheme_end..authority_end]
+        .rfind('@')
+        .map(|i| scheme_end + i)
+    else {
+        return url.to_string();
+    };
+    let user = match url[scheme_end..at].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_string(),
+    };
+    format!("{}{user}{}", &url[..scheme_end], &url[at..])
 }
 
 /// `QUIVER_ONLINE__URL` → `["online", "url"]`; `QUIVER_PROJECT` → `["project"]`.
@@ -468,6 +553,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("memcached"), "{err}");
+    }
+
+    #[test]
+    fn urls_in_messages_hide_credentials() {
+        assert_eq!(
+            redact_url("redis://user:secret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact_url("redis://secret@host"), "redis://***@host");
+        assert_eq!(redact_url("http://:pw@host/x@y"), "http://:***@host/x@y");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        let err = parse(
+            "project = \"p\"\n[online]\nurl = \"http://:pw@host\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("pw"), "{err}");
+        let err = parse("project = \"p\"\n[offline]\nretention = \"soon\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`offline.retention` must be a duration"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -54,6 +54,38 @@ impl fmt::Display for ObjectKind {
     }
 }
 
+/// The longest name an object (entity, source, feature view, feature service) may have.
+pub const MAX_NAME_CHARS: usize = 128;
+
+/// Checks that `name` is an identifier: letters (of any script), digits and `_`, starting
+/// with a letter or `_`, at most [`MAX_NAME_CHARS`] characters. Object names become folder
+/// names of offline tables, parts of online keys and metric labels, so anything else
+/// (`/`, `..`, `:`, quotes, an empty name) could escape a folder or collide with another
+/// object; the message says what is wrong.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else {
+        return Err("a name cannot be empty".to_string());
+    };
+    let count = name.chars().count();
+    if count > MAX_NAME_CHARS {
+        return Err(format!(
+            "the name is {count} characters long; names have at most {MAX_NAME_CHARS}"
+        ));
+    }
+    if !(first.is_alphabetic() || first == '_') {
+        return Err(format!(
+            "`{name}` starts with {first:?}; a name starts with a letter or `_`"
+        ));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_alphanumeric() || *c == '_')) {
+        return Err(format!(
+            "`{name}` contains {bad:?}; names are letters, digits and `_`"
+        ));
+    }
+    Ok(())
+}
+
 /// The types an entity key may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -174,6 +206,10 @@ pub struct Ttl {
 }
 
 impl Ttl {
+    /// The longest duration Quiver takes: 36 500 days (100 years). Every time computation
+    /// on durations (µs arithmetic, expiries) stays far from overflowing with it.
+    pub const MAX_SECONDS: u64 = 36_500 * 86_400;
+
     pub fn from_seconds(seconds: u64) -> Self {
         Ttl { seconds }
     }
@@ -184,75 +220,88 @@ impl Ttl {
 
     /// Parses `'1 day'`, `'12 hours'`, `'1 day 12 hours'`, `'90s'`, `'2w'`, `'30 minutes'`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut seconds: u64 = 0;
-        let mut rest = text.trim();
-        if rest.is_empty() {
-            return Err("a TTL cannot be empty".into());
-        }
-        while !rest.is_empty() {
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            if digits == 0 {
-                return Err(format!("expected a number at `{rest}`"));
-            }
-            let amount: u64 = rest[..digits]
-                .parse()
-                .map_err(|_| format!("`{}` is too large", &rest[..digits]))?;
-            rest = rest[digits..].trim_start();
-            let unit_len = rest
-                .find(|c: char| !c.is_ascii_alphabetic())
-                .unwrap_or(rest.len());
-            let unit = &rest[..unit_len];
-            let factor = match unit.to_ascii_lowercase().as_str() {
-                "s" | "sec" | "secs" | "second" | "seconds" => 1,
-                "m" | "min" | "mins" | "minute" | "minutes" => 60,
-                "h" | "hr" | "hrs" | "hour" | "hours" => 3_600,
-                "d" | "day" | "days" => 86_400,
-                "w" | "week" | "weeks" => 604_800,
-                "" => {
-                    return Err(format!(
-                        "`{amount}` needs a unit (seconds, minutes, hours, days, weeks)"
-                    ));
-                }
-                other => {
-                    return Err(format!(
-                        "unknown unit `{other}`; use seconds, minutes, hours, days or weeks"
-                    ));
-                }
-            };
-            seconds = amount
-                .checked_mul(factor)
-                .and_then(|s| seconds.checked_add(s))
-                .ok_or_else(|| "the TTL is too large".to_string())?;
-            rest = rest[unit_len..].trim_start_matches([' ', ',']);
-        }
+        let seconds = parse_duration(text)?;
         if seconds == 0 {
             return Err("a TTL must be positive; omit TTL for values that never expire".into());
         }
         Ok(Ttl { seconds })
     }
+
+    /// The duration in µs (never overflows: durations are at most [`Ttl::MAX_SECONDS`]).
+    pub fn micros(self) -> i64 {
+        (self.seconds.min(Ttl::MAX_SECONDS) as i64) * 1_000_000
+    }
+}
+
+/// Parses a duration (`'1 day'`, `'12 hours'`, `'1 day 12 hours'`, `'90s'`, `'0s'`) into
+/// seconds; at most [`Ttl::MAX_SECONDS`].
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let mut seconds: u64 = 0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err("a duration cannot be empty".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("expected a number at `{rest}`"));
+        }
+        let amount: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{}` is too large", &rest[..digits]))?;
+        rest = rest[digits..].trim_start();
+        let unit_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        let factor = match unit.to_ascii_lowercase().as_str() {
+            "s" | "sec" | "secs" | "second" | "seconds" => 1,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3_600,
+            "d" | "day" | "days" => 86_400,
+            "w" | "week" | "weeks" => 604_800,
+            "" => {
+                return Err(format!(
+                    "`{amount}` needs a unit (seconds, minutes, hours, days, weeks)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}`; use seconds, minutes, hours, days or weeks"
+                ));
+            }
+        };
+        seconds = amount
+            .checked_mul(factor)
+            .and_then(|s| seconds.checked_add(s))
+            .ok_or_else(|| "the duration is too large".to_string())?;
+        rest = rest[unit_len..].trim_start_matches([' ', ',']);
+    }
+    if seconds > Ttl::MAX_SECONDS {
+        return Err(format!(
+            "the duration is {seconds} seconds; durations are at most 36500 days (100 years)"
+        ));
+    }
+    Ok(seconds)
 }
 
 impl fmt::Display for Ttl {
-    /// The largest units that divide the TTL exactly: `1 day 12 hours`, `90 minutes`.
+    /// In the largest of days, hours, minutes and seconds that divides the duration
+    /// exactly, as people write durations: `30 days`, `36 hours`, `90 minutes`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rest = self.seconds;
-        let mut parts = Vec::new();
-        for (unit, size) in [
-            ("week", 604_800),
-            ("day", 86_400),
-            ("hour", 3_600),
-            ("minute", 60),
-            ("second", 1),
-        ] {
-            let n = rest / size;
-            if n > 0 {
-                parts.push(format!("{n} {unit}{}", if n == 1 { "" } else { "s" }));
-                rest %= size;
-            }
-        }
-        f.write_str(&parts.join(" "))
+        let (n, unit) = [
+            (86_400, "day"),
+            (3_600, "hour"),
+            (60, "minute"),
+            (1, "second"),
+        ]
+        .into_iter()
+        .find(|(size, _)| self.seconds % size == 0)
+        .map(|(size, unit)| (self.seconds / size, unit))
+        .unwrap_or((self.seconds, "second"));
+        write!(f, "{n} {unit}{}", if n == 1 { "" } else { "s" })
     }
 }
 
@@ -420,8 +469,18 @@ mod tests {
         assert_eq!(Ttl::parse("1 day").unwrap().seconds(), 86_400);
         assert_eq!(Ttl::parse("1 day 12 hours").unwrap().seconds(), 129_600);
         assert_eq!(Ttl::parse("90s").unwrap().seconds(), 90);
-        assert_eq!(Ttl::parse("2w").unwrap().to_string(), "2 weeks");
-        assert_eq!(Ttl::parse("36h").unwrap().to_string(), "1 day 12 hours");
+        assert_eq!(Ttl::parse("2w").unwrap().to_string(), "14 days");
+        assert_eq!(Ttl::parse("30 days").unwrap().to_string(), "30 days");
+        assert_eq!(Ttl::parse("36h").unwrap().to_string(), "36 hours");
+        assert_eq!(Ttl::parse("90 minutes").unwrap().to_string(), "90 minutes");
+        assert_eq!(Ttl::parse("1 day").unwrap().to_string(), "1 day");
+        assert!(
+            Ttl::parse("999999999999 days")
+                .unwrap_err()
+                .contains("at most 36500 days")
+        );
+        assert!(Ttl::parse("36500 days").is_ok());
+        assert!(Ttl::parse("36501 days").is_err());
         assert!(
             Ttl::parse("1 fortnight")
                 .unwrap_err()

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{
+    CsvReadOptions, DataFrame, ParquetReadOptions, SessionConfig, SessionContext,
+};
 use quiver_core::model::{Column, Entity, FeatureView, KeyType, Source, ViewSchema};
 
-use crate::materialize::{self, MaterializeStats, PushStats};
+use crate::materialize::{self, MaterializeStats, PushLog, PushStats, WriteOptions};
 use crate::normalize::{ViewColumns, normalize};
-use crate::table::{Interval, TableDir};
+use crate::table::{Interval, OfflineTable};
 use crate::{Error, Result, source};
 
 /// Memory the materialization sort may use before it spills to disk.
@@ -186,8 +188,9 @@ impl OfflineEngine {
 }
 
 impl OfflineEngine {
-    /// Materializes `[interval.start, interval.end]` (inclusive) of one view version into its offline
-    /// table under `offline_root`. The view's sources must be registered.
+    /// Materializes `[interval.start, interval.end]` (inclusive) of one view version into
+    /// its offline table under `offline_root`, with the rows pushed into its sources and
+    /// into the view merged in. The view's sources must be registered.
     pub async fn materialize(
         &self,
         offline_root: &Path,
@@ -195,23 +198,40 @@ impl OfflineEngine {
         version: u32,
         columns: &ViewColumns,
         interval: Interval,
-        run_id: &str,
+        options: WriteOptions,
     ) -> Result<MaterializeStats> {
-        let table = TableDir::new(offline_root, &view.name, version);
+        let table = OfflineTable::new(offline_root, &view.name, version);
+        let fresh = normalize(
+            self.ordered
+                .sql(&view.query)
+                .await
+                .map_err(|e| plan_error(&view.name, e))?,
+            columns,
+        )?;
+        let mut source_pushes = Vec::new();
+        for source in &view.sources {
+            let log = OfflineTable::for_source(offline_root, source);
+            if let Some(rows) = read_source_log(&self.ordered, &log).await? {
+                source_pushes.push(self.query_with(view, columns, source, rows).await?);
+            }
+        }
         materialize::materialize(
             &self.ordered,
             &table,
-            view,
-            version,
+            &view.name,
+            fresh,
+            source_pushes,
             columns,
             interval,
-            run_id,
+            options,
         )
         .await
     }
 
-    /// Appends pushed rows (in the view's canonical shape, see [`Self::view_rows`]) to a
-    /// view version's offline table; see [`crate::materialize`] for how they are kept.
+    /// Merges pushed rows (in the view's canonical shape, see [`Self::view_rows`]) into a
+    /// view version's offline table and keeps them in the push log `log` names; see
+    /// [`crate::materialize`] for how they are kept.
+    #[allow(clippy::too_many_arguments)]
     pub async fn push(
         &self,
         offline_root: &Path,
@@ -219,15 +239,52 @@ impl OfflineEngine {
         version: u32,
         columns: &ViewColumns,
         rows: RecordBatch,
-        run_id: &str,
+        log: PushLog,
+        options: WriteOptions,
     ) -> Result<PushStats> {
-        let table = TableDir::new(offline_root, view, version);
-        materialize::push(&self.ordered, &table, view, version, columns, rows, run_id).await
+        let table = OfflineTable::new(offline_root, view, version);
+        materialize::push(&self.ordered, &table, columns, rows, log, options).await
+    }
+
+    /// Appends rows pushed into a source (in the source's schema) to its push log, which
+    /// every later materialization of a view reading the source merges.
+    pub async fn push_source(
+        &self,
+        offline_root: &Path,
+        source: &str,
+        rows: &RecordBatch,
+        options: WriteOptions,
+    ) -> Result<()> {
+        let log = OfflineTable::for_source(offline_root, source);
+        materialize::push_source_log(&self.ordered, &log, rows, options).await
     }
 
     /// The Arrow schema of a registered source.
     pub async fn source_schema(&self, source: &str) -> Result<SchemaRef> {
         Ok(self.ctx.table_provider(source).await?.schema())
+    }
+
+    /// Whether a view's query aggregates (`GROUP BY`, aggregate or window functions): its
+    /// rows depend on many source rows, so rows pushed into a source cannot be run
+    /// through it alone.
+    pub async fn view_aggregates(&self, view: &FeatureView) -> Result<bool> {
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        use datafusion::logical_expr::LogicalPlan;
+        let plan = self
+            .ctx
+            .state()
+            .create_logical_plan(&view.query)
+            .await
+            .map_err(|e| plan_error(&view.name, e))?;
+        let mut aggregates = false;
+        plan.apply(|node| {
+            if matches!(node, LogicalPlan::Aggregate(_) | LogicalPlan::Window(_)) {
+                aggregates = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        Ok(aggregates)
     }
 
     /// Runs a view's query with `rows` standing in for the source `source` (its other
@@ -241,22 +298,7 @@ impl OfflineEngine {
         source: &str,
         rows: RecordBatch,
     ) -> Result<RecordBatch> {
-        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
-        for name in &view.sources {
-            if name == source {
-                ctx.register_batch(name.as_str(), rows.clone())?;
-            } else {
-                ctx.register_table(name.as_str(), self.ctx.table_provider(name.as_str()).await?)?;
-            }
-        }
-        let df = ctx
-            .sql(&view.query)
-            .await
-            .map_err(|e| Error::UnplannableView {
-                view: view.name.clone(),
-                message: e.strip_backtrace().to_string(),
-            })?;
-        let df = normalize(df, columns)?.filter(materialize::not_null_identity(columns))?;
+        let df = self.query_with(view, columns, source, vec![rows]).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let failed = |message: String| Error::MaterializeFailed {
             view: view.name.clone(),
@@ -267,6 +309,61 @@ impl OfflineEngine {
             .await
             .map_err(|e| failed(e.strip_backtrace().to_string()))?;
         arrow::compute::concat_batches(&schema, &batches).map_err(|e| failed(e.to_string()))
+    }
+
+    /// The view's query, normalized, with `rows` standing in for `source`.
+    async fn query_with(
+        &self,
+        view: &FeatureView,
+        columns: &ViewColumns,
+        source: &str,
+        rows: Vec<RecordBatch>,
+    ) -> Result<DataFrame> {
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+        for name in &view.sources {
+            if name == source {
+                let schema = match rows.first() {
+                    Some(batch) => batch.schema(),
+                    None => self.source_schema(source).await?,
+                };
+                let table = datafusion::datasource::MemTable::try_new(schema, vec![rows.clone()])?;
+                ctx.register_table(name.as_str(), Arc::new(table))?;
+            } else {
+                ctx.register_table(name.as_str(), self.ctx.table_provider(name.as_str()).await?)?;
+            }
+        }
+        let df = ctx
+            .sql(&view.query)
+            .await
+            .map_err(|e| plan_error(&view.name, e))?;
+        Ok(normalize(df, columns)?.filter(materialize::not_null_identity(columns))?)
+    }
+}
+
+/// Every row of a source's push log (read under its lock, so a compaction cannot remove
+/// a file midway), or `None` when nothing was pushed into the source.
+async fn read_source_log(
+    ordered: &SessionContext,
+    log: &OfflineTable,
+) -> Result<Option<Vec<RecordBatch>>> {
+    if !log.path().exists() {
+        return Ok(None);
+    }
+    let _lock = log.lock().await?;
+    let Some(manifest) = log.read_manifest()? else {
+        return Ok(None);
+    };
+    if manifest.pushed.is_empty() {
+        return Ok(None);
+    }
+    let df = materialize::read_push_log(ordered, log, &manifest.pushed).await?;
+    Ok(Some(df.collect().await?))
+}
+
+fn plan_error(view: &str, e: datafusion::error::DataFusionError) -> Error {
+    Error::UnplannableView {
+        view: view.to_string(),
+        message: e.strip_backtrace().to_string(),
     }
 }
 

@@ -9,7 +9,7 @@
 //! into buckets and each bucket is one pass over the files.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, new_null_array};
@@ -25,14 +25,16 @@ use parquet::file::statistics::Statistics;
 
 use crate::normalize::timestamp_type;
 use crate::pit::{GroupedFeatures, KeyGroups, take_indices};
+use crate::table::DataFile;
 use crate::{Error, Result};
 
 /// One view to join: where its table is and which features to take.
 #[derive(Debug, Clone)]
 pub struct ViewRequest {
     pub view: String,
-    /// Committed files in table order (dates ascending, parts ascending).
-    pub files: Vec<PathBuf>,
+    /// The committed files of the snapshot the export reads, in table order (dates
+    /// ascending, parts ascending).
+    pub files: Vec<DataFile>,
     /// Key columns and their canonical types.
     pub keys: Vec<(String, DataType)>,
     /// The event-time column of the table.
@@ -167,12 +169,7 @@ async fn join_view(
         max_t,
     );
 
-    let on_disk: u64 = request
-        .files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
+    let on_disk: u64 = request.files.iter().map(DataFile::size).sum();
     // Decoded Arrow data is a few times the Snappy-compressed size.
     let estimate = on_disk.saturating_mul(4);
     let buckets = (estimate / memory_budget.max(1) as u64 + 1)
@@ -250,11 +247,11 @@ async fn read_pass(
     window: (i64, i64),
 ) -> Result<Pass> {
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let tasks = request.files.iter().cloned().map(|path| {
+    let tasks = request.files.iter().cloned().map(|file| {
         let groups = Arc::clone(groups);
         let request = request.clone();
         tokio::task::spawn_blocking(move || {
-            read_file(&path, &request, &groups, bucket, buckets, window)
+            read_file(&file, &request, &groups, bucket, buckets, window)
         })
     });
     let mut parts = futures::stream::iter(tasks).buffered(parallelism);
@@ -291,7 +288,7 @@ async fn read_pass(
 }
 
 fn read_file(
-    path: &Path,
+    data_file: &DataFile,
     request: &ViewRequest,
     groups: &KeyGroups,
     bucket: u32,
@@ -299,10 +296,10 @@ fn read_file(
     window: (i64, i64),
 ) -> Result<FilePart> {
     let io = |message: String| Error::TableIo {
-        path: path.display().to_string(),
+        path: data_file.path().display().to_string(),
         message,
     };
-    let file = File::open(path).map_err(|e| io(e.to_string()))?;
+    let file = data_file.open()?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| io(e.to_string()))?;
     let schema = Arc::clone(builder.schema());
     let index = |name: &str| {

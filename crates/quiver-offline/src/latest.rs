@@ -8,8 +8,6 @@
 //! set of keys already answered.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
@@ -18,13 +16,13 @@ use arrow::datatypes::TimestampMicrosecondType;
 use arrow::row::{RowConverter, SortField};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::table::Interval;
+use crate::table::{DataFile, Interval};
 use crate::{Error, Result};
 
 /// Latest row per key with event time in `interval`, from `dates` (each a list of part
 /// files in order), given oldest date first. Returns the table's columns.
 pub fn latest_rows(
-    dates: &[Vec<PathBuf>],
+    dates: &[Vec<DataFile>],
     keys: &[String],
     timestamp: &str,
     interval: Interval,
@@ -88,14 +86,14 @@ pub fn latest_rows(
     }
 }
 
-fn read_date(files: &[PathBuf]) -> Result<Option<RecordBatch>> {
+fn read_date(files: &[DataFile]) -> Result<Option<RecordBatch>> {
     let mut batches = Vec::new();
-    for path in files {
+    for data_file in files {
         let io = |message: String| Error::TableIo {
-            path: path.display().to_string(),
+            path: data_file.path().display().to_string(),
             message,
         };
-        let file = File::open(path).map_err(|e| io(e.to_string()))?;
+        let file = data_file.open()?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.with_batch_size(64 * 1024).build())
             .map_err(|e| io(e.to_string()))?;

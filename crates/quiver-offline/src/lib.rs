@@ -17,4 +17,4 @@ pub mod table;
 
 pub use engine::OfflineEngine;
 pub use error::{Error, Result};
-pub use materialize::{MaterializeStats, PushStats};
+pub use materialize::{MaterializeStats, PushLog, PushStats, WriteOptions};

@@ -1,25 +1,30 @@
-//! Materialization of one view version into its offline table.
+//! Materialization of one view version into its offline table, and pushes into it.
 //!
-//! A run over `[start, end]` (both inclusive) rewrites every date partition the interval touches: the
-//! partition's rows outside the interval are kept, its rows inside come fresh from the
-//! sources, so re-running an interval replaces it instead of duplicating rows. The
+//! A run over `[start, end]` (both inclusive) rewrites every date partition the interval
+//! touches: the partition's rows outside the interval are kept, its rows inside come fresh
+//! from the sources, so re-running an interval replaces it instead of duplicating rows. The
 //! rows are sorted by (date, keys, event time, created, source order); rows equal on
 //! (keys, event time, created) keep only the last in source order, the one the
 //! point-in-time rules would pick, so the table is unique on those columns.
 //!
 //! A push to the offline store ([`push`]) goes through the same rewrite: its rows are
 //! merged into the partitions of their dates, numbered after every source row so they
-//! win ties, and kept in the table's push log, which every later materialization merges
-//! into the interval it rewrites.
+//! win ties. Rows pushed into a view are also kept in the table's push log, rows pushed
+//! into a source in the source's log; every later materialization merges both logs into
+//! the interval it rewrites, so re-materializing from the sources — or materializing a
+//! new view version — never loses a pushed row. A push log with more than
+//! [`PUSH_LOG_MAX_FILES`] files is compacted into one.
+//!
+//! Every write runs the table's vacuum first and commits through [`OfflineTable`].
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};
-use arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMicrosecondType, UInt64Type};
 use arrow::row::{RowConverter, SortField};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::prelude::{DataFrame, Expr, ParquetReadOptions, SessionContext, cast, ident, lit};
@@ -28,19 +33,30 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use quiver_core::model::FeatureView;
-
-use crate::normalize::{ViewColumns, normalize, timestamp_type};
-use crate::table::{FileEntry, Interval, Manifest, TableDir};
+use crate::normalize::{ViewColumns, timestamp_type};
+use crate::table::{FileEntry, Interval, Manifest, OfflineTable, PUSH_DIR, PUSH_LOG_EXTENSION};
 use crate::{Error, Result};
 
-const SEQ: &str = "__quiver_seq";
+pub(crate) const SEQ: &str = "__quiver_seq";
 const DAY_MICROS: i64 = 86_400_000_000;
 const MAX_FILE_ROWS: usize = 2_000_000;
-/// Pushed rows are numbered from here, after any source row.
+/// Pushed rows are numbered from a multiple of this, after any source row: rows pushed
+/// into a source from `1 × base`, rows pushed into the view from `2 × base`.
 const PUSHED_SEQ_BASE: u64 = 1 << 48;
-/// The push log's folder inside a table.
-const PUSH_DIR: &str = "_pushed";
+/// A push log with more files than this is compacted into one file.
+pub const PUSH_LOG_MAX_FILES: usize = 16;
+
+/// The clock and limits of one write.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// The writer's "now" (µs since the epoch).
+    pub now: i64,
+    /// How long superseded files are kept for readers of older snapshots (µs).
+    pub retention: i64,
+    /// Rows with a later event time are not written (materialize skips and counts them;
+    /// pushes are refused before they get here).
+    pub max_event_time: i64,
+}
 
 /// What a materialization run did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -50,6 +66,9 @@ pub struct MaterializeStats {
     pub interval: Interval,
     /// Rows the view query produced inside the interval.
     pub rows_in_interval: u64,
+    /// Rows of the interval left out because their event time lies beyond now plus the
+    /// allowed clock skew (`ingest.max_future_skew`).
+    pub rows_skipped_future: u64,
     /// Rows written (the rewritten partitions, including kept rows).
     pub rows_written: u64,
     pub files_written: usize,
@@ -58,22 +77,26 @@ pub struct MaterializeStats {
     pub seconds: f64,
 }
 
+/// Rows pushed into the view's sources, already run through the view's query: one
+/// stream per source with a push log.
+pub(crate) type SourcePushes = Vec<DataFrame>;
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn materialize(
     ordered: &SessionContext,
-    table: &TableDir,
-    view: &FeatureView,
-    version: u32,
+    table: &OfflineTable,
+    view_name: &str,
+    fresh: DataFrame,
+    source_pushes: SourcePushes,
     columns: &ViewColumns,
     interval: Interval,
-    run_id: &str,
+    options: WriteOptions,
 ) -> Result<MaterializeStats> {
     let started = Instant::now();
-    let (view_name, query) = (view.name.as_str(), view.query.as_str());
-    let _lock = table.lock_async().await?;
-    let mut manifest = table
-        .read_manifest()?
-        .unwrap_or_else(|| Manifest::empty(view_name, version));
-    table.remove_unreferenced(&manifest)?;
+    let lock = table.lock().await?;
+    let mut manifest = table.manifest_or_empty()?;
+    table.vacuum_locked(&lock, &mut manifest, options.retention, options.now)?;
+    let sequence = manifest.sequence + 1;
 
     // Partitions whose calendar day meets the interval are rewritten whole.
     let touched: Vec<String> = manifest
@@ -90,65 +113,60 @@ pub(crate) async fn materialize(
             None => upper,
         }
     };
-
-    let fresh = normalize(
-        ordered
-            .sql(query)
-            .await
-            .map_err(|e| plan_error(view_name, e))?,
-        columns,
-    )?;
-    let fresh = fresh
+    let mut all = fresh
         .filter(not_null_identity(columns).and(in_interval(ident(&columns.timestamp))))?
         .window(vec![row_number().alias(SEQ)])?;
-    let fresh_count = fresh
-        .clone()
-        .count()
-        .await
-        .map_err(|e| failed(view_name, e))?;
-    let mut fresh = fresh;
+    // Pushed rows are part of the interval too, and win ties with source rows.
+    for pushed in source_pushes {
+        let pushed = pushed.filter(in_interval(ident(&columns.timestamp)))?;
+        all = all.union(numbered_after(pushed, 1)?)?;
+    }
     if !manifest.pushed.is_empty() {
-        // Pushed rows are part of the interval too, and win ties with source rows.
-        let pushed = ordered
-            .read_parquet(
-                manifest
-                    .pushed
-                    .iter()
-                    .map(|f| table.file_path(f).display().to_string())
-                    .collect::<Vec<_>>(),
-                ParquetReadOptions::default(),
-            )
+        let pushed = read_push_log(ordered, table, &manifest.pushed)
             .await?
             .filter(in_interval(ident(&columns.timestamp)))?;
-        fresh = fresh.union(after_sources(pushed)?)?;
+        all = all.union(numbered_after(pushed, 2)?)?;
     }
     let written = rewrite_partitions(
         ordered,
         table,
         &manifest,
         columns,
-        fresh,
+        all,
         &touched,
         Some(!in_interval(ident(&columns.timestamp))),
-        run_id,
+        sequence,
+        options.max_event_time,
         view_name,
     )
     .await?;
 
-    let rows_written: u64 = written.values().flatten().map(|f| f.rows).sum();
-    let files_written = written.values().map(Vec::len).sum();
-    let partitions_rewritten = touched.len().max(written.len());
-    replace_partitions(&mut manifest, &touched, written);
-    manifest.add_coverage(interval);
-    table.commit(&manifest)?;
-    table.remove_unreferenced(&manifest)?;
+    let partitions_rewritten = touched.len().max(written.files.len());
+    let replaced = replace_partitions(&mut manifest, &touched, &written.files);
+    // Coverage claims only what has happened: an interval ending in the future is
+    // covered (and the watermark moved) up to now.
+    manifest.add_coverage(Interval {
+        start: interval.start,
+        end: interval.end.min(options.now),
+    });
+    manifest.sequence = sequence;
+    let added: Vec<&FileEntry> = written.files.values().flatten().collect();
+    let manifest = table.commit(
+        &lock,
+        manifest.clone(),
+        &added,
+        replaced,
+        Vec::new(),
+        options.now,
+    )?;
     Ok(MaterializeStats {
         view: view_name.to_string(),
-        version,
+        version: table.version(),
         interval,
-        rows_in_interval: fresh_count as u64,
-        rows_written,
-        files_written,
+        rows_in_interval: written.fresh_rows,
+        rows_skipped_future: written.skipped_future,
+        rows_written: written.rows(),
+        files_written: added.len(),
         partitions_rewritten,
         table_rows: manifest.rows(),
         seconds: started.elapsed().as_secs_f64(),
@@ -168,34 +186,42 @@ pub struct PushStats {
     pub seconds: f64,
 }
 
+/// Where a push keeps its rows for later materializations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushLog {
+    /// Rows pushed into the view: the view's own push log keeps them.
+    View,
+    /// Rows pushed into a source (already run through the view's query): the source's
+    /// push log keeps them.
+    Source,
+}
+
 /// Appends rows (in the table's canonical shape, keys and event time not null) to a view
-/// version's offline table: they go to the push log and are merged into the date
-/// partitions they fall in, where a pushed row replaces a row with the same (keys, event
-/// time, created). Coverage does not change: pushing rows does not materialize an interval.
+/// version's offline table: they are merged into the date partitions they fall in, where
+/// a pushed row replaces a row with the same (keys, event time, created), and, for
+/// [`PushLog::View`], appended to the push log. Coverage does not change: pushing rows
+/// does not materialize an interval.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn push(
     ordered: &SessionContext,
-    table: &TableDir,
-    view_name: &str,
-    version: u32,
+    table: &OfflineTable,
     columns: &ViewColumns,
     rows: RecordBatch,
-    run_id: &str,
+    log: PushLog,
+    options: WriteOptions,
 ) -> Result<PushStats> {
     let started = Instant::now();
-    let _lock = table.lock_async().await?;
-    let mut manifest = table
-        .read_manifest()?
-        .unwrap_or_else(|| Manifest::empty(view_name, version));
-    table.remove_unreferenced(&manifest)?;
-    // Unique even when two pushes share a clock reading.
-    let run_id = format!("{run_id}-p{}", manifest.pushed.len());
-    let log = write_push_log(table, &run_id, columns, &rows)?;
+    let view_name = table.view().to_string();
+    let lock = table.lock().await?;
+    let mut manifest = table.manifest_or_empty()?;
+    table.vacuum_locked(&lock, &mut manifest, options.retention, options.now)?;
+    let sequence = manifest.sequence + 1;
 
     let ts = rows
         .column_by_name(&columns.timestamp)
         .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
         .ok_or_else(|| Error::MaterializeFailed {
-            view: view_name.to_string(),
+            view: view_name.clone(),
             message: format!(
                 "pushed rows lack the event-time column `{}`",
                 columns.timestamp
@@ -215,47 +241,230 @@ pub(crate) async fn push(
         table,
         &manifest,
         columns,
-        after_sources(ordered.read_batch(rows)?)?,
+        numbered_after(ordered.read_batch(rows.clone())?, 2)?,
         &touched,
         None,
-        &run_id,
-        view_name,
+        sequence,
+        options.max_event_time,
+        &view_name,
     )
     .await?;
-    let partitions_rewritten = touched.len().max(written.len());
-    replace_partitions(&mut manifest, &touched, written);
-    manifest.pushed.push(log.clone());
-    table.commit(&manifest)?;
-    table.remove_unreferenced(&manifest)?;
+    let partitions_rewritten = touched.len().max(written.files.len());
+    let replaced = replace_partitions(&mut manifest, &touched, &written.files);
+    let mut added: Vec<&FileEntry> = written.files.values().flatten().collect();
+    let mut dropped = Vec::new();
+    let log_entry;
+    if log == PushLog::View {
+        let (entry, compacted) = append_push_log(
+            ordered,
+            table,
+            &manifest.pushed,
+            sequence,
+            Some(&columns.timestamp),
+            &rows,
+        )
+        .await?;
+        log_entry = entry;
+        if compacted {
+            dropped = std::mem::take(&mut manifest.pushed);
+        }
+        manifest.pushed.push(log_entry.clone());
+        added.push(&log_entry);
+    }
+    manifest.sequence = sequence;
+    let manifest = table.commit(&lock, manifest, &added, replaced, dropped, options.now)?;
     Ok(PushStats {
-        view: view_name.to_string(),
-        version,
-        rows: log.rows,
+        view: view_name,
+        version: table.version(),
+        rows: rows.num_rows() as u64,
         partitions_rewritten,
         table_rows: manifest.rows(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
+/// Appends rows pushed into a source to the source's push log (`table` is the source's
+/// log, see [`OfflineTable::for_source`]).
+pub(crate) async fn push_source_log(
+    ordered: &SessionContext,
+    table: &OfflineTable,
+    rows: &RecordBatch,
+    options: WriteOptions,
+) -> Result<()> {
+    let lock = table.lock().await?;
+    let mut manifest = table.manifest_or_empty()?;
+    table.vacuum_locked(&lock, &mut manifest, options.retention, options.now)?;
+    let sequence = manifest.sequence + 1;
+    let (entry, compacted) =
+        append_push_log(ordered, table, &manifest.pushed, sequence, None, rows).await?;
+    let dropped = if compacted {
+        std::mem::take(&mut manifest.pushed)
+    } else {
+        Vec::new()
+    };
+    manifest.pushed.push(entry.clone());
+    manifest.sequence = sequence;
+    table.commit(&lock, manifest, &[&entry], Vec::new(), dropped, options.now)?;
+    Ok(())
+}
+
+/// The rows of a push log, in push order.
+pub(crate) async fn read_push_log(
+    ordered: &SessionContext,
+    table: &OfflineTable,
+    files: &[FileEntry],
+) -> Result<DataFrame> {
+    // Push log files are named after their commit, zero-padded, and the scan lists them
+    // in name order: the order they were pushed.
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| table.path().join(&f.path).display().to_string())
+        .collect();
+    Ok(ordered
+        .read_parquet(paths, ParquetReadOptions::default().file_extension(""))
+        .await?)
+}
+
+/// Writes a new push log file holding `rows`: a small file of its own, or — when the
+/// log would exceed [`PUSH_LOG_MAX_FILES`] — one file with every logged row followed by
+/// `rows` (then the caller drops the old files). Returns the entry and whether it
+/// compacted.
+async fn append_push_log(
+    ordered: &SessionContext,
+    table: &OfflineTable,
+    log: &[FileEntry],
+    sequence: u64,
+    timestamp: Option<&str>,
+    rows: &RecordBatch,
+) -> Result<(FileEntry, bool)> {
+    let relative = format!("{PUSH_DIR}/push-{sequence:012}.{PUSH_LOG_EXTENSION}");
+    let path = table.staging_path(&relative)?;
+    let write_error = |e: parquet::errors::ParquetError| Error::WriteParquet {
+        path: relative.clone(),
+        message: e.to_string(),
+    };
+    let file = File::create(&path).map_err(|e| Error::TableIo {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut writer = ArrowWriter::try_new(file, rows.schema(), Some(writer_properties()))
+        .map_err(write_error)?;
+    let compact = log.len() >= PUSH_LOG_MAX_FILES;
+    let mut count = 0u64;
+    let mut range = TimeRange::default();
+    if compact {
+        let mut stream = read_push_log(ordered, table, log)
+            .await?
+            .execute_stream()
+            .await?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let batch = conform(&batch, &rows.schema())?;
+            range.add(&batch, timestamp);
+            count += batch.num_rows() as u64;
+            writer.write(&batch).map_err(write_error)?;
+        }
+    }
+    range.add(rows, timestamp);
+    count += rows.num_rows() as u64;
+    writer.write(rows).map_err(write_error)?;
+    writer.close().map_err(write_error)?;
+    Ok((
+        FileEntry {
+            path: relative,
+            rows: count,
+            min_ts: range.min,
+            max_ts: range.max,
+        },
+        compact,
+    ))
+}
+
+/// `batch` with the columns (and column types) of `schema`, by name.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let mut columns = Vec::new();
+    for field in schema.fields() {
+        let column = batch
+            .column_by_name(field.name())
+            .ok_or_else(|| Error::TableIo {
+                path: PUSH_DIR.to_string(),
+                message: format!("a push log file lacks column `{}`", field.name()),
+            })?;
+        columns.push(arrow::compute::cast(column, field.data_type()).map_err(df_error)?);
+    }
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(df_error)
+}
+
+/// The range of event times of written rows.
+#[derive(Debug, Clone, Copy)]
+struct TimeRange {
+    min: i64,
+    max: i64,
+}
+
+impl Default for TimeRange {
+    fn default() -> Self {
+        TimeRange {
+            min: i64::MAX,
+            max: i64::MIN,
+        }
+    }
+}
+
+impl TimeRange {
+    /// Widens the range by the event times in `batch`'s `timestamp` column (a no-op
+    /// without one, or when it is not a µs timestamp).
+    fn add(&mut self, batch: &RecordBatch, timestamp: Option<&str>) {
+        let Some(ts) = timestamp
+            .and_then(|name| batch.column_by_name(name))
+            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        else {
+            return;
+        };
+        if let Some(min) = arrow::compute::min(ts) {
+            self.min = self.min.min(min);
+        }
+        if let Some(max) = arrow::compute::max(ts) {
+            self.max = self.max.max(max);
+        }
+    }
+}
+
+/// The files a rewrite wrote, and what it counted on the way.
+struct Written {
+    files: BTreeMap<String, Vec<FileEntry>>,
+    /// Rows that came from the view's query (not kept or pushed rows).
+    fresh_rows: u64,
+    /// Fresh or pushed rows left out for an event time beyond the limit.
+    skipped_future: u64,
+}
+
+impl Written {
+    fn rows(&self) -> u64 {
+        self.files.values().flatten().map(|f| f.rows).sum()
+    }
+}
+
 /// Sorts `fresh` (which carries [`SEQ`]) together with the rows of the `touched`
 /// partitions that pass `keep_old` (all when `None`), drops superseded rows and writes
-/// new files per date. Returns the files per date; the manifest is not changed.
+/// new files per date. The manifest is not changed.
 #[allow(clippy::too_many_arguments)]
 async fn rewrite_partitions(
     ordered: &SessionContext,
-    table: &TableDir,
+    table: &OfflineTable,
     manifest: &Manifest,
     columns: &ViewColumns,
     fresh: DataFrame,
     touched: &[String],
     keep_old: Option<Expr>,
-    run_id: &str,
+    sequence: u64,
+    max_event_time: i64,
     view_name: &str,
-) -> Result<BTreeMap<String, Vec<FileEntry>>> {
+) -> Result<Written> {
     let old_files: Vec<String> = touched
         .iter()
         .flat_map(|d| &manifest.partitions[d])
-        .map(|f| table.file_path(f).display().to_string())
+        .map(|f| table.path().join(&f.path).display().to_string())
         .collect();
     let mut all = fresh;
     if !old_files.is_empty() {
@@ -277,63 +486,28 @@ async fn rewrite_partitions(
     order.push(ident(SEQ).sort(true, false));
     let mut stream = all.sort(order)?.execute_stream().await?;
 
-    let mut writer = PartitionWriter::new(table, run_id, columns)?;
+    let mut writer = PartitionWriter::new(table, sequence, columns, max_event_time);
     while let Some(batch) = stream.next().await {
         writer.push(batch.map_err(|e| failed(view_name, e))?)?;
     }
     writer.finish()
 }
 
-/// Swaps the files of the rewritten partitions for the new ones.
+/// Swaps the files of the rewritten partitions for the new ones; returns the files
+/// replaced.
 fn replace_partitions(
     manifest: &mut Manifest,
     touched: &[String],
-    written: BTreeMap<String, Vec<FileEntry>>,
-) {
+    written: &BTreeMap<String, Vec<FileEntry>>,
+) -> Vec<FileEntry> {
+    let mut replaced = Vec::new();
     for date in touched {
-        manifest.partitions.remove(date);
+        replaced.extend(manifest.partitions.remove(date).unwrap_or_default());
     }
     for (date, files) in written {
-        manifest.partitions.insert(date, files);
+        manifest.partitions.insert(date.clone(), files.clone());
     }
-}
-
-/// Writes pushed rows to a new file of the push log (`_pushed/push-<run>.parquet`).
-fn write_push_log(
-    table: &TableDir,
-    run_id: &str,
-    columns: &ViewColumns,
-    rows: &RecordBatch,
-) -> Result<FileEntry> {
-    let relative = format!("{PUSH_DIR}/push-{run_id}.parquet");
-    let path = table.path.join(&relative);
-    let io = |e: std::io::Error| Error::TableIo {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
-    let write_error = |e: parquet::errors::ParquetError| Error::WriteParquet {
-        path: relative.clone(),
-        message: e.to_string(),
-    };
-    std::fs::create_dir_all(table.path.join(PUSH_DIR)).map_err(io)?;
-    let file = File::create(&path).map_err(io)?;
-    let mut writer = ArrowWriter::try_new(file, rows.schema(), Some(writer_properties()))
-        .map_err(write_error)?;
-    writer.write(rows).map_err(write_error)?;
-    let file = writer.into_inner().map_err(write_error)?;
-    file.sync_all().map_err(io)?;
-    let ts = rows
-        .column_by_name(&columns.timestamp)
-        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
-    let (min_ts, max_ts) = ts
-        .map(|ts| (arrow::compute::min(&ts), arrow::compute::max(&ts)))
-        .unwrap_or_default();
-    Ok(FileEntry {
-        path: relative.clone(),
-        rows: rows.num_rows() as u64,
-        min_ts: min_ts.unwrap_or(i64::MAX),
-        max_ts: max_ts.unwrap_or(i64::MIN),
-    })
+    replaced
 }
 
 fn writer_properties() -> WriterProperties {
@@ -359,9 +533,9 @@ fn failed(view: &str, e: datafusion::error::DataFusionError) -> Error {
     }
 }
 
-/// Numbers pushed rows in their order after every source row (`SEQ` + 2^48), so that
-/// among rows equal on (keys, event time, created) the pushed one is kept.
-fn after_sources(df: DataFrame) -> Result<DataFrame> {
+/// Numbers pushed rows in their order after every source row (`SEQ` + `rank` × 2^48),
+/// so that among rows equal on (keys, event time, created) the pushed one is kept.
+fn numbered_after(df: DataFrame, rank: u64) -> Result<DataFrame> {
     let df = df.window(vec![row_number().alias(SEQ)])?;
     let exprs: Vec<Expr> = df
         .schema()
@@ -369,20 +543,13 @@ fn after_sources(df: DataFrame) -> Result<DataFrame> {
         .iter()
         .map(|f| {
             if f.name() == SEQ {
-                (ident(SEQ) + lit(PUSHED_SEQ_BASE)).alias(SEQ)
+                (ident(SEQ) + lit(rank * PUSHED_SEQ_BASE)).alias(SEQ)
             } else {
                 ident(f.name())
             }
         })
         .collect();
     Ok(df.select(exprs)?)
-}
-
-fn plan_error(view: &str, e: datafusion::error::DataFusionError) -> Error {
-    Error::UnplannableView {
-        view: view.to_string(),
-        message: e.strip_backtrace().to_string(),
-    }
 }
 
 fn with_seq_zero(df: DataFrame) -> Result<DataFrame> {
@@ -421,10 +588,11 @@ fn day_name(day: i64) -> String {
 }
 
 /// Streams sorted rows into per-date Parquet files, dropping all but the last of rows
-/// equal on (keys, event time, created).
+/// equal on (keys, event time, created), and rows beyond the event-time limit.
 struct PartitionWriter<'a> {
-    table: &'a TableDir,
-    run_id: String,
+    table: &'a OfflineTable,
+    sequence: u64,
+    max_event_time: i64,
     identity: Vec<usize>,
     ts_index: usize,
     seq_index: usize,
@@ -434,6 +602,8 @@ struct PartitionWriter<'a> {
     current: Option<OpenFile>,
     files: BTreeMap<String, Vec<FileEntry>>,
     columns: ViewColumns,
+    fresh_rows: u64,
+    skipped_future: u64,
 }
 
 struct OpenFile {
@@ -442,15 +612,20 @@ struct OpenFile {
     relative: String,
     writer: ArrowWriter<File>,
     rows: u64,
-    min_ts: i64,
-    max_ts: i64,
+    range: TimeRange,
 }
 
 impl<'a> PartitionWriter<'a> {
-    fn new(table: &'a TableDir, run_id: &str, columns: &ViewColumns) -> Result<Self> {
-        Ok(PartitionWriter {
+    fn new(
+        table: &'a OfflineTable,
+        sequence: u64,
+        columns: &ViewColumns,
+        max_event_time: i64,
+    ) -> Self {
+        PartitionWriter {
             table,
-            run_id: run_id.to_string(),
+            sequence,
+            max_event_time,
             identity: Vec::new(),
             ts_index: 0,
             seq_index: 0,
@@ -460,7 +635,9 @@ impl<'a> PartitionWriter<'a> {
             current: None,
             files: BTreeMap::new(),
             columns: columns.clone(),
-        })
+            fresh_rows: 0,
+            skipped_future: 0,
+        }
     }
 
     fn init(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -502,6 +679,10 @@ impl<'a> PartitionWriter<'a> {
         if self.converter.is_none() {
             self.init(&batch)?;
         }
+        let batch = self.count_and_limit(batch)?;
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
         let batch = match self.pending.take() {
             Some(pending) => {
                 concat_batches(&batch.schema(), [&pending, &batch]).map_err(df_error)?
@@ -513,6 +694,33 @@ impl<'a> PartitionWriter<'a> {
         self.pending = Some(batch.slice(n - 1, 1));
         let unique = self.drop_superseded(&batch.slice(0, n - 1), &batch)?;
         self.write_sorted(unique)
+    }
+
+    /// Counts the rows that came from the query and drops new rows (not kept ones,
+    /// `SEQ` 0) whose event time lies beyond the limit.
+    fn count_and_limit(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
+        let seq = batch.column(self.seq_index).as_primitive::<UInt64Type>();
+        let ts = batch
+            .column(self.ts_index)
+            .as_primitive::<TimestampMicrosecondType>();
+        let mut skipped = 0;
+        let keep: BooleanArray = (0..batch.num_rows())
+            .map(|i| {
+                let s = seq.value(i);
+                let future = s != 0 && ts.value(i) > self.max_event_time;
+                if future {
+                    skipped += 1;
+                } else if (1..PUSHED_SEQ_BASE).contains(&s) {
+                    self.fresh_rows += 1;
+                }
+                Some(!future)
+            })
+            .collect();
+        self.skipped_future += skipped;
+        if skipped == 0 {
+            return Ok(batch);
+        }
+        filter_record_batch(&batch, &keep).map_err(df_error)
     }
 
     /// Rows of `head` (all rows of `full` but the last) that are not followed by a row
@@ -528,7 +736,7 @@ impl<'a> PartitionWriter<'a> {
             .map(|i| Arc::clone(full.column(*i)))
             .collect();
         let rows = converter.convert_columns(&columns).map_err(df_error)?;
-        let keep: arrow::array::BooleanArray = (0..head.num_rows())
+        let keep: BooleanArray = (0..head.num_rows())
             .map(|i| Some(rows.row(i) != rows.row(i + 1)))
             .collect();
         filter_record_batch(head, &keep).map_err(df_error)
@@ -568,10 +776,6 @@ impl<'a> PartitionWriter<'a> {
             self.close_current()?;
             self.open(day, part)?;
         }
-        let ts = slice
-            .column(self.ts_index)
-            .as_primitive::<TimestampMicrosecondType>();
-        let (min, max) = (arrow::compute::min(ts), arrow::compute::max(ts));
         let without_seq = slice
             .project(
                 &(0..slice.num_columns())
@@ -587,33 +791,29 @@ impl<'a> PartitionWriter<'a> {
                 message: e.to_string(),
             })?;
         open.rows += slice.num_rows() as u64;
-        if let (Some(min), Some(max)) = (min, max) {
-            open.min_ts = open.min_ts.min(min);
-            open.max_ts = open.max_ts.max(max);
-        }
+        open.range.add(&without_seq, Some(&self.columns.timestamp));
         Ok(())
     }
 
     fn open(&mut self, day: i64, part: usize) -> Result<()> {
         let date = day_name(day);
-        let relative = format!("date={date}/part-{}-{part}.parquet", self.run_id);
-        let path = self.table.path.join(&relative);
-        let io = |e: std::io::Error| Error::TableIo {
+        let relative = format!("date={date}/part-{:012}-{part}.parquet", self.sequence);
+        let path = self.table.staging_path(&relative)?;
+        let file = File::create(&path).map_err(|e| Error::TableIo {
             path: path.display().to_string(),
             message: e.to_string(),
-        };
-        std::fs::create_dir_all(path.parent().expect("files live in a date folder")).map_err(io)?;
-        let file = File::create(&path).map_err(io)?;
-        let props = writer_properties();
+        })?;
         let schema = Arc::clone(
             self.schema
                 .as_ref()
                 .expect("initialized on the first batch"),
         );
         let writer =
-            ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| Error::WriteParquet {
-                path: relative.clone(),
-                message: e.to_string(),
+            ArrowWriter::try_new(file, schema, Some(writer_properties())).map_err(|e| {
+                Error::WriteParquet {
+                    path: relative.clone(),
+                    message: e.to_string(),
+                }
             })?;
         self.current = Some(OpenFile {
             day,
@@ -621,44 +821,40 @@ impl<'a> PartitionWriter<'a> {
             relative,
             writer,
             rows: 0,
-            min_ts: i64::MAX,
-            max_ts: i64::MIN,
+            range: TimeRange::default(),
         });
         Ok(())
     }
 
     fn close_current(&mut self) -> Result<()> {
         if let Some(open) = self.current.take() {
-            let file = open.writer.close().map_err(|e| Error::WriteParquet {
+            open.writer.close().map_err(|e| Error::WriteParquet {
                 path: open.relative.clone(),
                 message: e.to_string(),
-            });
-            file?;
+            })?;
             self.files
                 .entry(day_name(open.day))
                 .or_default()
                 .push(FileEntry {
                     path: open.relative,
                     rows: open.rows,
-                    min_ts: open.min_ts,
-                    max_ts: open.max_ts,
+                    min_ts: open.range.min,
+                    max_ts: open.range.max,
                 });
         }
         Ok(())
     }
 
-    fn finish(mut self) -> Result<BTreeMap<String, Vec<FileEntry>>> {
+    fn finish(mut self) -> Result<Written> {
         if let Some(last) = self.pending.take() {
             self.write_sorted(last)?;
         }
         self.close_current()?;
-        // Make the files durable before the manifest names them.
-        for entry in self.files.values().flatten() {
-            if let Ok(file) = File::open(self.table.path.join(&entry.path)) {
-                let _ = file.sync_all();
-            }
-        }
-        Ok(self.files)
+        Ok(Written {
+            files: self.files,
+            fresh_rows: self.fresh_rows,
+            skipped_future: self.skipped_future,
+        })
     }
 }
 

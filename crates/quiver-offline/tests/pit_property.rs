@@ -11,9 +11,10 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
 use proptest::prelude::*;
 use quiver_core::model::{Column, FeatureView, KeyType, Source, SourceFormat, ViewSchema};
 use quiver_offline::OfflineEngine;
+use quiver_offline::WriteOptions;
 use quiver_offline::export::{ViewRequest, point_in_time_join};
 use quiver_offline::normalize::ViewColumns;
-use quiver_offline::table::{Interval, TableDir};
+use quiver_offline::table::{Interval, OfflineTable};
 
 #[derive(Debug, Clone)]
 struct Row {
@@ -119,17 +120,30 @@ async fn engine_answer(
     // Two runs over split intervals exercise partition rewrites; the second run's
     // interval overlaps the first, which must not duplicate rows.
     let interval = |start, end| Interval { start, end };
+    let options = WriteOptions {
+        now: 1_000_000,
+        retention: 3_600_000_000,
+        max_event_time: i64::MAX,
+    };
     engine
-        .materialize(&offline, &view, 1, &columns, interval(None, 40), "a")
+        .materialize(&offline, &view, 1, &columns, interval(None, 40), options)
         .await
         .unwrap();
     engine
-        .materialize(&offline, &view, 1, &columns, interval(Some(5), 1_000), "b")
+        .materialize(
+            &offline,
+            &view,
+            1,
+            &columns,
+            interval(Some(5), 1_000),
+            options,
+        )
         .await
         .unwrap();
-    let table = TableDir::new(&offline, "v", 1);
-    let manifest = table.read_manifest().unwrap().unwrap();
-    let files = manifest.files().map(|f| table.file_path(f)).collect();
+    let files = OfflineTable::new(&offline, "v", 1)
+        .snapshot()
+        .unwrap()
+        .files();
 
     let spine_batch = RecordBatch::try_new(
         Arc::new(Schema::new(vec![

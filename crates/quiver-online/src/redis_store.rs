@@ -18,6 +18,8 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ErrorKind as RedisErrorKind, RedisError};
 
+use quiver_core::config::redact_url;
+
 use crate::embedded::decode_values;
 use crate::store::{OnlineRows, OnlineStore, ViewRead, ViewRef, ViewValues, WriteStats};
 use crate::{Error, Result};
@@ -92,24 +94,10 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// `redis://user:secret@host/0` → `redis://user:***@host/0`.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
 impl RedisStore {
     /// Connects to Redis; fails with the URL in the message when it cannot.
     pub async fn connect(options: &RedisOptions) -> Result<Self> {
-        let url = redact(&options.url);
+        let url = redact_url(&options.url);
         let fail = |e: RedisError| Error::Redis {
             url: url.clone(),
             message: e.to_string(),
@@ -314,19 +302,5 @@ impl OnlineStore for RedisStore {
 
     fn name(&self) -> &'static str {
         "redis"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn passwords_never_reach_messages() {
-        assert_eq!(
-            redact("redis://user:secret@host:6379/0"),
-            "redis://user:***@host:6379/0"
-        );
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

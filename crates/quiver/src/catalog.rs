@@ -82,7 +82,7 @@ impl Catalog {
                         project: project.to_string(),
                         view: view.view.name.clone(),
                         version,
-                        ttl_micros: view.view.ttl.map(|t| t.seconds() as i64 * 1_000_000),
+                        ttl_micros: view.view.ttl.map(|t| t.micros()),
                         features,
                     }),
                     view,

@@ -130,6 +130,12 @@ pub enum Error {
         suggestion: Option<String>,
     },
 
+    /// A push into a source that an aggregating view reads.
+    #[error(
+        "push into source `{source_name}`: feature view `{view}` aggregates (GROUP BY, aggregate or window functions), so its values cannot be computed from the pushed rows alone; push into a view, or re-materialize after adding the rows to the source's files"
+    )]
+    PushIntoAggregatingView { source_name: String, view: String },
+
     /// A push request that does not fit the view.
     #[error("push: {message}")]
     BadPush { message: String },
@@ -149,7 +155,8 @@ impl Error {
             | Error::RaggedEntities { .. }
             | Error::MissingEntityColumn { .. }
             | Error::BadEntityValue { .. }
-            | Error::BadPush { .. } => ErrorKind::InvalidArgument,
+            | Error::BadPush { .. }
+            | Error::PushIntoAggregatingView { .. } => ErrorKind::InvalidArgument,
             Error::RepositoryExists { .. } => ErrorKind::AlreadyExists,
             Error::UnknownFeatureView { .. }
             | Error::UnknownFeatureService { .. }

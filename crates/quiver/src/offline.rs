@@ -7,8 +7,9 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 use chrono::{DateTime, SecondsFormat, Utc};
 use quiver_offline::MaterializeStats;
+use quiver_offline::WriteOptions;
 use quiver_offline::export::{ViewRequest, point_in_time_join, spine_times, write_parquet};
-use quiver_offline::table::{Interval, TableDir};
+use quiver_offline::table::{Interval, OfflineTable};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -94,14 +95,13 @@ impl FeatureStore {
         } else {
             None
         };
-        // The watermark moves only after both halves succeeded.
+        // The watermark moves only after both halves succeeded, and never past now.
         let registry = self.registry().clone();
         let (name, version) = (view.name().to_string(), view.version);
-        tokio::task::spawn_blocking(move || {
-            registry.advance_watermark(&name, version, interval.end)
-        })
-        .await
-        .map_err(|e| Error::Task(e.to_string()))??;
+        let watermark = interval.end.min(self.clock().now().timestamp_micros());
+        tokio::task::spawn_blocking(move || registry.advance_watermark(&name, version, watermark))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
         Ok(MaterializeReport { offline, online })
     }
 
@@ -112,7 +112,6 @@ impl FeatureStore {
         interval: Interval,
     ) -> Result<MaterializeStats> {
         let started = self.clock().now();
-        let run_id = format!("{:x}", started.timestamp_micros());
         let stats = engine
             .materialize(
                 &self.offline_root(),
@@ -120,7 +119,7 @@ impl FeatureStore {
                 view.version,
                 &view.columns(),
                 interval,
-                &run_id,
+                self.write_options(),
             )
             .await?;
         tracing::info!(view = %stats.view, version = stats.version, rows = stats.rows_in_interval, "materialized");
@@ -146,6 +145,50 @@ impl FeatureStore {
     pub(crate) fn offline_root(&self) -> PathBuf {
         self.config().offline_path(self.root())
     }
+
+    /// The clock and limits of an offline write, from the config.
+    pub(crate) fn write_options(&self) -> WriteOptions {
+        let now = self.clock().now().timestamp_micros();
+        WriteOptions {
+            now,
+            retention: self.config().retention_micros(),
+            max_event_time: now.saturating_add(self.config().max_future_skew_micros()),
+        }
+    }
+
+    /// Deletes files of superseded snapshots older than `retention` (µs; default
+    /// `offline.retention`, `Some(0)` for all of them) and files left by crashed runs,
+    /// from the tables of the named views (default: all) at their current versions.
+    pub async fn vacuum(
+        &self,
+        views: &[String],
+        retention: Option<i64>,
+    ) -> Result<Vec<VacuumReport>> {
+        let catalog = self.catalog().await?;
+        let views = select_views(&catalog, views)?;
+        let retention = retention.unwrap_or_else(|| self.config().retention_micros());
+        let now = self.clock().now().timestamp_micros();
+        let mut out = Vec::new();
+        for view in views {
+            let table = OfflineTable::new(&self.offline_root(), view.name(), view.version);
+            let stats = table.vacuum(retention, now).await?;
+            out.push(VacuumReport {
+                view: view.name().to_string(),
+                version: view.version,
+                stats,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// What a vacuum did to one view version's table.
+#[derive(Debug, Clone, Serialize)]
+pub struct VacuumReport {
+    pub view: String,
+    pub version: u32,
+    #[serde(flatten)]
+    pub stats: quiver_offline::table::VacuumStats,
 }
 
 /// What one view's materialization did.
@@ -160,10 +203,14 @@ fn select_views<'c>(catalog: &'c Catalog, names: &[String]) -> Result<Vec<&'c Ca
     let views: Vec<&CatalogView> = if names.is_empty() {
         catalog.views.values().collect()
     } else {
-        names
-            .iter()
-            .map(|v| catalog.view(v))
-            .collect::<Result<_>>()?
+        let mut views: Vec<&CatalogView> = Vec::new();
+        for name in names {
+            let view = catalog.view(name)?;
+            if !views.iter().any(|v| v.name() == view.name()) {
+                views.push(view); // a view named twice runs once
+            }
+        }
+        views
     };
     if views.is_empty() {
         return Err(Error::NothingToMaterialize);
@@ -328,17 +375,14 @@ impl<'a> ExportBuilder<'a> {
         let mut materialized = Vec::new();
         let mut output_names: Vec<(String, String)> = Vec::new();
         for (view, features) in &selected {
-            let ttl = view.view.view.ttl.map(|t| t.seconds() as i64 * 1_000_000);
-            let table = TableDir::new(&offline_root, view.name(), view.version);
+            let ttl = view.view.view.ttl.map(|t| t.micros());
+            let table = OfflineTable::new(&offline_root, view.name(), view.version);
             if let (Some(min_t), Some(max_t)) = (min_t, max_t) {
                 let needed = Interval {
                     start: ttl.map(|ttl| min_t.saturating_sub(ttl)),
                     end: max_t,
                 };
-                let covered = table
-                    .read_manifest()?
-                    .is_some_and(|m| m.covers(needed.start, needed.end));
-                if !covered {
+                if !table.snapshot()?.covers(needed.start, needed.end) {
                     if !self.materialize_missing {
                         return Err(Error::OfflineTableIncomplete {
                             view: view.name().to_string(),
@@ -349,12 +393,9 @@ impl<'a> ExportBuilder<'a> {
                     materialized.push(self.store.materialize_view(&engine, view, needed).await?);
                 }
             }
-            let manifest = table.read_manifest()?;
-            let files = manifest
-                .iter()
-                .flat_map(|m| m.files())
-                .map(|f| table.file_path(f))
-                .collect();
+            // The files of one snapshot: commits made while the export reads do not
+            // disturb it.
+            let files = table.snapshot()?.files();
             let columns = view.columns();
             let features: Vec<(String, String)> = features
                 .iter()

@@ -16,7 +16,7 @@ use quiver_core::config::{OnlineStoreType, STATE_DIR};
 use quiver_core::model::KeyType;
 use quiver_offline::latest::latest_rows;
 use quiver_offline::normalize::key_data_type;
-use quiver_offline::table::{Interval, TableDir};
+use quiver_offline::table::{Interval, OfflineTable};
 use quiver_online::codec::encode_entity_keys;
 use quiver_online::{
     EmbeddedStore, FeatureStatus, OnlineRows, OnlineStore, RedisOptions, RedisStore, ViewRead,
@@ -83,15 +83,9 @@ impl FeatureStore {
         let started = Instant::now();
         let store = self.online_store().await?;
         let view_ref = view.online_ref()?;
-        let table = TableDir::new(&self.offline_root(), view.name(), view.version);
-        let manifest = table
-            .read_manifest()?
-            .unwrap_or_else(|| quiver_offline::table::Manifest::empty(view.name(), view.version));
-        let dates: Vec<Vec<std::path::PathBuf>> = manifest
-            .partitions
-            .values()
-            .map(|files| files.iter().map(|f| table.file_path(f)).collect())
-            .collect();
+        let dates = OfflineTable::new(&self.offline_root(), view.name(), view.version)
+            .snapshot()?
+            .partitions();
         let columns = view.columns();
         let keys: Vec<String> = columns.keys.iter().map(|(k, _)| k.clone()).collect();
         let timestamp = columns.timestamp.clone();

@@ -8,15 +8,15 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int8Builder,
-    Int16Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder, UInt8Builder,
-    UInt16Builder, UInt32Builder, UInt64Builder,
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder,
+    Int8Builder, Int16Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+    UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use quiver_core::diagnostic::closest;
-use quiver_offline::PushStats;
 use quiver_offline::normalize::timestamp_type;
+use quiver_offline::{PushLog, PushStats};
 use quiver_online::WriteStats;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -78,6 +78,7 @@ impl FeatureStore {
         let catalog = self.catalog().await?;
         check_rows(columns)?;
         let mut targets: Vec<(&CatalogView, RecordBatch)> = Vec::new();
+        let mut source_rows = None;
         if let Some(view) = catalog.views.get(target) {
             targets.push((view, view_batch(view, columns)?));
         } else if let Some(source) = catalog.sources.get(target) {
@@ -95,6 +96,14 @@ impl FeatureStore {
                 });
             }
             let engine = catalog.engine(self.root(), &readers).await?;
+            for view in &readers {
+                if engine.view_aggregates(&view.view.view).await? {
+                    return Err(Error::PushIntoAggregatingView {
+                        source_name: source.name.clone(),
+                        view: view.name().to_string(),
+                    });
+                }
+            }
             let schema = engine.source_schema(&source.name).await?;
             let rows = source_batch(&source.name, &schema, columns)?;
             for view in readers {
@@ -103,6 +112,7 @@ impl FeatureStore {
                     .await?;
                 targets.push((view, batch));
             }
+            source_rows = Some((engine, source.name.clone(), rows));
         } else {
             let names = catalog.views.keys().chain(catalog.sources.keys());
             return Err(Error::UnknownPushTarget {
@@ -111,12 +121,27 @@ impl FeatureStore {
             });
         }
 
+        let options = self.write_options();
+        for (view, batch) in &targets {
+            check_event_times(view, batch, options.max_event_time)?;
+        }
+
         let mut out = Vec::new();
-        let run_id = format!("{:x}", self.clock().now().timestamp_micros());
         // One engine for every view's offline write (it needs no sources).
         let offline = to
             .offline()
             .then(|| quiver_offline::OfflineEngine::new(self.root()));
+        // Rows pushed into a source are kept in the source's log, so every view version
+        // materialized later (not only the current ones) gets them.
+        let log = match (&offline, source_rows) {
+            (Some(_), Some((engine, source, rows))) => {
+                engine
+                    .push_source(&self.offline_root(), &source, &rows, options)
+                    .await?;
+                PushLog::Source
+            }
+            _ => PushLog::View,
+        };
         for (view, batch) in targets {
             let mut report = ViewPush {
                 view: view.name().to_string(),
@@ -132,7 +157,8 @@ impl FeatureStore {
                         view.version,
                         &view.columns(),
                         batch.clone(),
-                        &run_id,
+                        log,
+                        options,
                     )
                     .await?;
                 report.offline = Some(stats);
@@ -150,6 +176,30 @@ impl FeatureStore {
             out.push(report);
         }
         Ok(out)
+    }
+}
+
+/// No pushed event time lies beyond `max_event_time` (now plus `ingest.max_future_skew`):
+/// such a row would pin the entity's online value until that time.
+fn check_event_times(view: &CatalogView, batch: &RecordBatch, max_event_time: i64) -> Result<()> {
+    let columns = view.columns();
+    let Some(ts) = batch
+        .column_by_name(&columns.timestamp)
+        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>())
+    else {
+        return Ok(());
+    };
+    match (0..ts.len()).find(|&i| ts.is_valid(i) && ts.value(i) > max_event_time) {
+        None => Ok(()),
+        Some(row) => Err(Error::BadPush {
+            message: format!(
+                "row {row}, column `{}`: the event time {} lies in the future beyond the allowed skew (ingest.max_future_skew); fix the producer's clock",
+                columns.timestamp,
+                DateTime::from_timestamp_micros(ts.value(row))
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            ),
+        }),
     }
 }
 

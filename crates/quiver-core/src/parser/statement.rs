@@ -14,7 +14,7 @@ use super::{Definitions, EntityDecl, ServiceDecl, SourceDecl, ViewDecl, loc};
 use crate::diagnostic::{Diagnostic, Diagnostics, FileId, Loc};
 use crate::model::{
     Entity, EntityKey, FeatureSelection, FeatureService, FeatureView, KeyType, Source,
-    SourceFormat, Ttl,
+    SourceFormat, Ttl, check_name,
 };
 
 const DIALECT: GenericDialect = GenericDialect {};
@@ -96,7 +96,24 @@ impl StatementParser<'_> {
     }
 
     fn loc_of(&self, token: &TokenWithSpan) -> Loc {
+        if token.span.start.line == 0 {
+            // The tokenizer gives the end of file no position: point after the last character.
+            return self.end_of_file();
+        }
         loc(self.file, token.span)
+    }
+
+    /// The position just after the last non-blank character of the file.
+    fn end_of_file(&self) -> Loc {
+        let text = self.text.trim_end();
+        let line = text.lines().count().max(1) as u64;
+        let column = text.lines().last().map_or(0, |l| l.chars().count()) as u64 + 1;
+        Loc {
+            file: self.file,
+            line,
+            column,
+            width: 1,
+        }
     }
 
     fn here(&self) -> Loc {
@@ -162,6 +179,17 @@ impl StatementParser<'_> {
             }
             _ => self.expected(what),
         }
+    }
+
+    /// The name of a new object: a [`name`](Self::name) that must also be an identifier
+    /// ([`check_name`]), because it becomes a folder, a key prefix and a metric label.
+    fn object_name(&mut self, what: &str) -> PResult<(String, Loc)> {
+        let (name, at) = self.name(what)?;
+        check_name(&name).map_err(|message| {
+            self.error(at, format!("invalid name: {message}"))
+                .with_help("names are letters, digits and `_`, start with a letter or `_`, and have at most 128 characters")
+        })?;
+        Ok((name, at))
     }
 
     /// A single-quoted string literal.
@@ -278,7 +306,7 @@ impl StatementParser<'_> {
 
     /// `CREATE ENTITY name (key TYPE [, key TYPE…]) [COMMENT '…']`
     fn entity(&mut self) -> PResult<EntityDecl> {
-        let (name, at) = self.name("an entity name")?;
+        let (name, at) = self.object_name("an entity name")?;
         self.expect_token(Token::LParen)?;
         let mut keys: Vec<EntityKey> = Vec::new();
         let mut key_locs = Vec::new();
@@ -349,7 +377,7 @@ impl StatementParser<'_> {
     /// `CREATE SOURCE name FROM 'path' [FORMAT f] TIMESTAMP col [CREATED col]
     ///  [OPTIONS (k = 'v', …)] [COMMENT '…']`, clauses in any order.
     fn source(&mut self) -> PResult<SourceDecl> {
-        let (name, at) = self.name("a source name")?;
+        let (name, at) = self.object_name("a source name")?;
         let mut path: Option<(String, Loc)> = None;
         let mut format: Option<SourceFormat> = None;
         let mut timestamp: Option<(String, Loc)> = None;
@@ -443,7 +471,7 @@ impl StatementParser<'_> {
     /// `CREATE FEATURE VIEW name ENTITY e [, e…] [TTL '…'] [TAGS (…)] [OWNER '…']
     ///  [COMMENT '…'] [ONLINE true|false] AS SELECT …`
     fn view(&mut self) -> PResult<ViewDecl> {
-        let (name, at) = self.name("a feature view name")?;
+        let (name, at) = self.object_name("a feature view name")?;
         let mut entities: Option<Vec<(String, Loc)>> = None;
         let mut ttl: Option<Ttl> = None;
         let mut tags: Option<BTreeMap<String, String>> = None;
@@ -538,7 +566,7 @@ impl StatementParser<'_> {
 
     /// `CREATE FEATURE SERVICE name (view.feature, view.*, …) [COMMENT '…']`
     fn service(&mut self) -> PResult<ServiceDecl> {
-        let (name, at) = self.name("a feature service name")?;
+        let (name, at) = self.object_name("a feature service name")?;
         self.expect_token(Token::LParen)?;
         let mut features = Vec::new();
         let mut feature_locs = Vec::new();
@@ -598,6 +626,7 @@ impl StatementParser<'_> {
             ParserError::RecursionLimitExceeded => "the query is nested too deeply".to_string(),
         };
         let (message, at) = match split_location(&message) {
+            Some((message, line, _)) if line == 0 => (message, self.end_of_file()),
             Some((message, line, column)) => (
                 message,
                 Loc {
