@@ -30,7 +30,7 @@ use arrow::datatypes::Float64Type;
 use chrono::{TimeZone, Utc};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use quiver::example::{ExampleData, FILES};
-use quiver::{FeatureStore, MaterializeOptions, OnlineRequest};
+use quiver::{FeatureStore, MaterializeOptions};
 
 struct Args {
     scale: String,
@@ -196,19 +196,19 @@ async fn lookup_latency(
                 10_001 + (seed >> 17) % data.customers,
             ));
         }
-        let request = OnlineRequest {
-            features: Vec::new(),
-            feature_service: Some("driver_ranking".into()),
-            entities: vec![
-                ("driver_id".into(), drivers),
-                ("customer_id".into(), customers),
-            ],
-            full_feature_names: false,
-        };
+        let entities = quiver_server::wire::Columns(vec![
+            ("driver_id".into(), drivers),
+            ("customer_id".into(), customers),
+        ]);
         let started = Instant::now();
-        let response = store.get_online_features(&request).await.unwrap();
+        let plan = store
+            .lookup_plan(&[], Some("driver_ranking"), false)
+            .await
+            .unwrap();
+        let batch = entities.to_batch("entities", plan.inputs()).unwrap();
+        let response = store.get_online_features(&plan, &batch).await.unwrap();
         times.push(started.elapsed().as_secs_f64() * 1e6);
-        assert_eq!(response.results.len(), 7);
+        assert_eq!(response.columns.len(), 5);
     }
     times.sort_by(f64::total_cmp);
     (times[n / 2], times[(n * 99 / 100).min(n - 1)])

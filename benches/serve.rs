@@ -172,12 +172,11 @@ fn main() {
         let reports = store.materialize(MaterializeOptions::default()).await.unwrap();
         let keys: u64 = reports.iter().filter_map(|r| r.online.as_ref()).map(|o| o.written).sum();
         println!("redis holds {keys} keys of the {scale} dataset");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        drop(listener);
         let store = Arc::new(store);
         let serving = (*store).clone();
-        tokio::spawn(quiver_server::serve(serving, addr, std::future::pending()));
+        tokio::spawn(quiver_server::serve(serving, listener, std::future::pending()));
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut results = Vec::new();
         // `--only CONNECTIONS,ENTITIES` runs one scenario (for profiling).

@@ -251,7 +251,7 @@ def fresh(quiver: Quiver, tmp_path: Path, base_repo: Path, feast_template: Path,
         yield Stack(repo, server, feast_repo_for(feast_template, tmp_path / "feast", server.url))
     finally:
         server.stop()
-        if request.node.rep_call_failed if hasattr(request.node, "rep_call_failed") else False:
+        if getattr(request.node, "rep_call_failed", False):
             sys.stderr.write(f"--- quiver serve log ({repo}):\n{server.log_text()[-4000:]}\n")
 
 

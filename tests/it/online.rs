@@ -13,7 +13,7 @@ use arrow::datatypes::{DataType, Field, Float64Type, Schema, TimeUnit};
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use quiver::clock::FixedClock;
-use quiver::{FeatureStatus, FeatureStore, MaterializeOptions, OnlineRequest};
+use quiver::{FeatureStatus, FeatureStore, MaterializeOptions, OnlineFeatures};
 
 #[path = "../support/redis_server.rs"]
 mod redis_server;
@@ -137,17 +137,8 @@ async fn check_parity(
         .await
         .unwrap();
     let exported = export.batch.column_by_name("rate").unwrap();
-    let request = OnlineRequest {
-        features: vec!["v:rate".into()],
-        feature_service: None,
-        entities: vec![(
-            "driver_id".into(),
-            keys.iter().map(|k| (*k).into()).collect(),
-        )],
-        full_feature_names: false,
-    };
-    let response = store.get_online_features(&request).await.unwrap();
-    let online = &response.results[1];
+    let response = lookup_rate(&store, &keys).await.unwrap();
+    let online = &response.columns[0];
     for (row, key) in keys.iter().enumerate() {
         let offline_value = if exported.data_type() == &DataType::Null || exported.is_null(row) {
             None
@@ -155,7 +146,7 @@ async fn check_parity(
             Some(exported.as_primitive::<Float64Type>().value(row))
         };
         let online_value = match online.statuses[row] {
-            FeatureStatus::Present => online.values[row].as_f64(),
+            FeatureStatus::Present => Some(online.values.as_primitive::<Float64Type>().value(row)),
             _ => None,
         };
         prop_assert_eq!(
@@ -168,6 +159,23 @@ async fn check_parity(
         );
     }
     Ok(())
+}
+
+/// `v:rate` of the drivers `keys`, looked up through the facade.
+async fn lookup_rate(store: &FeatureStore, keys: &[i64]) -> quiver::Result<OnlineFeatures> {
+    let plan = store
+        .lookup_plan(&["v:rate".to_string()], None, false)
+        .await?;
+    let entities = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new(
+            "driver_id",
+            DataType::Int64,
+            false,
+        )])),
+        vec![Arc::new(Int64Array::from(keys.to_vec()))],
+    )
+    .expect("one Int64 column makes a batch");
+    store.get_online_features(&plan, &entities).await
 }
 
 fn rows() -> impl Strategy<Value = Vec<Row>> {
@@ -306,20 +314,14 @@ fn redis_down_during_materialize_keeps_the_watermark_and_rerun_completes() {
             .materialize(MaterializeOptions::default())
             .await
             .unwrap();
-        let request = OnlineRequest {
-            features: vec!["v:rate".into()],
-            feature_service: None,
-            entities: vec![("driver_id".into(), vec![1.into()])],
-            full_feature_names: false,
-        };
         assert_eq!(
-            store.get_online_features(&request).await.unwrap().results[1].statuses[0],
+            lookup_rate(&store, &[1]).await.unwrap().columns[0].statuses[0],
             FeatureStatus::Present
         );
         server.restart();
         let mut answered = None;
         for _ in 0..30 {
-            if let Ok(response) = store.get_online_features(&request).await {
+            if let Ok(response) = lookup_rate(&store, &[1]).await {
                 answered = Some(response);
                 break;
             }
@@ -327,7 +329,7 @@ fn redis_down_during_materialize_keeps_the_watermark_and_rerun_completes() {
         }
         // The restarted server is empty, so the key is NOT_FOUND — but the lookup works.
         let response = answered.expect("lookups succeed again after Redis restarts");
-        assert_eq!(response.results[1].statuses[0], FeatureStatus::NotFound);
+        assert_eq!(response.columns[0].statuses[0], FeatureStatus::NotFound);
         let _ = BTreeMap::<(), ()>::new();
     });
 }

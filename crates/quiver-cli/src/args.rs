@@ -97,6 +97,18 @@ pub enum Command {
         /// The version to remove.
         #[arg(long)]
         version: u32,
+        /// Drop it even when it is the version lookups read (serving empties).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete offline files that replaced snapshots no longer need.
+    Vacuum {
+        /// Keep files superseded less than this long ago (default: offline.retention);
+        /// `0s` deletes every superseded file now.
+        #[arg(long, value_parser = parse_duration)]
+        retention: Option<std::time::Duration>,
+        /// Views to vacuum (default: all).
+        views: Vec<String>,
     },
     /// Serve the HTTP feature server (Feast-compatible) until ctrl-c or SIGTERM.
     Serve {
@@ -155,9 +167,14 @@ pub enum Command {
     },
 }
 
+/// A duration such as `1 hour`, `90s` or `0s`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    quiver::model::parse_duration(text).map(std::time::Duration::from_secs)
+}
+
 /// RFC 3339 (`2026-01-15T12:00:00Z`, any offset), `YYYY-MM-DDTHH:MM:SS` (UTC) or `YYYY-MM-DD`.
 pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    quiver::parse_time(text).ok_or_else(|| {
+    quiver_server::wire::parse_time(text).ok_or_else(|| {
         format!(
             "`{text}` is not a time: use RFC 3339 (2026-01-15T12:00:00Z) or a date (2026-01-15)"
         )

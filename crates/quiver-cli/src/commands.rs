@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use quiver::{FeatureStore, MaterializeOptions, OnlineRequest};
+use quiver::{FeatureStore, MaterializeOptions};
+use quiver_server::wire;
 
 use crate::args::{Cli, Command};
 use crate::render;
@@ -57,25 +58,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             full_feature_names,
         } => {
             let store = FeatureStore::open(&cli.repo)?;
-            let request = OnlineRequest {
+            let request = wire::LookupRequest {
                 features,
                 feature_service: service,
-                entities: entity_columns(&entities)?,
+                entities: wire::Columns(entity_columns(&entities)?),
                 full_feature_names,
+                include_feature_view_version_metadata: false,
             };
-            let response = store.get_online_features(&request).await?;
-            render::online(&response, request.entities.len(), json)
+            let entity_columns = request.entities.0.len();
+            let response = lookup(&store, request).await?;
+            render::online(&response, entity_columns, json)
         }
-        Command::Drop { view, version } => {
+        Command::Drop {
+            view,
+            version,
+            force,
+        } => {
             let store = FeatureStore::open(&cli.repo)?;
-            let removed = store.drop_online_version(&view, version).await?;
+            let removed = store.drop_online_version(&view, version, force).await?;
             if json {
                 return render::json(
                     &serde_json::json!({ "view": view, "version": version, "removed_keys": removed }),
                 );
             }
-            println!("Removed {removed} online keys of {view} v{version}.");
+            println!(
+                "Removed {removed} online keys of {view} v{version}; its watermark is reset, so `quiver materialize-incremental {view}` refills it."
+            );
             Ok(())
+        }
+        Command::Vacuum { retention, views } => {
+            let store = FeatureStore::open(&cli.repo)?;
+            let retention = retention.map(|d| d.as_micros() as i64);
+            render::vacuumed(&store.vacuum(&views, retention).await?, json)
         }
         Command::Serve { bind } => {
             let store = FeatureStore::open(&cli.repo)?;
@@ -83,9 +97,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(bind) => bind,
                 None => store.config().server.bind.parse()?,
             };
-            store.health().await?;
+            // Bind first: a busy port is an error before anything says "listening".
+            let listener = tokio::net::TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("cannot listen on {bind}"))?;
+            if let Err(e) = store.health().await {
+                eprintln!(
+                    "quiver serve: warning: the online store does not answer yet ({e}); lookups answer 503 until it does"
+                );
+            }
             eprintln!("quiver serve: listening on http://{bind} (ctrl-c to stop)");
-            quiver_server::serve(store, bind, quiver_server::shutdown_signal())
+            quiver_server::serve(store, listener, quiver_server::shutdown_signal())
                 .await
                 .with_context(|| format!("cannot serve on {bind}"))?;
             Ok(())
@@ -128,6 +150,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Quickstart { dir } => quickstart(dir, json).await,
     }
+}
+
+/// Looks entities up and answers as the server does for the same request.
+async fn lookup(
+    store: &FeatureStore,
+    mut request: wire::LookupRequest,
+) -> anyhow::Result<wire::LookupResponse> {
+    let plan = store
+        .lookup_plan(
+            &request.features,
+            request.feature_service.as_deref(),
+            request.full_feature_names,
+        )
+        .await?;
+    // Type the command line's text as a client's JSON would be: keys that are numbers
+    // are numbers, so the answer is byte for byte the server's.
+    for (name, values) in &mut request.entities.0 {
+        let numeric = plan
+            .inputs()
+            .iter()
+            .any(|(input, data_type)| input == name && data_type.is_integer());
+        if numeric {
+            for value in values.iter_mut() {
+                if let Some(n) = value.as_str().and_then(|s| s.parse::<i64>().ok()) {
+                    *value = n.into();
+                }
+            }
+        }
+    }
+    request.entities.rows("entities")?;
+    let entities = request.entities.to_batch("entities", plan.inputs())?;
+    let found = store.get_online_features(&plan, &entities).await?;
+    Ok(wire::lookup_response(&request, &entities, &found))
 }
 
 /// `--entity driver_id=1001 --entity driver_id=1002` → `{"driver_id": ["1001", "1002"]}`.
@@ -202,10 +257,10 @@ async fn quickstart(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         .with_service("driver_ranking")
         .write("data/training_set.parquet")
         .await?;
-    let lookup = OnlineRequest {
+    let request = wire::LookupRequest {
         features: Vec::new(),
         feature_service: Some("driver_ranking".to_string()),
-        entities: vec![
+        entities: wire::Columns(vec![
             (
                 "driver_id".to_string(),
                 vec![1001.into(), 1002.into(), 9999.into()],
@@ -214,10 +269,12 @@ async fn quickstart(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
                 "customer_id".to_string(),
                 vec![10001.into(), 10002.into(), 10003.into()],
             ),
-        ],
+        ]),
         full_feature_names: false,
+        include_feature_view_version_metadata: false,
     };
-    let online = store.get_online_features(&lookup).await?;
+    let entity_columns = request.entities.0.len();
+    let online = lookup(&store, request).await?;
     if json {
         return render::json(&serde_json::json!({
             "repository": dir,
@@ -242,7 +299,7 @@ async fn quickstart(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     println!(
         "\n== quiver get --service driver_ranking --entity driver_id=1001,customer_id=10001 (and two more)"
     );
-    render::online(&online, lookup.entities.len(), false)?;
+    render::online(&online, entity_columns, false)?;
     println!(
         "\nThe repository is in {}; try `quiver --repo {} describe driver_hourly_stats`.",
         dir.display(),

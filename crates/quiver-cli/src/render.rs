@@ -369,12 +369,14 @@ pub fn materialized(reports: &[quiver::MaterializeReport], as_json: bool) -> any
 }
 
 pub fn online(
-    response: &quiver::OnlineResponse,
+    response: &quiver_server::wire::LookupResponse,
     entity_columns: usize,
     as_json: bool,
 ) -> anyhow::Result<()> {
     if as_json {
-        return json(response);
+        // Compact, exactly as the server answers the same request.
+        println!("{}", serde_json::to_string(response)?);
+        return Ok(());
     }
     let names = &response.metadata.feature_names;
     let rows = response.results.first().map_or(0, |r| r.values.len());
@@ -400,6 +402,23 @@ pub fn online(
         ["ENTITY", "FEATURE", "VALUE", "STATUS", "EVENT_TIMESTAMP"],
         &table,
     );
+    Ok(())
+}
+
+pub fn vacuumed(reports: &[quiver::VacuumReport], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(&reports);
+    }
+    for report in reports {
+        println!(
+            "{} v{}: removed {} superseded and {} orphaned files; {} superseded files kept for readers",
+            report.view,
+            report.version,
+            report.stats.superseded_removed,
+            report.stats.orphans_removed,
+            report.stats.superseded_kept
+        );
+    }
     Ok(())
 }
 

@@ -181,10 +181,47 @@ pub struct ServerConfig {
     /// Longest a request may run, in milliseconds.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Longest a client may take to send a request's headers, from their first byte (or
+    /// from the connection's start for its first request), in milliseconds.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Longest a client may take to send a request's body, in milliseconds.
+    #[serde(default = "default_body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
+    /// A kept-alive connection idle this long is closed, in milliseconds.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Most connections served at once; more wait in the kernel's backlog. Keep it below
+    /// the process's open-file limit (`ulimit -n`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
+    /// On shutdown, how long requests in flight get to finish, in milliseconds.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
     /// When set, `POST /push` and `POST /materialize*` require it (header `x-api-key` or
     /// `Authorization: Bearer …`). Prefer the environment: `QUIVER_SERVER__API_KEY`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
+}
+
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_body_read_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_max_connections() -> u64 {
+    1_000
+}
+
+fn default_shutdown_grace_ms() -> u64 {
+    10_000
 }
 
 fn default_max_body_bytes() -> u64 {
@@ -210,6 +247,11 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body_bytes(),
             max_entities: default_max_entities(),
             request_timeout_ms: default_request_timeout_ms(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            body_read_timeout_ms: default_body_read_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            max_connections: default_max_connections(),
+            shutdown_grace_ms: default_shutdown_grace_ms(),
             api_key: None,
         }
     }
@@ -319,11 +361,22 @@ impl Config {
                     .into(),
             );
         }
-        if self.server.max_body_bytes == 0
-            || self.server.max_entities == 0
-            || self.server.request_timeout_ms == 0
-        {
-            return Err("`server.max_body_bytes`, `server.max_entities` and `server.request_timeout_ms` must be positive".into());
+        let server = &self.server;
+        for (key, value) in [
+            ("server.max_body_bytes", server.max_body_bytes),
+            ("server.max_entities", server.max_entities),
+            ("server.request_timeout_ms", server.request_timeout_ms),
+            (
+                "server.header_read_timeout_ms",
+                server.header_read_timeout_ms,
+            ),
+            ("server.body_read_timeout_ms", server.body_read_timeout_ms),
+            ("server.idle_timeout_ms", server.idle_timeout_ms),
+            ("server.max_connections", server.max_connections),
+        ] {
+            if value == 0 {
+                return Err(format!("`{key}` must be positive"));
+            }
         }
         if self.server.api_key.as_deref() == Some("") {
             return Err("`server.api_key` must not be empty (leave it out to disable it)".into());

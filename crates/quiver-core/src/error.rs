@@ -5,10 +5,11 @@ use std::path::PathBuf;
 
 use crate::diagnostic::Diagnostics;
 
-/// What kind of failure an error is, independent of where it happened.
+/// What kind of failure an error is, independent of where it happened. Every class the
+/// edges (HTTP statuses, exit codes) distinguish is here, so they map it with one
+/// exhaustive `match`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum ErrorKind {
     /// The caller's input is wrong: fix the input.
     InvalidArgument,
@@ -16,6 +17,18 @@ pub enum ErrorKind {
     NotFound,
     /// An object with that name already exists.
     AlreadyExists,
+    /// Another operation on the same object is in progress: try again later.
+    Conflict,
+    /// The caller did not say who it is (a missing API key).
+    Unauthenticated,
+    /// The caller may not do this (a wrong API key).
+    PermissionDenied,
+    /// The request is larger than a configured limit allows.
+    ResourceExhausted,
+    /// The work did not finish within its time limit.
+    DeadlineExceeded,
+    /// Quiver does not do this.
+    Unimplemented,
     /// A dependency (file system, database, network service) is not available right now.
     Unavailable,
     /// A bug or a broken invariant inside Quiver.

@@ -298,7 +298,7 @@ impl fmt::Display for Ttl {
             (1, "second"),
         ]
         .into_iter()
-        .find(|(size, _)| self.seconds % size == 0)
+        .find(|(size, _)| self.seconds.is_multiple_of(*size))
         .map(|(size, unit)| (self.seconds / size, unit))
         .unwrap_or((self.seconds, "second"));
         write!(f, "{n} {unit}{}", if n == 1 { "" } else { "s" })
@@ -331,10 +331,15 @@ pub struct FeatureView {
     pub sources: Vec<String>,
 }
 
-/// One entry of a feature service: `view.feature` or `view.*`.
+/// One entry of a feature service: `view.feature` or `view.*`, optionally pinned to a
+/// view version (`view@v2.feature`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeatureSelection {
     pub view: String,
+    /// The view version the service reads; `None` follows the view (lookups read the
+    /// serving version, exports the applied one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
     /// `None` selects every feature of the view (`view.*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature: Option<String>,
@@ -342,9 +347,13 @@ pub struct FeatureSelection {
 
 impl fmt::Display for FeatureSelection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.view)?;
+        if let Some(version) = self.version {
+            write!(f, "@v{version}")?;
+        }
         match &self.feature {
-            Some(feature) => write!(f, "{}.{feature}", self.view),
-            None => write!(f, "{}.*", self.view),
+            Some(feature) => write!(f, ".{feature}"),
+            None => f.write_str(".*"),
         }
     }
 }

@@ -420,11 +420,56 @@ impl Registry {
         Ok(conn.last_insert_rowid())
     }
 
-    /// A number that changes whenever `apply` changes anything: readers cache what they
-    /// derived from the registry until it moves.
-    pub fn change_stamp(&self) -> Result<i64> {
+    /// A value that changes whenever `apply` changes anything or a view version becomes
+    /// servable (its first materialization) or stops being so (`drop`): readers cache
+    /// what they derived from the registry until it moves.
+    pub fn change_stamp(&self) -> Result<(i64, i64)> {
         let conn = self.connect()?;
-        conn.query_row("SELECT coalesce(max(id), 0) FROM history", [], |r| r.get(0))
+        conn.query_row(
+            "SELECT (SELECT coalesce(max(id), 0) FROM history), (SELECT count(*) FROM watermarks)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(|e| self.db_error(e))
+    }
+
+    /// Every (view, version) with a watermark: the versions materialization has
+    /// completed for at least once, which lookups may read.
+    pub fn materialized_versions(&self) -> Result<Vec<(String, u32)>> {
+        let conn = self.connect()?;
+        let mut stmt = conn
+            .prepare("SELECT view, version FROM watermarks ORDER BY view, version")
+            .map_err(|e| self.db_error(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.db_error(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.db_error(e))
+    }
+
+    /// Forgets a view version's watermark (its online data was dropped): the next
+    /// incremental materialization starts from the beginning.
+    pub fn reset_watermark(&self, view: &str, version: u32) -> Result<bool> {
+        let conn = self.connect()?;
+        let n = conn
+            .execute(
+                "DELETE FROM watermarks WHERE view = ?1 AND version = ?2",
+                params![view, version],
+            )
+            .map_err(|e| self.db_error(e))?;
+        Ok(n > 0)
+    }
+
+    /// Every version number an object ever had.
+    pub fn versions(&self, kind: ObjectKind, name: &str) -> Result<Vec<u32>> {
+        let conn = self.connect()?;
+        let mut stmt = conn
+            .prepare("SELECT version FROM object_versions WHERE kind = ?1 AND name = ?2 ORDER BY version")
+            .map_err(|e| self.db_error(e))?;
+        let rows = stmt
+            .query_map(params![kind.as_str(), name], |r| r.get(0))
+            .map_err(|e| self.db_error(e))?;
+        rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| self.db_error(e))
     }
 

@@ -412,7 +412,7 @@ impl OfflineEngine {
     /// Runs a query over the registered sources and returns its rows as a spine.
     pub async fn read_spine_sql(&self, sql: &str) -> Result<RecordBatch> {
         let failed = |e: datafusion::error::DataFusionError| Error::InvalidSpine {
-            message: format!("--spine-sql: {}", e.strip_backtrace()),
+            message: format!("the spine query: {}", e.strip_backtrace()),
         };
         let df = self.ordered.sql(sql).await.map_err(failed)?;
         collect_one(df).await.map_err(failed)

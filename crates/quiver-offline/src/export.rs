@@ -51,7 +51,7 @@ pub fn spine_times(spine: &RecordBatch, column: &str) -> Result<Vec<Option<i64>>
         .column_by_name(column)
         .ok_or_else(|| Error::InvalidSpine {
             message: format!(
-                "no timestamp column `{column}`; the spine has {}. Pass --timestamp-column",
+                "no timestamp column `{column}`; the spine has {}. Name the spine's timestamp column",
                 column_list(spine)
             ),
         })?;

@@ -15,23 +15,27 @@
 //! | `GET /openapi.json` | the OpenAPI document (also in `schemas/openapi.json`) |
 //! | `GET /api/v1/feature-views[/{name}]`, `/api/v1/feature-services`, `/api/v1/entities` | read-only registry |
 
+mod connections;
 pub mod error;
+mod executor;
 mod handlers;
 mod metrics;
 pub mod openapi;
+pub mod wire;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use quiver::FeatureStore;
+use tokio::net::TcpListener;
 
+pub use connections::ConnectionLimits;
 pub use error::ApiError;
+pub use executor::BatchExecutor;
 
 /// Everything a handler needs.
 #[derive(Clone)]
@@ -43,6 +47,8 @@ pub struct AppState {
     metrics: Arc<metrics::Metrics>,
     /// Views with a materialization in progress.
     running: Arc<Mutex<HashSet<String>>>,
+    /// Where materializations and offline pushes run, away from the lookup threads.
+    batch: Arc<BatchExecutor>,
 }
 
 /// Request bounds, from `[server]` in `quiver.toml`.
@@ -51,34 +57,44 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_entities: usize,
     pub request_timeout: Duration,
+    pub body_read_timeout: Duration,
 }
+
+/// The longest request target (path and query) accepted; longer ones get a JSON 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
 
 impl AppState {
     /// State for a store, with the limits and API key of its config.
-    pub fn new(store: FeatureStore) -> Self {
+    pub fn new(store: FeatureStore) -> std::io::Result<Self> {
         let server = &store.config().server;
         let limits = Limits {
             max_body_bytes: usize::try_from(server.max_body_bytes).unwrap_or(usize::MAX),
             max_entities: usize::try_from(server.max_entities).unwrap_or(usize::MAX),
             request_timeout: Duration::from_millis(server.request_timeout_ms),
+            body_read_timeout: Duration::from_millis(server.body_read_timeout_ms),
         };
         let api_key = server.api_key.as_deref().map(Arc::from);
-        AppState {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(AppState {
             store: Arc::new(store),
             limits,
             api_key,
             metrics: Arc::new(metrics::Metrics::default()),
             running: Arc::new(Mutex::new(HashSet::new())),
-        }
+            batch: Arc::new(BatchExecutor::new(threads)?),
+        })
     }
 }
 
 /// The server's routes.
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.limits.max_body_bytes;
     Router::new()
         .route("/get-online-features", post(handlers::get_online_features))
         .route("/push", post(handlers::push))
+        .route(
+            "/write-to-online-store",
+            post(handlers::write_to_online_store),
+        )
         .route("/materialize", post(handlers::materialize))
         .route(
             "/materialize-incremental",
@@ -91,27 +107,54 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/feature-views/{name}", get(handlers::feature_view))
         .route("/api/v1/feature-services", get(handlers::feature_services))
         .route("/api/v1/entities", get(handlers::entities))
+        // Feast endpoints for vector search, documents and chat: a clear 501.
+        .route("/search", post(handlers::not_implemented))
+        .route(
+            "/retrieve-online-documents",
+            post(handlers::not_implemented),
+        )
+        .route(
+            "/chat",
+            get(handlers::not_implemented).post(handlers::not_implemented),
+        )
+        .route("/v1/vector_stores", get(handlers::not_implemented))
+        .route("/v1/vector_stores/{id}", get(handlers::not_implemented))
+        .route(
+            "/v1/vector_stores/{id}/search",
+            post(handlers::not_implemented),
+        )
         .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::record,
         ))
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(handlers::limit_uri))
         .with_state(state)
 }
 
-/// Serves the router on `bind` until `shutdown` completes, then finishes in-flight
-/// requests before returning.
+/// The connection limits of a config's `[server]` table.
+pub fn connection_limits(store: &FeatureStore) -> ConnectionLimits {
+    let server = &store.config().server;
+    ConnectionLimits {
+        max_connections: usize::try_from(server.max_connections).unwrap_or(usize::MAX),
+        header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(server.idle_timeout_ms),
+        shutdown_grace: Duration::from_millis(server.shutdown_grace_ms),
+    }
+}
+
+/// Serves the store on a bound `listener` until `shutdown` completes, then lets requests
+/// in flight finish (within `server.shutdown_grace_ms`) before returning.
 pub async fn serve(
     store: FeatureStore,
-    bind: SocketAddr,
+    listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(bind).await?;
     tracing::info!(address = %listener.local_addr()?, "quiver serve listening");
-    axum::serve(listener, router(AppState::new(store)))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = connection_limits(&store);
+    let router = router(AppState::new(store)?);
+    connections::serve_connections(listener, router, limits, shutdown).await
 }
 
 /// Completes on ctrl-c or SIGTERM.
@@ -134,5 +177,4 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: finishing in-flight requests");
 }

@@ -95,7 +95,8 @@ impl Metrics {
             for (status, n) in &stats.requests {
                 let _ = writeln!(
                     out,
-                    "quiver_http_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
+                    "quiver_http_requests_total{{endpoint=\"{}\",status=\"{status}\"}} {n}",
+                    label(endpoint)
                 );
             }
         }
@@ -104,14 +105,15 @@ impl Metrics {
             stats.latency.render(
                 &mut out,
                 "quiver_http_request_duration_seconds",
-                &format!("endpoint=\"{endpoint}\""),
+                &format!("endpoint=\"{}\"", label(endpoint)),
             );
         }
         out.push_str("# HELP quiver_http_errors_total Responses with a 4xx or 5xx status by endpoint.\n# TYPE quiver_http_errors_total counter\n");
         for (endpoint, stats) in inner.endpoints.iter().filter(|(_, s)| s.errors > 0) {
             let _ = writeln!(
                 out,
-                "quiver_http_errors_total{{endpoint=\"{endpoint}\"}} {}",
+                "quiver_http_errors_total{{endpoint=\"{}\"}} {}",
+                label(endpoint),
                 stats.errors
             );
         }
@@ -128,12 +130,28 @@ impl Metrics {
             if let Some(seconds) = seconds {
                 let _ = writeln!(
                     out,
-                    "quiver_feature_freshness_seconds{{view=\"{view}\"}} {seconds}"
+                    "quiver_feature_freshness_seconds{{view=\"{}\"}} {seconds}",
+                    label(view)
                 );
             }
         }
         out
     }
+}
+
+/// A Prometheus label value, escaped (`\\`, `"` and newlines), so no name can break the
+/// exposition format.
+pub fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Middleware: count and time every request under its matched route.
@@ -161,4 +179,15 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         stats.errors += 1;
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label;
+
+    #[test]
+    fn labels_cannot_break_the_format() {
+        assert_eq!(label(r#"it's "quoted""#), r#"it's \"quoted\""#);
+        assert_eq!(label("a\\b\nc"), r"a\\b\nc");
+    }
 }

@@ -1,7 +1,15 @@
 //! The applied definitions, as the registry holds them now, indexed by name: what
-//! materialization and export work from (not the files on disk, which may be ahead).
+//! materialization, export and lookups work from (not the files on disk, which may be
+//! ahead).
+//!
+//! A view has an *applied* version (the newest `apply` recorded) and a *serving* version:
+//! the newest version whose materialization has completed at least once, which lookups
+//! read. After `apply` makes a new version, lookups keep answering from the previous one
+//! until the new one is materialized, so a definition change never takes serving down.
+//! Exports join the applied version (training needs the definition as written). A
+//! feature service may pin a version (`view@v2.feature`) for both.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::datatypes::DataType;
 use quiver_core::diagnostic::closest;
@@ -13,7 +21,7 @@ use quiver_online::ViewRef;
 
 use crate::{Error, Result};
 
-/// A feature view at its current version.
+/// A feature view at one version.
 #[derive(Debug, Clone)]
 pub struct CatalogView {
     pub view: ResolvedView,
@@ -26,6 +34,33 @@ pub struct CatalogView {
 }
 
 impl CatalogView {
+    fn new(
+        view: ResolvedView,
+        version: u32,
+        entities: &BTreeMap<String, Entity>,
+        project: &str,
+    ) -> Self {
+        let key_types = view
+            .view
+            .entities
+            .iter()
+            .filter_map(|e| entities.get(e))
+            .flat_map(|e| e.keys.iter().map(|k| k.key_type))
+            .collect();
+        CatalogView {
+            online: feature_types(&view).map(|features| ViewRef {
+                project: project.to_string(),
+                view: view.view.name.clone(),
+                version,
+                ttl_micros: view.view.ttl.map(|t| t.micros()),
+                features,
+            }),
+            view,
+            version,
+            key_types,
+        }
+    }
+
     pub fn columns(&self) -> ViewColumns {
         ViewColumns::new(&self.view.schema, &self.key_types)
     }
@@ -38,19 +73,45 @@ impl CatalogView {
     pub fn online_ref(&self) -> Result<&ViewRef> {
         self.online.as_ref().map_err(|e| Error::Task(e.clone()))
     }
+
+    /// The names of the view's features, in order.
+    pub fn feature_names(&self) -> impl Iterator<Item = &str> {
+        self.view.schema.features.iter().map(|c| c.name.as_str())
+    }
+}
+
+/// Which version of a view a request reads when it does not pin one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Lookups: the serving version.
+    Online,
+    /// Exports and materialization: the applied version.
+    Offline,
 }
 
 #[derive(Debug, Default)]
 pub struct Catalog {
     pub entities: BTreeMap<String, Entity>,
     pub sources: BTreeMap<String, Source>,
+    /// Every live view at its applied version.
     pub views: BTreeMap<String, CatalogView>,
     pub services: BTreeMap<String, FeatureService>,
+    /// The version lookups read, for views where it is not the applied one.
+    serving: BTreeMap<String, u32>,
+    /// Versions other than the applied ones that lookups or services need.
+    older: BTreeMap<(String, u32), CatalogView>,
 }
 
 impl Catalog {
-    /// The catalog of `records`, the live objects of the registry of `project`.
-    pub fn new(records: Vec<ObjectRecord>, project: &str) -> Self {
+    /// The catalog of `records` (the live objects of the registry of `project`), with
+    /// `materialized` naming the (view, version) pairs materialization has completed for,
+    /// and `load` reading an older version of a view from the registry.
+    pub fn new(
+        records: Vec<ObjectRecord>,
+        project: &str,
+        materialized: &[(String, u32)],
+        mut load: impl FnMut(&str, u32) -> Result<Option<ResolvedView>>,
+    ) -> Result<Self> {
         let mut catalog = Catalog::default();
         let mut views = Vec::new();
         for record in records {
@@ -68,38 +129,77 @@ impl Catalog {
             }
         }
         for (view, version) in views {
-            let key_types = view
-                .view
-                .entities
-                .iter()
-                .filter_map(|e| catalog.entities.get(e))
-                .flat_map(|e| e.keys.iter().map(|k| k.key_type))
-                .collect();
-            catalog.views.insert(
-                view.view.name.clone(),
-                CatalogView {
-                    online: feature_types(&view).map(|features| ViewRef {
-                        project: project.to_string(),
-                        view: view.view.name.clone(),
-                        version,
-                        ttl_micros: view.view.ttl.map(|t| t.micros()),
-                        features,
-                    }),
-                    view,
-                    version,
-                    key_types,
-                },
-            );
+            let name = view.view.name.clone();
+            let view = CatalogView::new(view, version, &catalog.entities, project);
+            catalog.views.insert(name, view);
         }
-        catalog
+
+        // Versions to keep in reach: serving versions behind the applied one, pins.
+        let mut wanted: BTreeSet<(String, u32)> = BTreeSet::new();
+        let done: BTreeSet<(&str, u32)> =
+            materialized.iter().map(|(v, n)| (v.as_str(), *n)).collect();
+        for (name, view) in &catalog.views {
+            if done.contains(&(name.as_str(), view.version)) {
+                continue;
+            }
+            if let Some(older) = (1..view.version)
+                .rev()
+                .find(|v| done.contains(&(name.as_str(), *v)))
+            {
+                catalog.serving.insert(name.clone(), older);
+                wanted.insert((name.clone(), older));
+            }
+        }
+        for service in catalog.services.values() {
+            for selection in &service.features {
+                if let Some(version) = selection.version
+                    && catalog
+                        .views
+                        .get(&selection.view)
+                        .is_some_and(|v| v.version != version)
+                {
+                    wanted.insert((selection.view.clone(), version));
+                }
+            }
+        }
+        for (name, version) in wanted {
+            if let Some(view) = load(&name, version)? {
+                let view = CatalogView::new(view, version, &catalog.entities, project);
+                catalog.older.insert((name, version), view);
+            }
+        }
+        Ok(catalog)
     }
 
+    /// A view at its applied version.
     pub fn view(&self, name: &str) -> Result<&CatalogView> {
         self.views
             .get(name)
             .ok_or_else(|| Error::UnknownFeatureView {
                 name: name.to_string(),
                 suggestion: closest(name, self.views.keys().map(String::as_str)),
+            })
+    }
+
+    /// The version lookups of a view read: the newest materialized one (the applied
+    /// version when none is).
+    pub fn serving_version(&self, name: &str) -> Result<u32> {
+        let applied = self.view(name)?.version;
+        Ok(self.serving.get(name).copied().unwrap_or(applied))
+    }
+
+    /// A view at a given version (the applied one, or one the catalog keeps in reach).
+    pub fn view_at(&self, name: &str, version: u32) -> Result<&CatalogView> {
+        let applied = self.view(name)?;
+        if applied.version == version {
+            return Ok(applied);
+        }
+        self.older
+            .get(&(name.to_string(), version))
+            .ok_or_else(|| Error::UnknownViewVersion {
+                view: name.to_string(),
+                version,
+                latest: applied.version,
             })
     }
 
@@ -112,39 +212,54 @@ impl Catalog {
             })
     }
 
-    /// The views and features a request names — a feature service and/or `view:feature`
-    /// references (`view:*` for all of a view) — in request order, each view once.
+    /// The view versions and features a request names — a feature service or
+    /// `view:feature` references (`view:*` for all of a view) — in request order, each
+    /// view version once. Features are checked against the version a pin names, else the
+    /// applied version; an unpinned reference reads the version `purpose` says, where a
+    /// feature only the applied version has is absent (lookups answer `NOT_FOUND`).
     pub fn resolve_features(
         &self,
         service: Option<&str>,
         features: &[String],
+        purpose: Purpose,
     ) -> Result<Vec<(&CatalogView, Vec<String>)>> {
-        let mut references: Vec<(String, Option<String>)> = Vec::new();
-        if let Some(service) = service {
-            for selection in &self.service(service)?.features {
-                references.push((selection.view.clone(), selection.feature.clone()));
+        let mut references: Vec<(String, Option<u32>, Option<String>)> = Vec::new();
+        match (service, features.is_empty()) {
+            (Some(_), false) => return Err(Error::FeaturesAndService),
+            (Some(service), true) => {
+                for selection in &self.service(service)?.features {
+                    references.push((
+                        selection.view.clone(),
+                        selection.version,
+                        selection.feature.clone(),
+                    ));
+                }
             }
-        }
-        for text in features {
-            let (view, feature) = text
-                .split_once(':')
-                .ok_or_else(|| Error::BadFeatureReference { text: text.clone() })?;
-            let feature = (feature != "*").then(|| feature.to_string());
-            references.push((view.to_string(), feature));
-        }
-        if references.is_empty() {
-            return Err(Error::NoFeaturesRequested);
+            (None, false) => {
+                for text in features {
+                    let (view, feature) = text
+                        .split_once(':')
+                        .ok_or_else(|| Error::BadFeatureReference { text: text.clone() })?;
+                    let feature = (feature != "*").then(|| feature.to_string());
+                    references.push((view.to_string(), None, feature));
+                }
+            }
+            (None, true) => return Err(Error::NoFeaturesRequested),
         }
         let mut out: Vec<(&CatalogView, Vec<String>)> = Vec::new();
-        for (view_name, feature) in references {
-            let view = self.view(&view_name)?;
-            let all: Vec<String> = view
-                .view
-                .schema
-                .features
-                .iter()
-                .map(|c| c.name.clone())
-                .collect();
+        for (view_name, pin, feature) in references {
+            let applied = self.view(&view_name)?;
+            let defining = match pin {
+                Some(version) => self.view_at(&view_name, version)?,
+                None => applied,
+            };
+            let read = match (pin, purpose) {
+                (Some(_), _) | (None, Purpose::Offline) => defining,
+                (None, Purpose::Online) => {
+                    self.view_at(&view_name, self.serving_version(&view_name)?)?
+                }
+            };
+            let all: Vec<String> = defining.feature_names().map(str::to_string).collect();
             let wanted = match feature {
                 None => all,
                 Some(f) if all.contains(&f) => vec![f],
@@ -156,7 +271,10 @@ impl Catalog {
                     });
                 }
             };
-            match out.iter_mut().find(|(v, _)| v.name() == view.name()) {
+            match out
+                .iter_mut()
+                .find(|(v, _)| v.name() == read.name() && v.version == read.version)
+            {
                 Some((_, features)) => {
                     for f in wanted {
                         if !features.contains(&f) {
@@ -164,7 +282,7 @@ impl Catalog {
                         }
                     }
                 }
-                None => out.push((view, wanted)),
+                None => out.push((read, wanted)),
             }
         }
         Ok(out)
@@ -190,7 +308,7 @@ impl Catalog {
         Ok(engine)
     }
 
-    /// An engine with every source registered (for `--spine-sql`).
+    /// An engine with every source registered (for a spine query).
     pub async fn engine_with_all_sources(&self, root: &std::path::Path) -> Result<OfflineEngine> {
         let engine = OfflineEngine::new(root);
         for source in self.sources.values() {

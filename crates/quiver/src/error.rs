@@ -47,20 +47,32 @@ pub enum Error {
         suggestion: Option<String>,
     },
 
+    /// A version of a view that does not exist (or the catalog does not keep).
+    #[error("feature view `{view}` has no version {version} in reach (its latest is v{latest})")]
+    UnknownViewVersion {
+        view: String,
+        version: u32,
+        latest: u32,
+    },
+
+    /// A request naming features and a feature service at once.
+    #[error("give either `features` or `feature_service`, not both")]
+    FeaturesAndService,
+
     /// A feature reference that is not `view:feature`.
     #[error("bad feature reference `{text}`: write view:feature (or view:* for all of a view)")]
     BadFeatureReference { text: String },
 
     /// An export without features.
-    #[error("no features requested: pass --features view:feature,… or --service NAME")]
+    #[error("no features requested: name `features` (view:feature, …) or a `feature_service`")]
     NoFeaturesRequested,
 
     /// An export without a spine.
-    #[error("no spine: pass --spine FILE or --spine-sql QUERY")]
+    #[error("no spine: give a spine file, a spine query or a spine batch")]
     NoSpine,
 
     /// Two requested features would get the same output column name.
-    #[error("two features would both be named `{name}` ({first} and {second}){}", if *.full_names { "" } else { "; pass --full-feature-names to name them view__feature" })]
+    #[error("two features would both be named `{name}` ({first} and {second}){}", if *.full_names { "" } else { "; ask for full feature names (view__feature)" })]
     DuplicateFeatureName {
         name: String,
         first: String,
@@ -70,13 +82,13 @@ pub enum Error {
 
     /// A feature's output name is already a spine column.
     #[error(
-        "feature `{name}` has the name of a spine column; pass --full-feature-names or rename the spine column"
+        "feature `{name}` has the name of a spine column; ask for full feature names (view__feature) or rename the spine column"
     )]
     FeatureNameClashesWithSpine { name: String },
 
     /// The offline table does not cover the spine's time range.
     #[error(
-        "the offline table of feature view `{view}` (v{version}) does not cover the spine's time range; run `{command}` first, or pass --materialize"
+        "the offline table of feature view `{view}` (v{version}) does not cover the spine's time range; run `{command}` first, or let the export materialize what is missing"
     )]
     OfflineTableIncomplete {
         view: String,
@@ -88,8 +100,8 @@ pub enum Error {
     #[error("no feature views are applied: run `quiver apply` first")]
     NothingToMaterialize,
 
-    /// `--start` not before `--end`.
-    #[error("the interval is empty: --start {start} is after --end {end}")]
+    /// A materialization interval whose start is after its end.
+    #[error("the interval is empty: its start {start} is after its end {end}")]
     EmptyInterval { start: String, end: String },
 
     #[error(transparent)]
@@ -122,6 +134,12 @@ pub enum Error {
         value: String,
         expected: String,
     },
+
+    /// `drop` of the version lookups read.
+    #[error(
+        "feature view `{view}` v{version} is the version lookups read; dropping it empties serving (force it to drop anyway)"
+    )]
+    DropServingVersion { view: String, version: u32 },
 
     /// A push to a name that is neither a feature view nor a source.
     #[error("unknown push target `{name}`: name a feature view or a source{}", did_you_mean(.suggestion))]
@@ -158,11 +176,14 @@ impl Error {
             | Error::BadPush { .. }
             | Error::PushIntoAggregatingView { .. } => ErrorKind::InvalidArgument,
             Error::RepositoryExists { .. } => ErrorKind::AlreadyExists,
+            Error::DropServingVersion { .. } => ErrorKind::InvalidArgument,
             Error::UnknownFeatureView { .. }
             | Error::UnknownFeatureService { .. }
             | Error::UnknownFeature { .. }
-            | Error::UnknownPushTarget { .. } => ErrorKind::NotFound,
+            | Error::UnknownPushTarget { .. }
+            | Error::UnknownViewVersion { .. } => ErrorKind::NotFound,
             Error::BadFeatureReference { .. }
+            | Error::FeaturesAndService
             | Error::NoFeaturesRequested
             | Error::NoSpine
             | Error::DuplicateFeatureName { .. }

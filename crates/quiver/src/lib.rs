@@ -25,16 +25,17 @@ mod store;
 pub use error::{Error, Result};
 pub use offline::{
     Export, ExportBuilder, ExportSummary, MaterializeOptions, MaterializeReport, Spine,
+    VacuumReport,
 };
-pub use online::{FeatureVector, Metadata, OnlineRequest, OnlineResponse, OnlineWrite, json_value};
-pub use push::{PushTo, ViewPush, parse_time};
+pub use online::{FeatureColumn, LookupPlan, OnlineFeatures, OnlineWrite};
+pub use push::{PushColumn, PushSchema, PushTargetKind, PushTo, ViewPush};
 pub use quiver_core::config::Config;
 pub use quiver_core::model;
 pub use quiver_core::registry::{Action, Change, HistoryEntry, ObjectRecord, Plan, RunRecord};
 pub use quiver_core::{ErrorKind, clock};
 pub use quiver_offline::{MaterializeStats, PushStats};
 pub use quiver_online::{FeatureStatus, WriteStats};
-pub use store::FeatureStore;
+pub use store::{FeatureStore, ViewStatus};
 
 /// The first `rows` rows of a batch as an aligned text table.
 pub fn pretty(batch: &arrow::array::RecordBatch, rows: usize) -> Result<String> {

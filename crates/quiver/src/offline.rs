@@ -13,7 +13,7 @@ use quiver_offline::table::{Interval, OfflineTable};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{Catalog, CatalogView};
+use crate::catalog::{Catalog, CatalogView, Purpose};
 use crate::{Error, FeatureStore, Result};
 
 /// What to materialize: `[start, end]` of event time (both inclusive, as in Feast) (default: all history up to now)
@@ -346,7 +346,8 @@ impl<'a> ExportBuilder<'a> {
         let started_clock = Instant::now();
         let started = self.store.clock().now();
         let catalog = self.store.catalog().await?;
-        let selected = catalog.resolve_features(self.service.as_deref(), &self.features)?;
+        let selected =
+            catalog.resolve_features(self.service.as_deref(), &self.features, Purpose::Offline)?;
         let views: Vec<&CatalogView> = selected.iter().map(|(v, _)| *v).collect();
         let engine = match &self.spine {
             Some(Spine::Sql(_)) => catalog.engine_with_all_sources(self.store.root()).await?,

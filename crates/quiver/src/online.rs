@@ -1,31 +1,25 @@
 //! The online side of the facade: opening the configured online store, writing the
-//! latest values of each view into it, and Feast-compatible lookups.
+//! latest values of each view into it, and lookups. It speaks Arrow: Feast's JSON lives
+//! in `quiver-server`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{
-    DataType, Date32Type, Date64Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
-    Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
-};
-use chrono::{DateTime, SecondsFormat};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, TimestampMicrosecondType};
 use quiver_core::config::{OnlineStoreType, STATE_DIR};
-use quiver_core::model::KeyType;
 use quiver_offline::latest::latest_rows;
 use quiver_offline::normalize::key_data_type;
 use quiver_offline::table::{Interval, OfflineTable};
 use quiver_online::codec::encode_entity_keys;
 use quiver_online::{
     EmbeddedStore, FeatureStatus, OnlineRows, OnlineStore, RedisOptions, RedisStore, ViewRead,
-    statuses,
+    ViewRef, statuses,
 };
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
 
-use crate::catalog::CatalogView;
+use crate::catalog::{CatalogView, Purpose};
 use crate::{Error, FeatureStore, Result};
 
 /// The embedded online store's file inside the state folder.
@@ -142,136 +136,303 @@ impl FeatureStore {
         Ok(out)
     }
 
-    /// Removes every online key of one view version.
-    pub async fn drop_online_version(&self, view: &str, version: u32) -> Result<u64> {
+    /// Removes every online key of one view version and forgets its watermark (so the
+    /// next incremental materialization refills it). Refuses a version that does not
+    /// exist, and the version lookups read unless `force`.
+    pub async fn drop_online_version(&self, view: &str, version: u32, force: bool) -> Result<u64> {
         let catalog = self.catalog().await?;
         let current = catalog.view(view)?;
+        let registry = self.registry().clone();
+        let name = view.to_string();
+        let versions = tokio::task::spawn_blocking(move || {
+            registry.versions(quiver_core::model::ObjectKind::FeatureView, &name)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+        if !versions.contains(&version) {
+            return Err(Error::UnknownViewVersion {
+                view: view.to_string(),
+                version,
+                latest: current.version,
+            });
+        }
+        let serving = catalog.serving_version(view)?;
+        if version == serving && !force {
+            return Err(Error::DropServingVersion {
+                view: view.to_string(),
+                version,
+            });
+        }
         let mut view_ref = current.online_ref()?.clone();
         view_ref.version = version;
-        Ok(self.online_store().await?.drop_view(&view_ref).await?)
+        let removed = self.online_store().await?.drop_view(&view_ref).await?;
+        let registry = self.registry().clone();
+        let name = view.to_string();
+        tokio::task::spawn_blocking(move || registry.reset_watermark(&name, version))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
+        Ok(removed)
     }
 
-    /// Looks up the latest feature values of entities, answering exactly as Feast's
-    /// feature server does for `/get-online-features`.
-    pub async fn get_online_features(&self, request: &OnlineRequest) -> Result<OnlineResponse> {
+    /// Plans a lookup: which view versions and features it reads, and which input
+    /// columns (entity keys, with their types) the entity rows must hold. A plan is cheap
+    /// and meant for one request.
+    pub async fn lookup_plan(
+        &self,
+        features: &[String],
+        service: Option<&str>,
+        full_feature_names: bool,
+    ) -> Result<LookupPlan> {
         let catalog = self.catalog().await?;
-        let selected =
-            catalog.resolve_features(request.feature_service.as_deref(), &request.features)?;
-        let rows = entity_rows(&request.entities)?;
-
-        let mut names: Vec<String> = request
-            .entities
-            .iter()
-            .map(|(name, _)| name.clone())
-            .collect();
-        let mut seen: HashMap<String, String> = HashMap::new();
-        let mut view_refs = Vec::new();
-        let mut view_keys = Vec::new();
+        let selected = catalog.resolve_features(service, features, Purpose::Online)?;
+        let mut inputs: Vec<(String, DataType)> = Vec::new();
+        let mut names: HashMap<String, String> = HashMap::new();
+        let mut views = Vec::new();
+        let mut outputs = Vec::new();
         for (view, features) in &selected {
-            view_refs.push(view.online_ref()?);
-            let mut key_arrays = Vec::new();
-            for (key, key_type) in view
-                .view
-                .schema
-                .keys
-                .iter()
-                .map(|c| c.name.clone())
-                .zip(&view.key_types)
-            {
-                let values = request
-                    .entities
-                    .iter()
-                    .find(|(name, _)| *name == key)
-                    .map(|(_, v)| v)
-                    .ok_or_else(|| Error::MissingEntityColumn {
-                        column: key.clone(),
-                        view: view.name().to_string(),
-                    })?;
-                key_arrays.push(key_array(&key, *key_type, values)?);
+            let view_ref = view.online_ref()?.clone();
+            let mut keys = Vec::new();
+            for (column, key_type) in view.view.schema.keys.iter().zip(&view.key_types) {
+                let data_type = key_data_type(*key_type);
+                if !inputs.iter().any(|(name, _)| *name == column.name) {
+                    inputs.push((column.name.clone(), data_type.clone()));
+                }
+                keys.push((column.name.clone(), data_type));
             }
-            view_keys.push(encode_entity_keys(&key_arrays)?);
+            let mut columns = Vec::new();
             for feature in features {
-                let name = if request.full_feature_names {
+                let name = if full_feature_names {
                     format!("{}__{feature}", view.name())
                 } else {
                     feature.clone()
                 };
                 let reference = format!("{}:{feature}", view.name());
-                if let Some(first) = seen.insert(name.clone(), reference.clone()) {
+                if let Some(first) = names.insert(name.clone(), reference.clone()) {
                     return Err(Error::DuplicateFeatureName {
                         name,
                         first,
                         second: reference,
-                        full_names: request.full_feature_names,
+                        full_names: full_feature_names,
                     });
                 }
-                names.push(name);
+                let index = view_ref.features.iter().position(|(f, _)| f == feature);
+                columns.push((name.clone(), index));
+                outputs.push(name);
             }
+            views.push(PlannedView {
+                view: view_ref,
+                keys,
+                columns,
+            });
         }
-        let reads: Vec<ViewRead<'_>> = view_refs
+        Ok(LookupPlan {
+            views,
+            inputs,
+            feature_names: outputs,
+        })
+    }
+
+    /// Looks up the latest values of the planned features for each row of `entities`
+    /// (a batch holding the plan's input columns; other types are cast, a value that does
+    /// not fit is an error naming its column and row). One round trip to the store.
+    pub async fn get_online_features(
+        &self,
+        plan: &LookupPlan,
+        entities: &RecordBatch,
+    ) -> Result<OnlineFeatures> {
+        let rows = entities.num_rows();
+        if rows == 0 {
+            return Err(Error::NoEntities);
+        }
+        let mut view_keys = Vec::with_capacity(plan.views.len());
+        for planned in &plan.views {
+            let mut key_arrays = Vec::with_capacity(planned.keys.len());
+            for (key, data_type) in &planned.keys {
+                let column =
+                    entities
+                        .column_by_name(key)
+                        .ok_or_else(|| Error::MissingEntityColumn {
+                            column: key.clone(),
+                            view: planned.view.view.clone(),
+                        })?;
+                key_arrays.push(cast_input(key, column, data_type)?);
+            }
+            view_keys.push(encode_entity_keys(&key_arrays)?);
+        }
+        let reads: Vec<ViewRead<'_>> = plan
+            .views
             .iter()
-            .copied()
             .zip(&view_keys)
-            .map(|(view, keys)| ViewRead { view, keys })
+            .map(|(planned, keys)| ViewRead {
+                view: &planned.view,
+                keys,
+            })
             .collect();
         let found = self.online_store().await?.read(&reads).await?;
 
         let now = self.clock().now().timestamp_micros();
-        let mut results = Vec::new();
-        for (_, values) in &request.entities {
-            results.push(FeatureVector {
-                values: values.clone(),
-                statuses: vec![FeatureStatus::Present; rows],
-                event_timestamps: vec![EPOCH.to_string(); rows],
-            });
-        }
-        for ((_, features), (view_ref, values)) in selected.iter().zip(view_refs.iter().zip(&found))
-        {
-            // One time per entity row, shared by the view's features.
-            let event_timestamps: Vec<String> = values
-                .event_ts
-                .iter()
-                .map(|ts| ts.map_or_else(|| EPOCH.to_string(), rfc3339_micros))
-                .collect();
-            for feature in features {
-                let index = view_ref
-                    .features
-                    .iter()
-                    .position(|(name, _)| name == feature)
-                    .expect("resolved features exist in the view");
-                let array = &values.features[index];
-                let status = statuses(values, array, view_ref.ttl_micros, now);
-                let json_values = (0..rows)
-                    .map(|row| {
-                        if status[row] == FeatureStatus::Present {
-                            json_value(array, row)
-                        } else {
-                            Value::Null
+        let mut columns = Vec::with_capacity(plan.feature_names.len());
+        for (planned, values) in plan.views.iter().zip(&found) {
+            for (name, index) in &planned.columns {
+                let column = match index {
+                    Some(index) => {
+                        let array = &values.features[*index];
+                        let statuses = statuses(values, array, planned.view.ttl_micros, now);
+                        FeatureColumn {
+                            name: name.clone(),
+                            values: only_present(array, &statuses)?,
+                            statuses,
+                            event_timestamps: values.event_ts.clone(),
                         }
-                    })
-                    .collect();
-                results.push(FeatureVector {
-                    values: json_values,
-                    statuses: status,
-                    event_timestamps: event_timestamps.clone(),
-                });
+                    }
+                    // A feature the serving version does not have yet.
+                    None => FeatureColumn {
+                        name: name.clone(),
+                        values: arrow::array::new_null_array(&DataType::Null, rows),
+                        statuses: vec![FeatureStatus::NotFound; rows],
+                        event_timestamps: vec![None; rows],
+                    },
+                };
+                columns.push(column);
             }
         }
-        Ok(OnlineResponse {
-            metadata: Metadata {
-                feature_names: names,
-            },
-            results,
+        Ok(OnlineFeatures {
+            columns,
+            views: plan
+                .views
+                .iter()
+                .map(|v| (v.view.view.clone(), v.view.version))
+                .collect(),
         })
     }
 }
 
-const EPOCH: &str = "1970-01-01T00:00:00Z";
+/// What a lookup reads, planned once per request by [`FeatureStore::lookup_plan`].
+#[derive(Debug, Clone)]
+pub struct LookupPlan {
+    views: Vec<PlannedView>,
+    inputs: Vec<(String, DataType)>,
+    feature_names: Vec<String>,
+}
 
-fn rfc3339_micros(micros: i64) -> String {
-    DateTime::from_timestamp_micros(micros)
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-        .unwrap_or_else(|| EPOCH.to_string())
+#[derive(Debug, Clone)]
+struct PlannedView {
+    view: ViewRef,
+    /// The view's key columns and their types.
+    keys: Vec<(String, DataType)>,
+    /// Output name, and the feature's position in the view version (`None`: the version
+    /// lookups read does not have it).
+    columns: Vec<(String, Option<usize>)>,
+}
+
+impl LookupPlan {
+    /// The columns the entity rows must hold (entity keys), with the types they are read
+    /// as, in the order the request's views name them.
+    pub fn inputs(&self) -> &[(String, DataType)] {
+        &self.inputs
+    }
+
+    /// The output names of the features, in request order.
+    pub fn feature_names(&self) -> &[String] {
+        &self.feature_names
+    }
+
+    /// The (view, version) pairs the lookup reads.
+    pub fn views(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.views
+            .iter()
+            .map(|v| (v.view.view.as_str(), v.view.version))
+    }
+}
+
+/// The answer of a lookup: one column per requested feature, one entry per entity row.
+#[derive(Debug, Clone)]
+pub struct OnlineFeatures {
+    pub columns: Vec<FeatureColumn>,
+    /// The (view, version) pairs read, in request order.
+    pub views: Vec<(String, u32)>,
+}
+
+/// One feature's values for every entity row.
+#[derive(Debug, Clone)]
+pub struct FeatureColumn {
+    /// The output name (`feature` or `view__feature`).
+    pub name: String,
+    /// The values; NULL wherever the status is not `PRESENT`.
+    pub values: ArrayRef,
+    pub statuses: Vec<FeatureStatus>,
+    /// The event time of the stored row (µs), `None` when nothing was found.
+    pub event_timestamps: Vec<Option<i64>>,
+}
+
+/// `array` with every value whose status is not `PRESENT` set to NULL.
+fn only_present(array: &ArrayRef, statuses: &[FeatureStatus]) -> Result<ArrayRef> {
+    if statuses
+        .iter()
+        .all(|s| matches!(s, FeatureStatus::Present | FeatureStatus::NullValue))
+    {
+        return Ok(Arc::clone(array));
+    }
+    let absent: arrow::array::BooleanArray = statuses
+        .iter()
+        .map(|s| {
+            Some(!matches!(
+                s,
+                FeatureStatus::Present | FeatureStatus::NullValue
+            ))
+        })
+        .collect();
+    arrow::compute::nullif(array.as_ref(), &absent).map_err(|e| Error::Task(format!("lookup: {e}")))
+}
+
+/// An input column cast to the type the lookup reads it as; a value that does not fit
+/// is an error naming the column and row.
+fn cast_input(name: &str, column: &ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
+    if column.data_type() == data_type {
+        return Ok(Arc::clone(column));
+    }
+    let bad_row =
+        |cast: &ArrayRef| (0..column.len()).find(|&i| column.is_valid(i) && cast.is_null(i));
+    let integral = |i: usize| -> bool {
+        match column.data_type() {
+            DataType::Float32 | DataType::Float64 => {
+                let f = arrow::compute::cast(column, &DataType::Float64)
+                    .ok()
+                    .map(|a| a.as_primitive::<arrow::datatypes::Float64Type>().value(i));
+                f.is_some_and(|f| f.fract() == 0.0)
+            }
+            _ => true,
+        }
+    };
+    let fail = |row: usize| {
+        let value = arrow::util::display::array_value_to_string(column, row).unwrap_or_default();
+        Error::BadEntityValue {
+            column: name.to_string(),
+            row,
+            value,
+            expected: describe_type(data_type).to_string(),
+        }
+    };
+    let cast = arrow::compute::cast(column, data_type).map_err(|_| fail(0))?;
+    if let Some(row) = bad_row(&cast) {
+        return Err(fail(row));
+    }
+    if data_type.is_integer()
+        && let Some(row) = (0..column.len()).find(|&i| column.is_valid(i) && !integral(i))
+    {
+        return Err(fail(row));
+    }
+    Ok(cast)
+}
+
+fn describe_type(data_type: &DataType) -> &'static str {
+    match data_type {
+        DataType::Int64 => "an integer",
+        DataType::Int32 => "a 32-bit integer",
+        DataType::Utf8 => "a string",
+        DataType::Binary => "base64 bytes",
+        _ => "of the key's type",
+    }
 }
 
 /// The rows of a view's offline table in the online store's layout.
@@ -315,243 +476,4 @@ pub(crate) fn online_rows(
             .map(|f| column(f))
             .collect::<Result<_>>()?,
     })
-}
-
-/// A lookup request, as Feast's feature server takes it.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct OnlineRequest {
-    /// `view:feature` references.
-    #[serde(default)]
-    pub features: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub feature_service: Option<String>,
-    /// Entity columns in request order: name → one value per entity row.
-    #[serde(with = "ordered_columns")]
-    pub entities: Vec<(String, Vec<Value>)>,
-    #[serde(default)]
-    pub full_feature_names: bool,
-}
-
-/// The response: one result per name (entity columns first), one entry per entity row.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OnlineResponse {
-    pub metadata: Metadata,
-    pub results: Vec<FeatureVector>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Metadata {
-    pub feature_names: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FeatureVector {
-    pub values: Vec<Value>,
-    pub statuses: Vec<FeatureStatus>,
-    pub event_timestamps: Vec<String>,
-}
-
-/// `{"a": [..], "b": [..]}` ⇄ `[("a", [..]), ("b", [..])]`, keeping the request's order.
-mod ordered_columns {
-    use serde::de::{MapAccess, Visitor};
-    use serde::ser::SerializeMap;
-    use serde::{Deserializer, Serializer};
-    use serde_json::Value;
-
-    pub fn serialize<S: Serializer>(
-        columns: &[(String, Vec<Value>)],
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(columns.len()))?;
-        for (k, v) in columns {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Vec<(String, Vec<Value>)>, D::Error> {
-        struct Columns;
-        impl<'de> Visitor<'de> for Columns {
-            type Value = Vec<(String, Vec<Value>)>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object of entity columns, each an array of values")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out: Vec<(String, Vec<Value>)> = Vec::new();
-                while let Some((key, values)) = map.next_entry::<String, Vec<Value>>()? {
-                    if out.iter().any(|(k, _)| *k == key) {
-                        return Err(serde::de::Error::custom(format!(
-                            "entity column `{key}` appears twice"
-                        )));
-                    }
-                    out.push((key, values));
-                }
-                Ok(out)
-            }
-        }
-        deserializer.deserialize_map(Columns)
-    }
-}
-
-/// The number of entity rows; every column must have it.
-fn entity_rows(entities: &[(String, Vec<Value>)]) -> Result<usize> {
-    let Some((first, values)) = entities.first() else {
-        return Err(Error::NoEntities);
-    };
-    for (name, column) in entities {
-        if column.len() != values.len() {
-            return Err(Error::RaggedEntities {
-                first: first.clone(),
-                first_len: values.len(),
-                column: name.clone(),
-                len: column.len(),
-            });
-        }
-    }
-    if values.is_empty() {
-        return Err(Error::NoEntities);
-    }
-    Ok(values.len())
-}
-
-/// Entity values (JSON) as an Arrow array of the key's type. Integers given as strings
-/// (`"1001"`) and strings given as numbers are accepted; anything else is an error that
-/// names the column and row.
-fn key_array(column: &str, key_type: KeyType, values: &[Value]) -> Result<ArrayRef> {
-    let bad = |row: usize, value: &Value, expected: &str| Error::BadEntityValue {
-        column: column.to_string(),
-        row,
-        value: value.to_string(),
-        expected: expected.to_string(),
-    };
-    crate::push::to_array(column, values, &key_data_type(key_type), &bad)
-}
-
-/// One Arrow value as JSON: integers and floats as numbers (NaN and infinities as
-/// `null`), strings, booleans, bytes as base64, dates and timestamps as RFC 3339.
-pub fn json_value(array: &ArrayRef, row: usize) -> Value {
-    if array.is_null(row) {
-        return Value::Null;
-    }
-    let float = |f: f64| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number);
-    match array.data_type() {
-        DataType::Int8 => array.as_primitive::<Int8Type>().value(row).into(),
-        DataType::Int16 => array.as_primitive::<Int16Type>().value(row).into(),
-        DataType::Int32 => array.as_primitive::<Int32Type>().value(row).into(),
-        DataType::Int64 => array.as_primitive::<Int64Type>().value(row).into(),
-        DataType::UInt8 => array.as_primitive::<UInt8Type>().value(row).into(),
-        DataType::UInt16 => array.as_primitive::<UInt16Type>().value(row).into(),
-        DataType::UInt32 => array.as_primitive::<UInt32Type>().value(row).into(),
-        DataType::UInt64 => array.as_primitive::<UInt64Type>().value(row).into(),
-        DataType::Float32 => float(array.as_primitive::<Float32Type>().value(row).into()),
-        DataType::Float64 => float(array.as_primitive::<Float64Type>().value(row)),
-        DataType::Boolean => array.as_boolean().value(row).into(),
-        DataType::Utf8 => array.as_string::<i32>().value(row).into(),
-        DataType::LargeUtf8 => array.as_string::<i64>().value(row).into(),
-        DataType::Utf8View => array.as_string_view().value(row).into(),
-        DataType::Binary => base64_encode(array.as_binary::<i32>().value(row)).into(),
-        DataType::LargeBinary => base64_encode(array.as_binary::<i64>().value(row)).into(),
-        DataType::Date32 => {
-            let days = array.as_primitive::<Date32Type>().value(row);
-            DateTime::from_timestamp(i64::from(days) * 86_400, 0)
-                .map_or(Value::Null, |d| d.format("%Y-%m-%d").to_string().into())
-        }
-        DataType::Date64 => {
-            let ms = array.as_primitive::<Date64Type>().value(row);
-            DateTime::from_timestamp_millis(ms)
-                .map_or(Value::Null, |d| d.format("%Y-%m-%d").to_string().into())
-        }
-        DataType::Timestamp(unit, _) => {
-            let micros = match unit {
-                TimeUnit::Second => array
-                    .as_primitive::<TimestampSecondType>()
-                    .value(row)
-                    .saturating_mul(1_000_000),
-                TimeUnit::Millisecond => array
-                    .as_primitive::<TimestampMillisecondType>()
-                    .value(row)
-                    .saturating_mul(1_000),
-                TimeUnit::Microsecond => {
-                    array.as_primitive::<TimestampMicrosecondType>().value(row)
-                }
-                TimeUnit::Nanosecond => {
-                    array.as_primitive::<TimestampNanosecondType>().value(row) / 1_000
-                }
-            };
-            rfc3339_micros(micros).into()
-        }
-        _ => Value::Null,
-    }
-}
-
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(BASE64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-pub(crate) fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text.bytes() {
-        let v = BASE64.iter().position(|b| *b == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_round_trips() {
-        for bytes in [&b""[..], b"f", b"fo", b"foo", b"foob", b"\x00\xff\x10"] {
-            assert_eq!(base64_decode(&base64_encode(bytes)).as_deref(), Some(bytes));
-        }
-        assert_eq!(base64_encode(b"foob"), "Zm9vYg==");
-    }
-
-    #[test]
-    fn integer_keys_accept_numeric_strings() {
-        let array = key_array(
-            "driver_id",
-            KeyType::Int64,
-            &[Value::from(1001), Value::from("1002")],
-        )
-        .unwrap();
-        assert_eq!(
-            array.as_primitive::<Int64Type>().values().to_vec(),
-            vec![1001, 1002]
-        );
-        let err = key_array("driver_id", KeyType::Int64, &[Value::from("x")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("entity column `driver_id` row 0"), "{err}");
-    }
 }

@@ -7,41 +7,34 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder,
-    Int8Builder, Int16Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
-    UInt8Builder, UInt16Builder, UInt32Builder, UInt64Builder,
-};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use chrono::DateTime;
 use quiver_core::diagnostic::closest;
 use quiver_offline::normalize::timestamp_type;
 use quiver_offline::{PushLog, PushStats};
 use quiver_online::WriteStats;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
 
 use crate::catalog::CatalogView;
 use crate::{Error, FeatureStore, Result};
 
 /// Where pushed rows go: Feast's `"to"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PushTo {
     #[default]
     Online,
     Offline,
-    /// Also accepted as `"both"`, an older Feast spelling.
-    #[serde(alias = "both")]
     OnlineAndOffline,
 }
 
 impl PushTo {
-    fn online(self) -> bool {
+    pub fn online(self) -> bool {
         matches!(self, PushTo::Online | PushTo::OnlineAndOffline)
     }
 
-    fn offline(self) -> bool {
+    pub fn offline(self) -> bool {
         matches!(self, PushTo::Offline | PushTo::OnlineAndOffline)
     }
 }
@@ -58,67 +51,172 @@ pub struct ViewPush {
     pub offline: Option<PushStats>,
 }
 
+/// What a push target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushTargetKind {
+    FeatureView,
+    Source,
+}
+
+/// The columns a push into a target takes.
+#[derive(Debug, Clone)]
+pub struct PushSchema {
+    pub target: String,
+    pub kind: PushTargetKind,
+    pub columns: Vec<PushColumn>,
+}
+
+/// One column of a [`PushSchema`].
+#[derive(Debug, Clone)]
+pub struct PushColumn {
+    pub name: String,
+    pub data_type: DataType,
+    /// Whether a push must give the column (a view's `created` column may be left out).
+    pub required: bool,
+}
+
+impl PushSchema {
+    pub fn column(&self, name: &str) -> Option<&PushColumn> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The error for a column the target does not have.
+    pub fn unknown_column(&self, name: &str) -> Error {
+        let kind = match self.kind {
+            PushTargetKind::FeatureView => "feature view",
+            PushTargetKind::Source => "source",
+        };
+        Error::BadPush {
+            message: format!(
+                "{kind} `{}` has no column `{name}`{}",
+                self.target,
+                quiver_core::diagnostic::did_you_mean(&closest(
+                    name,
+                    self.columns.iter().map(|c| c.name.as_str())
+                ))
+            ),
+        }
+    }
+}
+
 impl FeatureStore {
-    /// Pushes rows, given as columns (`name → values`), into the feature view or the
-    /// source called `target`.
-    ///
-    /// Into a view, `columns` holds its key columns, its event-time column, optionally its
-    /// created column, and every feature. Into a source, `columns` holds every column of
-    /// the source, and each view reading the source receives the rows its query makes of
-    /// them (with the view's other sources read as usual). Times are ISO 8601 strings
-    /// (`2026-01-15T12:00:00Z`, `2026-01-15 12:00:00+00:00`; without a zone: UTC).
-    /// Offline rows are written before online ones; a pushed row replaces an offline row
-    /// equal on (keys, event time, created), and online the newer row wins.
-    pub async fn push(
-        &self,
-        target: &str,
-        columns: &[(String, Vec<Value>)],
-        to: PushTo,
-    ) -> Result<Vec<ViewPush>> {
+    /// The columns a push into the feature view or source called `target` takes: into a
+    /// view, its key columns, its event-time column, optionally its created column, and
+    /// every feature; into a source, every column of the source.
+    pub async fn push_schema(&self, target: &str) -> Result<PushSchema> {
         let catalog = self.catalog().await?;
-        check_rows(columns)?;
-        let mut targets: Vec<(&CatalogView, RecordBatch)> = Vec::new();
-        let mut source_rows = None;
         if let Some(view) = catalog.views.get(target) {
-            targets.push((view, view_batch(view, columns)?));
-        } else if let Some(source) = catalog.sources.get(target) {
-            let readers: Vec<&CatalogView> = catalog
-                .views
-                .values()
-                .filter(|v| v.view.view.sources.contains(&source.name))
+            let names = view.columns();
+            let mut columns: Vec<PushColumn> = names
+                .keys
+                .iter()
+                .map(|(name, data_type)| PushColumn {
+                    name: name.clone(),
+                    data_type: data_type.clone(),
+                    required: true,
+                })
                 .collect();
-            if readers.is_empty() {
-                return Err(Error::BadPush {
-                    message: format!(
-                        "no feature view reads source `{}`, so its rows would go nowhere",
-                        source.name
-                    ),
+            columns.push(PushColumn {
+                name: names.timestamp.clone(),
+                data_type: timestamp_type(),
+                required: true,
+            });
+            if let Some(created) = &names.created {
+                columns.push(PushColumn {
+                    name: created.clone(),
+                    data_type: timestamp_type(),
+                    required: false,
                 });
             }
-            let engine = catalog.engine(self.root(), &readers).await?;
-            for view in &readers {
-                if engine.view_aggregates(&view.view.view).await? {
-                    return Err(Error::PushIntoAggregatingView {
-                        source_name: source.name.clone(),
-                        view: view.name().to_string(),
+            for (name, data_type) in &view.online_ref()?.features {
+                columns.push(PushColumn {
+                    name: name.clone(),
+                    data_type: data_type.clone(),
+                    required: true,
+                });
+            }
+            return Ok(PushSchema {
+                target: target.to_string(),
+                kind: PushTargetKind::FeatureView,
+                columns,
+            });
+        }
+        if let Some(source) = catalog.sources.get(target) {
+            let engine = quiver_offline::OfflineEngine::new(self.root());
+            engine.register_source(source).await?;
+            let schema = engine.source_schema(&source.name).await?;
+            return Ok(PushSchema {
+                target: target.to_string(),
+                kind: PushTargetKind::Source,
+                columns: schema
+                    .fields()
+                    .iter()
+                    .map(|f| PushColumn {
+                        name: f.name().clone(),
+                        data_type: f.data_type().clone(),
+                        required: true,
+                    })
+                    .collect(),
+            });
+        }
+        let names = catalog.views.keys().chain(catalog.sources.keys());
+        Err(Error::UnknownPushTarget {
+            name: target.to_string(),
+            suggestion: closest(target, names.map(String::as_str)),
+        })
+    }
+
+    /// Pushes `rows` into the feature view or the source called `target` (columns as
+    /// [`push_schema`](Self::push_schema) says; other types are cast, a value that does not
+    /// fit rejects the whole push).
+    ///
+    /// Into a source, each view reading the source receives the rows its query makes of
+    /// them (with the view's other sources read as usual). Offline rows are written before
+    /// online ones; a pushed row replaces an offline row equal on (keys, event time,
+    /// created), and online the newer row wins. Pushing the same rows twice changes
+    /// nothing the second time, so a client may retry a push that timed out.
+    pub async fn push(&self, target: &str, rows: RecordBatch, to: PushTo) -> Result<Vec<ViewPush>> {
+        let schema = self.push_schema(target).await?;
+        let rows = conform(&schema, &rows)?;
+        let catalog = self.catalog().await?;
+        let mut targets: Vec<(&CatalogView, RecordBatch)> = Vec::new();
+        let mut source_rows = None;
+        match schema.kind {
+            PushTargetKind::FeatureView => {
+                let view = catalog.view(target)?;
+                targets.push((view, view_batch(view, &rows)?));
+            }
+            PushTargetKind::Source => {
+                let readers: Vec<&CatalogView> = catalog
+                    .views
+                    .values()
+                    .filter(|v| v.view.view.sources.iter().any(|s| s == target))
+                    .collect();
+                if readers.is_empty() {
+                    return Err(Error::BadPush {
+                        message: format!(
+                            "no feature view reads source `{target}`, so its rows would go nowhere"
+                        ),
                     });
                 }
+                let engine = catalog.engine(self.root(), &readers).await?;
+                for view in &readers {
+                    if engine.view_aggregates(&view.view.view).await? {
+                        return Err(Error::PushIntoAggregatingView {
+                            source_name: target.to_string(),
+                            view: view.name().to_string(),
+                        });
+                    }
+                }
+                for view in readers {
+                    let batch = engine
+                        .view_rows(&view.view.view, &view.columns(), target, rows.clone())
+                        .await?;
+                    targets.push((view, batch));
+                }
+                source_rows = Some(engine);
             }
-            let schema = engine.source_schema(&source.name).await?;
-            let rows = source_batch(&source.name, &schema, columns)?;
-            for view in readers {
-                let batch = engine
-                    .view_rows(&view.view.view, &view.columns(), &source.name, rows.clone())
-                    .await?;
-                targets.push((view, batch));
-            }
-            source_rows = Some((engine, source.name.clone(), rows));
-        } else {
-            let names = catalog.views.keys().chain(catalog.sources.keys());
-            return Err(Error::UnknownPushTarget {
-                name: target.to_string(),
-                suggestion: closest(target, names.map(String::as_str)),
-            });
         }
 
         let options = self.write_options();
@@ -134,9 +232,9 @@ impl FeatureStore {
         // Rows pushed into a source are kept in the source's log, so every view version
         // materialized later (not only the current ones) gets them.
         let log = match (&offline, source_rows) {
-            (Some(_), Some((engine, source, rows))) => {
+            (Some(_), Some(engine)) => {
                 engine
-                    .push_source(&self.offline_root(), &source, &rows, options)
+                    .push_source(&self.offline_root(), target, &rows, options)
                     .await?;
                 PushLog::Source
             }
@@ -179,6 +277,114 @@ impl FeatureStore {
     }
 }
 
+/// `rows` with the push schema's column types, by name: unknown columns, missing
+/// required ones and values that do not fit are errors.
+fn conform(schema: &PushSchema, rows: &RecordBatch) -> Result<RecordBatch> {
+    if rows.num_rows() == 0 {
+        return Err(Error::BadPush {
+            message: "the push holds no rows".into(),
+        });
+    }
+    let given = rows.schema();
+    for field in given.fields() {
+        if schema.column(field.name()).is_none() {
+            return Err(schema.unknown_column(field.name()));
+        }
+    }
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for column in &schema.columns {
+        let Some(array) = rows.column_by_name(&column.name) else {
+            if column.required {
+                let kind = match schema.kind {
+                    PushTargetKind::FeatureView => "feature view",
+                    PushTargetKind::Source => "source",
+                };
+                return Err(Error::BadPush {
+                    message: format!(
+                        "missing column `{}` of {kind} `{}`",
+                        column.name, schema.target
+                    ),
+                });
+            }
+            continue;
+        };
+        let cast = arrow::compute::cast(array, &column.data_type).map_err(|e| Error::BadPush {
+            message: format!(
+                "column `{}` is {}, which cannot be read as {}: {e}",
+                column.name,
+                array.data_type(),
+                column.data_type
+            ),
+        })?;
+        if let Some(row) = (0..array.len()).find(|&i| array.is_valid(i) && cast.is_null(i)) {
+            return Err(Error::BadPush {
+                message: format!(
+                    "row {row}, column `{}`: {} is not {}",
+                    column.name,
+                    arrow::util::display::array_value_to_string(array, row).unwrap_or_default(),
+                    column.data_type
+                ),
+            });
+        }
+        fields.push(Field::new(&column.name, column.data_type.clone(), true));
+        columns.push(cast);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| Error::BadPush {
+        message: e.to_string(),
+    })
+}
+
+/// Conformed rows pushed into a view as the view's canonical batch (keys, event time,
+/// created, features), refusing null keys and event times.
+fn view_batch(view: &CatalogView, rows: &RecordBatch) -> Result<RecordBatch> {
+    let names = view.columns();
+    let mut fields = Vec::new();
+    let mut arrays = Vec::new();
+    let column = |name: &str| -> Result<ArrayRef> {
+        rows.column_by_name(name)
+            .cloned()
+            .ok_or_else(|| Error::BadPush {
+                message: format!("missing column `{name}` of feature view `{}`", view.name()),
+            })
+    };
+    for (key, data_type) in &names.keys {
+        let array = column(key)?;
+        if let Some(row) = (0..array.len()).find(|&i| array.is_null(i)) {
+            return Err(Error::BadPush {
+                message: format!("row {row}, column `{key}`: a key is null"),
+            });
+        }
+        fields.push(Field::new(key, data_type.clone(), true));
+        arrays.push(array);
+    }
+    let ts = column(&names.timestamp)?;
+    if let Some(row) = (0..ts.len()).find(|&i| ts.is_null(i)) {
+        return Err(Error::BadPush {
+            message: format!(
+                "row {row}, column `{}`: the event time is null",
+                names.timestamp
+            ),
+        });
+    }
+    fields.push(Field::new(&names.timestamp, timestamp_type(), true));
+    arrays.push(ts);
+    if let Some(created) = &names.created {
+        fields.push(Field::new(created, timestamp_type(), true));
+        arrays.push(match rows.column_by_name(created) {
+            Some(array) => Arc::clone(array),
+            None => arrow::array::new_null_array(&timestamp_type(), rows.num_rows()),
+        });
+    }
+    for (name, data_type) in &view.online_ref()?.features {
+        fields.push(Field::new(name, data_type.clone(), true));
+        arrays.push(column(name)?);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| Error::BadPush {
+        message: e.to_string(),
+    })
+}
+
 /// No pushed event time lies beyond `max_event_time` (now plus `ingest.max_future_skew`):
 /// such a row would pin the entity's online value until that time.
 fn check_event_times(view: &CatalogView, batch: &RecordBatch, max_event_time: i64) -> Result<()> {
@@ -201,348 +407,4 @@ fn check_event_times(view: &CatalogView, batch: &RecordBatch, max_event_time: i6
             ),
         }),
     }
-}
-
-/// Every column has the same number of rows, and there is at least one.
-fn check_rows(columns: &[(String, Vec<Value>)]) -> Result<()> {
-    let Some((first, values)) = columns.first() else {
-        return Err(Error::BadPush {
-            message: "`df` holds no columns".into(),
-        });
-    };
-    if let Some((name, other)) = columns.iter().find(|(_, v)| v.len() != values.len()) {
-        return Err(Error::BadPush {
-            message: format!(
-                "column `{name}` has {} values, column `{first}` has {}",
-                other.len(),
-                values.len()
-            ),
-        });
-    }
-    if values.is_empty() {
-        return Err(Error::BadPush {
-            message: "`df` holds no rows".into(),
-        });
-    }
-    Ok(())
-}
-
-/// Rows given in a view's shape as the view's canonical batch (keys, event time,
-/// created, features; times as `Timestamp(µs, UTC)`).
-fn view_batch(view: &CatalogView, columns: &[(String, Vec<Value>)]) -> Result<RecordBatch> {
-    let names = view.columns();
-    let feature_types = &view.online_ref()?.features;
-    for (name, _) in columns {
-        let known = names.keys.iter().any(|(k, _)| k == name)
-            || *name == names.timestamp
-            || names.created.as_deref() == Some(name.as_str())
-            || names.features.contains(name);
-        if !known {
-            let all = names
-                .identity()
-                .into_iter()
-                .chain(names.features.iter().map(String::as_str));
-            return Err(Error::BadPush {
-                message: format!(
-                    "feature view `{}` has no column `{name}`{}",
-                    view.name(),
-                    quiver_core::diagnostic::did_you_mean(&closest(name, all))
-                ),
-            });
-        }
-    }
-    let column = |name: &str| -> Result<&Vec<Value>> {
-        columns
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
-            .ok_or_else(|| Error::BadPush {
-                message: format!("missing column `{name}` of feature view `{}`", view.name()),
-            })
-    };
-    let mut fields = Vec::new();
-    let mut arrays = Vec::new();
-    for (key, data_type) in &names.keys {
-        let values = column(key)?;
-        if let Some(row) = values.iter().position(Value::is_null) {
-            return Err(Error::BadPush {
-                message: format!("row {row}, column `{key}`: a key is null"),
-            });
-        }
-        fields.push(Field::new(key, data_type.clone(), true));
-        arrays.push(to_array(key, values, data_type, &bad_push(key))?);
-    }
-    let ts = column(&names.timestamp)?;
-    if let Some(row) = ts.iter().position(Value::is_null) {
-        return Err(Error::BadPush {
-            message: format!(
-                "row {row}, column `{}`: the event time is null",
-                names.timestamp
-            ),
-        });
-    }
-    fields.push(Field::new(&names.timestamp, timestamp_type(), true));
-    arrays.push(to_array(
-        &names.timestamp,
-        ts,
-        &timestamp_type(),
-        &bad_push(&names.timestamp),
-    )?);
-    if let Some(created) = &names.created {
-        fields.push(Field::new(created, timestamp_type(), true));
-        arrays.push(match columns.iter().find(|(n, _)| n == created) {
-            Some((_, values)) => to_array(created, values, &timestamp_type(), &bad_push(created))?,
-            None => arrow::array::new_null_array(&timestamp_type(), ts.len()),
-        });
-    }
-    for (name, data_type) in feature_types {
-        fields.push(Field::new(name, data_type.clone(), true));
-        arrays.push(to_array(name, column(name)?, data_type, &bad_push(name))?);
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| Error::BadPush {
-        message: e.to_string(),
-    })
-}
-
-/// Rows given in a source's shape as a batch of the source's schema.
-fn source_batch(
-    source: &str,
-    schema: &Schema,
-    columns: &[(String, Vec<Value>)],
-) -> Result<RecordBatch> {
-    for (name, _) in columns {
-        if schema.field_with_name(name).is_err() {
-            return Err(Error::BadPush {
-                message: format!(
-                    "source `{source}` has no column `{name}`{}",
-                    quiver_core::diagnostic::did_you_mean(&closest(
-                        name,
-                        schema.fields().iter().map(|f| f.name().as_str())
-                    ))
-                ),
-            });
-        }
-    }
-    let mut arrays = Vec::new();
-    for field in schema.fields() {
-        let values = columns
-            .iter()
-            .find(|(n, _)| n == field.name())
-            .map(|(_, v)| v)
-            .ok_or_else(|| Error::BadPush {
-                message: format!("missing column `{}` of source `{source}`", field.name()),
-            })?;
-        arrays.push(to_array(
-            field.name(),
-            values,
-            field.data_type(),
-            &bad_push(field.name()),
-        )?);
-    }
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone().with_nullable(true))
-        .collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| Error::BadPush {
-        message: e.to_string(),
-    })
-}
-
-/// A time as ISO 8601: RFC 3339 (`2026-01-15T12:00:00Z`, any offset), a space instead of
-/// the `T` (`2026-01-15 12:00:00+00:00`, as pandas writes it), no zone (read as UTC), or
-/// a date (`2026-01-15`, midnight UTC).
-pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    let text = text.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Some(t.with_timezone(&Utc));
-    }
-    for format in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
-        if let Ok(t) = DateTime::parse_from_str(text, format) {
-            return Some(t.with_timezone(&Utc));
-        }
-    }
-    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
-            return Some(Utc.from_utc_datetime(&t));
-        }
-    }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| Utc.from_utc_datetime(&t))
-}
-
-/// Builds the error for a value that does not fit: (row, value, what was expected).
-pub(crate) type BadValue<'a> = &'a dyn Fn(usize, &Value, &str) -> Error;
-
-/// The push flavour of [`BadValue`]: names the row and the column.
-fn bad_push(column: &str) -> impl Fn(usize, &Value, &str) -> Error + '_ {
-    move |row, value, expected| Error::BadPush {
-        message: format!("row {row}, column `{column}`: {value} is not {expected}"),
-    }
-}
-
-/// ISO 8601 strings ([`parse_time`]) as µs since the epoch (`null` as 0).
-fn times(values: &[Value], bad: BadValue<'_>) -> Result<Vec<i64>> {
-    const EXPECTED: &str = "a time such as \"2026-01-15T12:00:00Z\" (without a zone: UTC)";
-    values
-        .iter()
-        .enumerate()
-        .map(|(row, v)| match v {
-            Value::String(s) => parse_time(s)
-                .map(|t| t.timestamp_micros())
-                .ok_or_else(|| bad(row, v, EXPECTED)),
-            Value::Null => Ok(0),
-            _ => Err(bad(row, v, EXPECTED)),
-        })
-        .collect()
-}
-
-macro_rules! integers {
-    ($builder:ty, $bad:expr, $values:expr, $what:expr) => {{
-        let mut b = <$builder>::new();
-        for (row, v) in $values.iter().enumerate() {
-            match v {
-                Value::Null => b.append_null(),
-                _ => {
-                    let n = v
-                        .as_i64()
-                        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-                        .and_then(|n| n.try_into().ok())
-                        .ok_or_else(|| $bad(row, v, $what))?;
-                    b.append_value(n);
-                }
-            }
-        }
-        Arc::new(b.finish()) as ArrayRef
-    }};
-}
-
-/// JSON values as an Arrow array of `data_type`; a value that does not fit becomes
-/// `bad(row, value, expected)`. Integers given as strings (`"1001"`) and strings given as
-/// numbers are accepted, bytes are base64, times RFC 3339.
-pub(crate) fn to_array(
-    column: &str,
-    values: &[Value],
-    data_type: &DataType,
-    bad: BadValue<'_>,
-) -> Result<ArrayRef> {
-    Ok(match data_type {
-        DataType::Int8 => integers!(Int8Builder, bad, values, "an 8-bit integer"),
-        DataType::Int16 => integers!(Int16Builder, bad, values, "a 16-bit integer"),
-        DataType::Int32 => integers!(Int32Builder, bad, values, "a 32-bit integer"),
-        DataType::Int64 => integers!(Int64Builder, bad, values, "an integer"),
-        DataType::UInt8 => integers!(UInt8Builder, bad, values, "an unsigned 8-bit integer"),
-        DataType::UInt16 => integers!(UInt16Builder, bad, values, "an unsigned 16-bit integer"),
-        DataType::UInt32 => integers!(UInt32Builder, bad, values, "an unsigned 32-bit integer"),
-        DataType::UInt64 => {
-            let mut b = UInt64Builder::new();
-            for (row, v) in values.iter().enumerate() {
-                match v {
-                    Value::Null => b.append_null(),
-                    _ => b.append_value(
-                        v.as_u64()
-                            .ok_or_else(|| bad(row, v, "an unsigned integer"))?,
-                    ),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        DataType::Float32 | DataType::Float64 => {
-            let mut out = Vec::with_capacity(values.len());
-            for (row, v) in values.iter().enumerate() {
-                out.push(match v {
-                    Value::Null => None,
-                    _ => Some(v.as_f64().ok_or_else(|| bad(row, v, "a number"))?),
-                });
-            }
-            if data_type == &DataType::Float32 {
-                let mut b = Float32Builder::new();
-                out.iter()
-                    .for_each(|v| b.append_option(v.map(|f| f as f32)));
-                Arc::new(b.finish())
-            } else {
-                let mut b = Float64Builder::new();
-                out.iter().for_each(|v| b.append_option(*v));
-                Arc::new(b.finish())
-            }
-        }
-        DataType::Boolean => {
-            let mut b = BooleanBuilder::new();
-            for (row, v) in values.iter().enumerate() {
-                match v {
-                    Value::Null => b.append_null(),
-                    Value::Bool(x) => b.append_value(*x),
-                    _ => return Err(bad(row, v, "true or false")),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            let mut b = StringBuilder::new();
-            for (row, v) in values.iter().enumerate() {
-                match v {
-                    Value::Null => b.append_null(),
-                    Value::String(s) => b.append_value(s),
-                    Value::Number(n) => b.append_value(n.to_string()),
-                    _ => return Err(bad(row, v, "a string")),
-                }
-            }
-            let array: ArrayRef = Arc::new(b.finish());
-            if data_type == &DataType::Utf8 {
-                array
-            } else {
-                arrow::compute::cast(&array, data_type).map_err(|e| Error::BadPush {
-                    message: e.to_string(),
-                })?
-            }
-        }
-        DataType::Binary | DataType::LargeBinary => {
-            let mut b = BinaryBuilder::new();
-            for (row, v) in values.iter().enumerate() {
-                match v {
-                    Value::Null => b.append_null(),
-                    Value::String(s) => b.append_value(
-                        crate::online::base64_decode(s)
-                            .ok_or_else(|| bad(row, v, "base64 bytes"))?,
-                    ),
-                    _ => return Err(bad(row, v, "base64 bytes")),
-                }
-            }
-            let array: ArrayRef = Arc::new(b.finish());
-            arrow::compute::cast(&array, data_type).map_err(|e| Error::BadPush {
-                message: e.to_string(),
-            })?
-        }
-        DataType::Timestamp(unit, tz) => {
-            let micros = times(values, bad)?;
-            let mut b = Int64Builder::new();
-            for (row, v) in values.iter().enumerate() {
-                if v.is_null() {
-                    b.append_null();
-                } else {
-                    b.append_value(match unit {
-                        TimeUnit::Second => micros[row] / 1_000_000,
-                        TimeUnit::Millisecond => micros[row] / 1_000,
-                        TimeUnit::Microsecond => micros[row],
-                        TimeUnit::Nanosecond => micros[row].saturating_mul(1_000),
-                    });
-                }
-            }
-            let data = b
-                .finish()
-                .into_data()
-                .into_builder()
-                .data_type(DataType::Timestamp(*unit, tz.clone()));
-            arrow::array::make_array(data.build().map_err(|e| Error::BadPush {
-                message: e.to_string(),
-            })?)
-        }
-        other => {
-            return Err(Error::BadPush {
-                message: format!("column `{column}` has type {other}, which push does not accept"),
-            });
-        }
-    })
 }

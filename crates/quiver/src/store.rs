@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use quiver_core::clock::{Clock, SystemClock};
 use quiver_core::config::{Config, STATE_DIR};
-use quiver_core::model::Object;
+use quiver_core::model::{Object, ObjectKind};
 use quiver_core::registry::{HistoryEntry, ObjectRecord, Plan, Registry, RunRecord};
 
 use crate::catalog::Catalog;
@@ -30,7 +30,7 @@ const CATALOG_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// The catalog, the registry change stamp it was built at, and when that was checked.
 #[derive(Debug)]
 struct CachedCatalog {
-    stamp: i64,
+    stamp: (i64, i64),
     checked: std::time::Instant,
     catalog: Arc<Catalog>,
 }
@@ -107,6 +107,39 @@ impl FeatureStore {
         blocking(move || registry.get(&name)).await
     }
 
+    /// Every live feature view with the version lookups read (`serving_version`: the
+    /// newest materialized one; it trails `version` until a new version is materialized).
+    pub async fn view_statuses(&self) -> Result<Vec<ViewStatus>> {
+        let catalog = self.catalog().await?;
+        let mut out = Vec::new();
+        for record in self.list().await? {
+            if record.kind != ObjectKind::FeatureView {
+                continue;
+            }
+            let serving_version = catalog.serving_version(&record.name)?;
+            out.push(ViewStatus {
+                record,
+                serving_version,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The applied version of a view.
+    pub async fn applied_version(&self, view: &str) -> Result<u32> {
+        Ok(self.catalog().await?.view(view)?.version)
+    }
+
+    /// A view's event-time column and created column (when its source has one).
+    pub async fn view_time_columns(&self, view: &str) -> Result<(String, Option<String>)> {
+        let catalog = self.catalog().await?;
+        let schema = &catalog.view(view)?.view.schema;
+        Ok((
+            schema.timestamp.name.clone(),
+            schema.created.as_ref().map(|c| c.name.clone()),
+        ))
+    }
+
     /// Everything `apply` did to the object called `name`, oldest first.
     pub async fn history(&self, name: &str) -> Result<Vec<HistoryEntry>> {
         let registry = self.registry.clone();
@@ -155,7 +188,23 @@ impl FeatureStore {
                 return Ok(Arc::clone(&cached.catalog));
             }
         }
-        let catalog = Arc::new(Catalog::new(self.list().await?, &self.config.project));
+        let registry = self.registry.clone();
+        let project = self.config.project.clone();
+        let catalog = tokio::task::spawn_blocking(move || -> Result<Catalog> {
+            let records = registry.list(false)?;
+            let materialized = registry.materialized_versions()?;
+            Catalog::new(records, &project, &materialized, |name, version| {
+                Ok(
+                    match registry.version(ObjectKind::FeatureView, name, version)? {
+                        Some(Object::FeatureView(view)) => Some(view),
+                        _ => None,
+                    },
+                )
+            })
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+        let catalog = Arc::new(catalog);
         *self.catalog.lock().unwrap_or_else(|p| p.into_inner()) = Some(CachedCatalog {
             stamp,
             checked: std::time::Instant::now(),
@@ -181,6 +230,15 @@ impl FeatureStore {
         let kind = kind.map(str::to_string);
         blocking(move || registry.runs(kind.as_deref(), limit)).await
     }
+}
+
+/// A feature view's registry record and the version lookups read.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ViewStatus {
+    #[serde(flatten)]
+    pub record: ObjectRecord,
+    /// The version lookups read: the newest one materialized (or `version` when none is).
+    pub serving_version: u32,
 }
 
 /// Runs registry (SQLite) work off the async runtime.

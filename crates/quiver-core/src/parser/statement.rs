@@ -571,8 +571,23 @@ impl StatementParser<'_> {
         let mut features = Vec::new();
         let mut feature_locs = Vec::new();
         loop {
-            let (view, view_at) =
+            let (reference, view_at) =
                 self.name("a feature reference such as view.feature or view.*")?;
+            // `view@v2` pins a version (the tokenizer reads it as one word).
+            let (view, version) = match reference.split_once('@') {
+                None => (reference, None),
+                Some((view, pin)) => {
+                    let version = pin
+                        .strip_prefix(['v', 'V'])
+                        .and_then(|n| n.parse::<u32>().ok())
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| {
+                            self.error(view_at, format!("bad version pin `@{pin}` on `{view}`"))
+                                .with_help("pin a view version as view@v2.feature")
+                        })?;
+                    (view.to_string(), Some(version))
+                }
+            };
             self.expect_token(Token::Period).map_err(|e| {
                 e.with_help("reference features as view.feature, or view.* for all of a view")
             })?;
@@ -587,7 +602,11 @@ impl StatementParser<'_> {
             } else {
                 view_at.width
             };
-            features.push(FeatureSelection { view, feature });
+            features.push(FeatureSelection {
+                view,
+                version,
+                feature,
+            });
             feature_locs.push(Loc { width, ..view_at });
             if self.parser.consume_token(&Token::RParen) {
                 break;
@@ -626,7 +645,7 @@ impl StatementParser<'_> {
             ParserError::RecursionLimitExceeded => "the query is nested too deeply".to_string(),
         };
         let (message, at) = match split_location(&message) {
-            Some((message, line, _)) if line == 0 => (message, self.end_of_file()),
+            Some((message, 0, _)) => (message, self.end_of_file()),
             Some((message, line, column)) => (
                 message,
                 Loc {
