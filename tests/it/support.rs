@@ -46,6 +46,7 @@ fn fixture_data() -> &'static Path {
         )
         .unwrap();
         std::fs::write(data.join("float_ts.csv"), "user_id,ts,amount\n1,1.5,2.0\n").unwrap();
+        std::fs::write(data.join("empty.parquet"), b"").unwrap();
         data
     })
 }

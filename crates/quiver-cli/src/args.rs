@@ -13,8 +13,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "QUIVER_REPO", default_value = ".")]
     pub repo: PathBuf,
 
-    /// Print JSON for scripts instead of text.
-    #[arg(long, global = true, env = "QUIVER_JSON")]
+    /// Print JSON for scripts instead of text (env QUIVER_JSON: 1/true/yes or 0/false/no).
+    #[arg(long, global = true, env = "QUIVER_JSON", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, default_missing_value = "true", num_args = 0..=1, require_equals = true)]
     pub json: bool,
 
     /// Log format on stderr (the level comes from RUST_LOG, default `warn`).
@@ -23,6 +23,22 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The kinds of recorded runs.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RunKind {
+    Materialize,
+    Export,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Materialize => "materialize",
+            RunKind::Export => "export",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -152,9 +168,9 @@ pub enum Command {
     },
     /// List recorded materializations and exports, newest first.
     Runs {
-        /// Only `materialize` or `export` runs.
-        #[arg(long)]
-        kind: Option<String>,
+        /// Only runs of this kind.
+        #[arg(long, value_enum)]
+        kind: Option<RunKind>,
         /// At most this many.
         #[arg(long, default_value_t = 20)]
         limit: usize,

@@ -6,8 +6,8 @@ use anyhow::Context;
 use quiver::{FeatureStore, MaterializeOptions};
 use quiver_server::wire;
 
-use crate::args::{Cli, Command};
-use crate::render;
+use crate::args::{Cli, Command, RunKind};
+use crate::render::{self, outln};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
@@ -81,7 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     &serde_json::json!({ "view": view, "version": version, "removed_keys": removed }),
                 );
             }
-            println!(
+            outln!(
                 "Removed {removed} online keys of {view} v{version}; its watermark is reset, so `quiver materialize-incremental {view}` refills it."
             );
             Ok(())
@@ -146,7 +146,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Runs { kind, limit } => {
             let store = FeatureStore::open(&cli.repo)?;
-            render::runs(&store.runs(kind.as_deref(), limit).await?, json)
+            render::runs(&store.runs(kind.map(RunKind::as_str), limit).await?, json)
         }
         Command::Quickstart { dir } => quickstart(dir, json).await,
     }
@@ -218,13 +218,13 @@ fn init(dir: &Path, json: bool) -> anyhow::Result<()> {
     if json {
         return render::json(&serde_json::json!({ "created": dir }));
     }
-    println!("Created a feature repository in {}", dir.display());
-    println!(
+    outln!("Created a feature repository in {}", dir.display());
+    outln!(
         "  quiver.toml, features/*.sql, data/driver_stats.parquet, data/customer_stats.parquet"
     );
-    println!();
-    println!("Next:");
-    println!("  cd {} && quiver plan && quiver apply", dir.display());
+    outln!();
+    outln!("Next:");
+    outln!("  cd {} && quiver plan && quiver apply", dir.display());
     Ok(())
 }
 
@@ -285,22 +285,22 @@ async fn quickstart(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
             "online": online,
         }));
     }
-    println!("== quiver init {}", dir.display());
-    println!("\n== quiver plan");
+    outln!("== quiver init {}", dir.display());
+    outln!("\n== quiver plan");
     render::plan(&store, &plan, false, false)?;
-    println!("\n== quiver apply");
+    outln!("\n== quiver apply");
     render::plan(&store, &applied, true, false)?;
-    println!("\n== quiver materialize");
+    outln!("\n== quiver materialize");
     render::materialized(&materialized, false)?;
-    println!(
+    outln!(
         "\n== quiver export --spine data/spine.parquet --service driver_ranking --out data/training_set.parquet"
     );
     render::exported(&export, 5, false)?;
-    println!(
+    outln!(
         "\n== quiver get --service driver_ranking --entity driver_id=1001,customer_id=10001 (and two more)"
     );
     render::online(&online, entity_columns, false)?;
-    println!(
+    outln!(
         "\nThe repository is in {}; try `quiver --repo {} describe driver_hourly_stats`.",
         dir.display(),
         dir.display()

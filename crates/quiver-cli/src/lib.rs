@@ -1,6 +1,7 @@
 //! The `quiver` command line: a thin layer over the [`quiver::FeatureStore`] facade.
 //! It parses arguments (clap), runs one command, and prints either human-readable text
-//! or, with `--json`, JSON for scripts. Errors go to stderr with exit code 1.
+//! or, with `--json`, JSON for scripts. Errors go to stderr with exit code 1; usage errors
+//! (unknown flags, missing arguments) exit with 2.
 
 mod args;
 mod commands;
@@ -29,6 +30,7 @@ pub fn main() -> ExitCode {
     let json = cli.json;
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if render::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             render::error(&error, json);
             ExitCode::FAILURE

@@ -7,8 +7,18 @@ use quiver::model::Object;
 use quiver::{Action, FeatureStore, HistoryEntry, ObjectRecord, Plan};
 use serde::Serialize;
 
+/// `println!` that returns the error instead of panicking, so a closed pipe
+/// (`quiver export --show 5 | head -1`) ends the command quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
+pub(crate) use outln;
+
 pub fn json(value: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -36,9 +46,42 @@ pub fn error(error: &anyhow::Error, as_json: bool) {
             for cause in error.chain().skip(1) {
                 let _ = write!(text, "\n  caused by: {cause}");
             }
+            if let Some(hint) = quiver_error.and_then(flag_hint) {
+                let _ = write!(text, "\n  hint: {hint}");
+            }
             eprintln!("{text}");
         }
     }
+}
+
+/// The command-line flag that fixes a library error (the library speaks of request
+/// fields; flags are this binary's business).
+fn flag_hint(error: &quiver::Error) -> Option<&'static str> {
+    use quiver::Error as E;
+    Some(match error {
+        E::DuplicateFeatureName {
+            full_names: false, ..
+        }
+        | E::FeatureNameClashesWithSpine { .. } => "pass --full-feature-names",
+        E::OfflineTableIncomplete { .. } => "or pass --materialize to run it as part of the export",
+        E::NoFeaturesRequested => "pass --features view:feature,… or --service NAME",
+        E::NoSpine => "pass --spine FILE or --spine-sql QUERY",
+        E::DropServingVersion { .. } => "pass --force to drop it anyway",
+        E::EmptyInterval { .. } => "--start must not be after --end",
+        E::Offline(e) if e.to_string().contains("no timestamp column") => {
+            "pass --timestamp-column NAME"
+        }
+        _ => return None,
+    })
+}
+
+/// Whether the error is stdout closing under us (`quiver … | head -1`): not a failure.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 pub fn plan(store: &FeatureStore, plan: &Plan, applied: bool, as_json: bool) -> anyhow::Result<()> {
@@ -59,13 +102,13 @@ pub fn plan(store: &FeatureStore, plan: &Plan, applied: bool, as_json: bool) -> 
     }
     let project = &store.config().project;
     if plan.is_empty() {
-        println!(
+        outln!(
             "No changes: the registry of project `{project}` is up to date ({} objects).",
             plan.unchanged
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "{} for project `{project}`:",
         if applied { "Applied" } else { "Plan" }
     );
@@ -95,7 +138,7 @@ pub fn plan(store: &FeatureStore, plan: &Plan, applied: bool, as_json: bool) -> 
         } else {
             format!("  ({})", fields.join(", "))
         };
-        println!("  {sign} {label:<width$}  {what}{fields}");
+        outln!("  {sign} {label:<width$}  {what}{fields}");
     }
     let counts = [
         (plan.count("added"), "added"),
@@ -109,9 +152,9 @@ pub fn plan(store: &FeatureStore, plan: &Plan, applied: bool, as_json: bool) -> 
         .filter(|(n, _)| *n > 0)
         .map(|(n, what)| format!("{n} {what}"))
         .collect();
-    println!("{}; {} unchanged.", summary.join(", "), plan.unchanged);
+    outln!("{}; {} unchanged.", summary.join(", "), plan.unchanged);
     if !applied {
-        println!("Run `quiver apply` to record these changes.");
+        outln!("Run `quiver apply` to record these changes.");
     }
     Ok(())
 }
@@ -130,7 +173,7 @@ pub fn list(records: &[ObjectRecord], as_json: bool) -> anyhow::Result<()> {
         return json(&rows);
     }
     if records.is_empty() {
-        println!("The registry is empty: run `quiver apply`.");
+        outln!("The registry is empty: run `quiver apply`.");
         return Ok(());
     }
     let rows: Vec<[String; 4]> = records
@@ -144,7 +187,7 @@ pub fn list(records: &[ObjectRecord], as_json: bool) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print_table(["KIND", "NAME", "VERSION", "UPDATED"], &rows);
+    print_table(["KIND", "NAME", "VERSION", "UPDATED"], &rows)?;
     Ok(())
 }
 
@@ -153,7 +196,7 @@ pub fn describe(record: &ObjectRecord, as_json: bool) -> anyhow::Result<()> {
         return json(record);
     }
     let status = if record.deleted { ", removed" } else { "" };
-    println!(
+    outln!(
         "{} {} (v{}{status}, hash {})",
         record.kind,
         record.name,
@@ -232,10 +275,10 @@ pub fn describe(record: &ObjectRecord, as_json: bool) -> anyhow::Result<()> {
     lines.push(("first applied", record.created_at.clone()));
     lines.push(("last changed", record.updated_at.clone()));
     for (label, value) in lines {
-        println!("  {:<14} {value}", format!("{label}:"));
+        outln!("  {:<14} {value}", format!("{label}:"));
     }
     if let Object::FeatureView(v) = &record.definition {
-        println!("  features:");
+        outln!("  features:");
         let width = v
             .schema
             .features
@@ -244,11 +287,11 @@ pub fn describe(record: &ObjectRecord, as_json: bool) -> anyhow::Result<()> {
             .max()
             .unwrap_or(0);
         for c in &v.schema.features {
-            println!("    {:<width$}  {}", c.name, c.data_type);
+            outln!("    {:<width$}  {}", c.name, c.data_type);
         }
-        println!("  query:");
+        outln!("  query:");
         for line in v.view.query.lines() {
-            println!("    {line}");
+            outln!("    {line}");
         }
     }
     Ok(())
@@ -282,18 +325,18 @@ pub fn history(entries: &[HistoryEntry], as_json: bool) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print_table(["APPLIED", "KIND", "VERSION", "ACTION", "FIELDS"], &rows);
+    print_table(["APPLIED", "KIND", "VERSION", "ACTION", "FIELDS"], &rows)?;
     Ok(())
 }
 
-fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> anyhow::Result<()> {
     let mut widths = header.map(str::len);
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let line = |cells: Vec<&str>| -> anyhow::Result<()> {
         let mut out = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             if i + 1 == N {
@@ -302,12 +345,14 @@ fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
                 let _ = write!(out, "{cell:<w$}  ");
             }
         }
-        println!("{}", out.trim_end());
+        outln!("{}", out.trim_end());
+        Ok(())
     };
-    line(header.to_vec());
+    line(header.to_vec())?;
     for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        line(row.iter().map(String::as_str).collect())?;
     }
+    Ok(())
 }
 
 /// A spinner on stderr while long work runs, only when stderr is a terminal.
@@ -336,7 +381,7 @@ pub fn materialized(reports: &[quiver::MaterializeReport], as_json: bool) -> any
         return json(&reports);
     }
     if reports.is_empty() {
-        println!("Every view is up to date.");
+        outln!("Every view is up to date.");
     }
     for report in reports {
         let s = &report.offline;
@@ -346,7 +391,7 @@ pub fn materialized(reports: &[quiver::MaterializeReport], as_json: bool) -> any
         } else {
             0.0
         };
-        println!(
+        outln!(
             "{} v{}: {} rows from {start} to {} -> {} files in {} partitions; table has {} rows ({:.2} s, {:.0} rows/s)",
             s.view,
             s.version,
@@ -359,7 +404,7 @@ pub fn materialized(reports: &[quiver::MaterializeReport], as_json: bool) -> any
             rate
         );
         if let Some(online) = &report.online {
-            println!(
+            outln!(
                 "  online ({}): {} entities, {} keys written ({:.2} s)",
                 online.store, online.rows, online.written, online.seconds
             );
@@ -375,7 +420,7 @@ pub fn online(
 ) -> anyhow::Result<()> {
     if as_json {
         // Compact, exactly as the server answers the same request.
-        println!("{}", serde_json::to_string(response)?);
+        outln!("{}", serde_json::to_string(response)?);
         return Ok(());
     }
     let names = &response.metadata.feature_names;
@@ -401,7 +446,7 @@ pub fn online(
     print_table(
         ["ENTITY", "FEATURE", "VALUE", "STATUS", "EVENT_TIMESTAMP"],
         &table,
-    );
+    )?;
     Ok(())
 }
 
@@ -410,7 +455,7 @@ pub fn vacuumed(reports: &[quiver::VacuumReport], as_json: bool) -> anyhow::Resu
         return json(&reports);
     }
     for report in reports {
-        println!(
+        outln!(
             "{} v{}: removed {} superseded and {} orphaned files; {} superseded files kept for readers",
             report.view,
             report.version,
@@ -436,7 +481,7 @@ pub fn exported(export: &quiver::Export, show: usize, as_json: bool) -> anyhow::
         return json(s);
     }
     for m in &s.materialized {
-        println!(
+        outln!(
             "materialized {} v{} ({} rows) first",
             m.view, m.version, m.rows_in_interval
         );
@@ -446,7 +491,7 @@ pub fn exported(export: &quiver::Export, show: usize, as_json: bool) -> anyhow::
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    println!(
+    outln!(
         "Wrote {} rows x {} columns to {output} (views {}) in {:.2} s",
         s.rows,
         export.batch.num_columns(),
@@ -454,7 +499,7 @@ pub fn exported(export: &quiver::Export, show: usize, as_json: bool) -> anyhow::
         s.seconds
     );
     if show > 0 {
-        println!("{}", quiver::pretty(&export.batch, show)?);
+        outln!("{}", quiver::pretty(&export.batch, show)?);
     }
     Ok(())
 }
@@ -495,7 +540,7 @@ pub fn runs(runs: &[quiver::RunRecord], as_json: bool) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print_table(["ID", "KIND", "FINISHED", "WHAT"], &rows);
+    print_table(["ID", "KIND", "FINISHED", "WHAT"], &rows)?;
     Ok(())
 }
 

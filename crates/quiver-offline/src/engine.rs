@@ -9,7 +9,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{
-    CsvReadOptions, DataFrame, ParquetReadOptions, SessionConfig, SessionContext,
+    CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions, SessionConfig, SessionContext,
 };
 use quiver_core::model::{Column, Entity, FeatureView, KeyType, Source, ViewSchema};
 
@@ -68,6 +68,12 @@ impl OfflineEngine {
         self.ordered
             .register_table(source.name.as_str(), Arc::clone(&provider))?;
         let schema = provider.schema();
+        if schema.fields().is_empty() {
+            return Err(Error::EmptySource {
+                source_name: source.name.clone(),
+                path: source.path.clone(),
+            });
+        }
         let clauses = [
             ("TIMESTAMP", Some(&source.timestamp)),
             ("CREATED", source.created.as_ref()),
@@ -368,8 +374,11 @@ fn plan_error(view: &str, e: datafusion::error::DataFusionError) -> Error {
 }
 
 impl OfflineEngine {
-    /// Reads a spine file (Parquet, or CSV with a header) keeping its row order.
-    pub async fn read_spine_file(&self, path: &Path) -> Result<RecordBatch> {
+    /// Reads a spine file (Parquet, CSV with a header, or newline-delimited JSON)
+    /// keeping its row order. Text formats carry no types, so the spine's timestamp
+    /// column (`timestamp_column`, when present) comes back as `Timestamp(µs, UTC)`, the
+    /// type a Parquet spine usually has; other columns keep what was inferred.
+    pub async fn read_spine_file(&self, path: &Path, timestamp_column: &str) -> Result<RecordBatch> {
         let location = path.display().to_string();
         let unreadable = |e: datafusion::error::DataFusionError| Error::InvalidSpine {
             message: format!("cannot read {location}: {}", e.strip_backtrace()),
@@ -383,38 +392,83 @@ impl OfflineEngine {
             .extension()
             .map(|e| e.to_string_lossy().to_ascii_lowercase())
             .unwrap_or_default();
-        let df = match extension.as_str() {
-            "csv" => self
-                .ordered
-                .read_csv(
-                    location.as_str(),
-                    CsvReadOptions::new().file_extension(".csv"),
-                )
-                .await
-                .map_err(unreadable)?,
-            "parquet" | "pq" => self
-                .ordered
-                .read_parquet(
-                    location.as_str(),
-                    ParquetReadOptions::default().file_extension(""),
-                )
-                .await
-                .map_err(unreadable)?,
+        let (df, text) = match extension.as_str() {
+            "csv" => (
+                self.ordered
+                    .read_csv(
+                        location.as_str(),
+                        CsvReadOptions::new().file_extension(".csv"),
+                    )
+                    .await
+                    .map_err(unreadable)?,
+                true,
+            ),
+            "json" | "jsonl" | "ndjson" => (
+                self.ordered
+                    .read_json(
+                        location.as_str(),
+                        JsonReadOptions::default()
+                            .file_extension(&format!(".{extension}")),
+                    )
+                    .await
+                    .map_err(unreadable)?,
+                true,
+            ),
+            "parquet" | "pq" => (
+                self.ordered
+                    .read_parquet(
+                        location.as_str(),
+                        ParquetReadOptions::default().file_extension(""),
+                    )
+                    .await
+                    .map_err(unreadable)?,
+                false,
+            ),
             _ => {
                 return Err(Error::InvalidSpine {
-                    message: format!("{location}: a spine is a .parquet or .csv file"),
+                    message: format!(
+                        "{location}: a spine is a .parquet, .csv or .json (newline-delimited) file"
+                    ),
                 });
             }
         };
-        collect_one(df).await.map_err(unreadable)
+        let batch = collect_one(df).await.map_err(unreadable)?;
+        if !text {
+            return Ok(batch);
+        }
+        let Ok(index) = batch.schema().index_of(timestamp_column) else {
+            return Ok(batch);
+        };
+        let times = crate::export::spine_times(&batch, timestamp_column)?;
+        let array = arrow::array::TimestampMicrosecondArray::from(times).with_timezone("UTC");
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[index] = Field::new(timestamp_column, crate::normalize::timestamp_type(), true);
+        let mut columns = batch.columns().to_vec();
+        columns[index] = Arc::new(array);
+        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
+            .map_err(|e| Error::DataFusion(e.into()))
     }
 
-    /// Runs a query over the registered sources and returns its rows as a spine.
+    /// Runs a query over the registered sources and returns its rows as a spine. Only a
+    /// query is allowed: no DDL, DML or statements (`COPY … TO`, `CREATE …`, `SET …`).
     pub async fn read_spine_sql(&self, sql: &str) -> Result<RecordBatch> {
         let failed = |e: datafusion::error::DataFusionError| Error::InvalidSpine {
             message: format!("the spine query: {}", e.strip_backtrace()),
         };
-        let df = self.ordered.sql(sql).await.map_err(failed)?;
+        let options = datafusion::execution::context::SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = self
+            .ordered
+            .sql_with_options(sql, options)
+            .await
+            .map_err(failed)?;
         collect_one(df).await.map_err(failed)
     }
 }

@@ -14,6 +14,12 @@ pub enum Error {
         message: String,
     },
 
+    /// A source whose files hold no columns at all.
+    #[error(
+        "source `{source_name}`: `{path}` holds no columns (an empty or truncated file?); point FROM at data files"
+    )]
+    EmptySource { source_name: String, path: String },
+
     /// A column named by a source's TIMESTAMP or CREATED clause is not in its data.
     #[error("source `{source_name}` has no column `{column}` (named by its {clause} clause){}", quiver_core::diagnostic::did_you_mean(.suggestion))]
     MissingSourceColumn {
@@ -98,6 +104,10 @@ pub enum Error {
     /// Writing Parquet failed.
     #[error("writing {path}: {message}")]
     WriteParquet { path: String, message: String },
+
+    /// An export output whose extension names no format Quiver writes.
+    #[error("cannot write {path}: name the output .parquet or .csv")]
+    UnsupportedOutput { path: String },
 
     /// A column of the spine is missing or has the wrong type.
     #[error("spine: {message}")]

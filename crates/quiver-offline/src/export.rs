@@ -399,6 +399,60 @@ fn read_file(
     Ok(part)
 }
 
+/// The file formats an export writes, from the output's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Parquet,
+    Csv,
+}
+
+impl OutputFormat {
+    /// `.parquet`/`.pq` or `.csv`; anything else is an error naming the path.
+    pub fn of(path: &Path) -> Result<Self> {
+        let extension = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        match extension.as_str() {
+            "parquet" | "pq" => Ok(OutputFormat::Parquet),
+            "csv" => Ok(OutputFormat::Csv),
+            _ => Err(Error::UnsupportedOutput {
+                path: path.display().to_string(),
+            }),
+        }
+    }
+}
+
+/// Writes a batch as one file in the format its extension names ([`OutputFormat`]),
+/// atomically (temporary file, then rename).
+pub fn write_output(path: &Path, batch: &RecordBatch) -> Result<()> {
+    match OutputFormat::of(path)? {
+        OutputFormat::Parquet => write_parquet(path, batch),
+        OutputFormat::Csv => write_csv(path, batch),
+    }
+}
+
+fn write_csv(path: &Path, batch: &RecordBatch) -> Result<()> {
+    let tmp = path.with_extension(format!("csv.tmp-{}", std::process::id()));
+    let failed = |message: String| Error::WriteParquet {
+        path: path.display().to_string(),
+        message,
+    };
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| failed(e.to_string()))?;
+    }
+    let file = File::create(&tmp).map_err(|e| failed(e.to_string()))?;
+    let mut writer = arrow::csv::WriterBuilder::new()
+        .with_header(true)
+        .build(file);
+    writer.write(batch).map_err(|e| failed(e.to_string()))?;
+    let file = writer.into_inner();
+    file.sync_all().map_err(|e| failed(e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| failed(e.to_string()))
+}
+
 /// Writes a batch as one Parquet file, atomically (temporary file, then rename).
 pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
     let tmp = path.with_extension(format!("parquet.tmp-{}", std::process::id()));
@@ -418,7 +472,8 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))
         .map_err(|e| failed(e.to_string()))?;
     writer.write(batch).map_err(|e| failed(e.to_string()))?;
-    writer.close().map_err(|e| failed(e.to_string()))?;
+    let file = writer.into_inner().map_err(|e| failed(e.to_string()))?;
+    file.sync_all().map_err(|e| failed(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| failed(e.to_string()))
 }
 

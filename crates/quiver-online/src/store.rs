@@ -134,8 +134,9 @@ pub trait OnlineStore: Send + Sync + fmt::Debug {
     /// stored value is ignored. `now` (µs) is the writer's clock, for key expiry.
     async fn write(&self, view: &ViewRef, rows: &OnlineRows, now: i64) -> Result<WriteStats>;
 
-    /// Reads the stored values of several views in one round trip.
-    async fn read(&self, reads: &[ViewRead<'_>]) -> Result<Vec<ViewValues>>;
+    /// Reads the stored values of several views in one round trip; `now` (µs) is the
+    /// reader's clock (values past their expiry are not returned).
+    async fn read(&self, reads: &[ViewRead<'_>], now: i64) -> Result<Vec<ViewValues>>;
 
     /// Removes every key of one view version; returns how many were removed.
     async fn drop_view(&self, view: &ViewRef) -> Result<u64>;

@@ -62,7 +62,7 @@ async fn read_one(
 ) -> (Vec<Option<f64>>, Vec<FeatureStatus>, Vec<Option<i64>>) {
     let keys = keys(ids);
     let values = store
-        .read(&[ViewRead { view, keys: &keys }])
+        .read(&[ViewRead { view, keys: &keys }], NOW)
         .await
         .unwrap()
         .remove(0);
@@ -179,6 +179,23 @@ async fn suite(store: &dyn OnlineStore) {
         store.name()
     );
 
+    // A value already older than two TTLs when written is still kept (OUTSIDE_MAX_AGE)
+    // for one TTL after the write, in every store.
+    store
+        .write(
+            &t,
+            &rows(&[4], &[NOW - 3 * HOUR], &[0], &[Some(4.0)], &[None]),
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        read_one(store, &t, &[Some(4)]).await.1,
+        vec![OutsideMaxAge],
+        "{}",
+        store.name()
+    );
+
     // Several views and versions in one read; versions are isolated.
     let v2 = view("drivers", 2, None);
     store
@@ -191,14 +208,17 @@ async fn suite(store: &dyn OnlineStore) {
         .unwrap();
     let k = keys(&[Some(1), Some(2)]);
     let both = store
-        .read(&[
-            ViewRead { view: &v, keys: &k },
-            ViewRead {
-                view: &v2,
-                keys: &k,
-            },
-            ViewRead { view: &t, keys: &k },
-        ])
+        .read(
+            &[
+                ViewRead { view: &v, keys: &k },
+                ViewRead {
+                    view: &v2,
+                    keys: &k,
+                },
+                ViewRead { view: &t, keys: &k },
+            ],
+            NOW,
+        )
         .await
         .unwrap();
     assert_eq!(both.len(), 3);
@@ -251,19 +271,107 @@ async fn suite(store: &dyn OnlineStore) {
         .await
         .unwrap();
     let got = store
-        .read(&[ViewRead {
-            view: &s,
-            keys: &composite_keys[1..],
-        }])
+        .read(
+            &[ViewRead {
+                view: &s,
+                keys: &composite_keys[1..],
+            }],
+            NOW,
+        )
         .await
         .unwrap();
     assert_eq!(got[0].features[0].as_string::<i32>().value(0), "second");
+
+    // Names that share a prefix never share keys: dropping `a` v1 leaves `a` v11, `a1`
+    // v1 and `a_1` v1 alone (names are identifiers, and every part of the key prefix
+    // ends with `:`).
+    let named = [
+        view("a", 1, None),
+        view("a", 11, None),
+        view("a1", 1, None),
+        view("a_1", 1, None),
+    ];
+    for v in &named {
+        store
+            .write(v, &rows(&[1], &[NOW], &[0], &[Some(1.0)], &[None]), NOW)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.drop_view(&named[0]).await.unwrap(),
+        1,
+        "{}",
+        store.name()
+    );
+    assert_eq!(
+        read_one(store, &named[0], &[Some(1)]).await.1,
+        vec![NotFound]
+    );
+    for v in &named[1..] {
+        assert_eq!(read_one(store, v, &[Some(1)]).await.1, vec![Present], "{v}");
+    }
+}
+
+#[tokio::test]
+async fn embedded_store_survives_its_file_being_removed_and_never_waits_for_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("online.db");
+    let store = EmbeddedStore::open(&path, ".quiver/online.db").unwrap();
+    let v = view("drivers", 1, None);
+    store
+        .write(&v, &rows(&[1], &[NOW], &[0], &[Some(0.5)], &[None]), NOW)
+        .await
+        .unwrap();
+
+    // Another process holds the write lock: lookups still answer at once.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(read_one(&store, &v, &[Some(1)]).await.0, vec![Some(0.5)]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    other.execute_batch("ROLLBACK").unwrap();
+    drop(other);
+
+    // The file is removed under the store: health says so (without the absolute path),
+    // then the store reopens the file where it is now.
+    std::fs::remove_file(&path).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("online.db-wal"));
+    let _ = std::fs::remove_file(dir.path().join("online.db-shm"));
+    let err = store.health().await.unwrap_err().to_string();
+    assert!(err.contains("was removed"), "{err}");
+    assert!(!err.contains(&dir.path().display().to_string()), "{err}");
+    store.health().await.unwrap();
+    assert_eq!(
+        read_one(&store, &v, &[Some(1)]).await.1,
+        vec![FeatureStatus::NotFound]
+    );
+    store
+        .write(&v, &rows(&[1], &[NOW], &[0], &[Some(0.7)], &[None]), NOW)
+        .await
+        .unwrap();
+    // What this store writes, a new store on the same path reads: no split brain.
+    let fresh = EmbeddedStore::open(&path, ".quiver/online.db").unwrap();
+    assert_eq!(read_one(&fresh, &v, &[Some(1)]).await.0, vec![Some(0.7)]);
+}
+
+#[tokio::test]
+async fn embedded_store_refuses_a_corrupt_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("online.db");
+    std::fs::write(&path, vec![7u8; 8192]).unwrap();
+    let err = EmbeddedStore::open(&path, ".quiver/online.db")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("embedded online store .quiver/online.db"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn embedded_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(&dir.path().join("online.db")).unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("online.db"), "online.db").unwrap();
     suite(&store).await;
 }
 
@@ -277,13 +385,13 @@ async fn redis_store_conforms() {
 
     // Keys carry an expiry when the view has a TTL (one TTL past max age), none otherwise.
     let ttl_keys = server.command(&["KEYS", "q:conf:ttl_view:1:*"]);
-    assert!(ttl_keys.starts_with("*3"), "{ttl_keys}");
+    assert!(ttl_keys.starts_with("*4"), "{ttl_keys}");
     let no_ttl = server.command(&["KEYS", "q:conf:drivers:2:*"]);
     assert!(no_ttl.starts_with("*1"), "{no_ttl}");
     let ttl_stats = server.command(&["INFO", "keyspace"]);
     assert!(
-        ttl_stats.contains("expires=3"),
-        "three keys with an expiry: {ttl_stats}"
+        ttl_stats.contains("expires=4"),
+        "four keys with an expiry: {ttl_stats}"
     );
 }
 
@@ -318,10 +426,13 @@ async fn redis_reconnects_after_restart_and_unreachable_is_a_clear_error() {
     server.kill();
     let started = std::time::Instant::now();
     let err = store
-        .read(&[ViewRead {
-            view: &v,
-            keys: &keys(&[Some(1)]),
-        }])
+        .read(
+            &[ViewRead {
+                view: &v,
+                keys: &keys(&[Some(1)]),
+            }],
+            NOW,
+        )
         .await
         .unwrap_err()
         .to_string();

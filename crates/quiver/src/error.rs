@@ -86,6 +86,10 @@ pub enum Error {
     )]
     FeatureNameClashesWithSpine { name: String },
 
+    /// An export whose output is its own spine.
+    #[error("the output {path} is the spine itself; writing it would destroy the spine")]
+    OutputIsSpine { path: String },
+
     /// The offline table does not cover the spine's time range.
     #[error(
         "the offline table of feature view `{view}` (v{version}) does not cover the spine's time range; run `{command}` first, or let the export materialize what is missing"
@@ -189,6 +193,7 @@ impl Error {
             | Error::DuplicateFeatureName { .. }
             | Error::FeatureNameClashesWithSpine { .. }
             | Error::OfflineTableIncomplete { .. }
+            | Error::OutputIsSpine { .. }
             | Error::NothingToMaterialize
             | Error::EmptyInterval { .. } => ErrorKind::InvalidArgument,
             Error::WriteFailed { .. } => ErrorKind::Unavailable,

@@ -8,7 +8,9 @@ use arrow::array::RecordBatch;
 use chrono::{DateTime, SecondsFormat, Utc};
 use quiver_offline::MaterializeStats;
 use quiver_offline::WriteOptions;
-use quiver_offline::export::{ViewRequest, point_in_time_join, spine_times, write_parquet};
+use quiver_offline::export::{
+    OutputFormat, ViewRequest, point_in_time_join, spine_times, write_output,
+};
 use quiver_offline::table::{Interval, OfflineTable};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -343,6 +345,17 @@ impl<'a> ExportBuilder<'a> {
     }
 
     async fn run(self, out: Option<PathBuf>) -> Result<Export> {
+        if let Some(out) = &out {
+            let out = self.store.root().join(out);
+            OutputFormat::of(&out)?;
+            if let Some(Spine::File(spine)) = &self.spine
+                && same_file(&out, &self.store.root().join(spine))
+            {
+                return Err(Error::OutputIsSpine {
+                    path: out.display().to_string(),
+                });
+            }
+        }
         let started_clock = Instant::now();
         let started = self.store.clock().now();
         let catalog = self.store.catalog().await?;
@@ -357,7 +370,9 @@ impl<'a> ExportBuilder<'a> {
             None => return Err(Error::NoSpine),
             Some(Spine::File(path)) => {
                 let path = self.store.root().join(path);
-                let batch = engine.read_spine_file(&path).await?;
+                let batch = engine
+                    .read_spine_file(&path, &self.timestamp_column)
+                    .await?;
                 (batch, path.display().to_string(), file_sha256(&path))
             }
             Some(Spine::Sql(sql)) => (
@@ -429,7 +444,7 @@ impl<'a> ExportBuilder<'a> {
         .await?;
         if let Some(out) = &out {
             let path = self.store.root().join(out);
-            write_parquet(&path, &batch)?;
+            write_output(&path, &batch)?;
         }
         let summary = ExportSummary {
             rows: batch.num_rows(),
@@ -489,6 +504,14 @@ fn materialize_command(view: &str, needed: Interval) -> String {
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Whether two paths name the same file (either may not exist yet).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
+    }
 }
 
 fn file_sha256(path: &Path) -> Option<String> {

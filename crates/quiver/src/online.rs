@@ -52,6 +52,7 @@ impl FeatureStore {
                 let store: Arc<dyn OnlineStore> = match config.store_type {
                     OnlineStoreType::Embedded => Arc::new(EmbeddedStore::open(
                         &self.root().join(STATE_DIR).join(EMBEDDED_FILE),
+                        &format!("{STATE_DIR}/{EMBEDDED_FILE}"),
                     )?),
                     OnlineStoreType::Redis => {
                         let url = config.url.clone().unwrap_or_default();
@@ -268,9 +269,9 @@ impl FeatureStore {
                 keys,
             })
             .collect();
-        let found = self.online_store().await?.read(&reads).await?;
-
         let now = self.clock().now().timestamp_micros();
+        let found = self.online_store().await?.read(&reads, now).await?;
+
         let mut columns = Vec::with_capacity(plan.feature_names.len());
         for (planned, values) in plan.views.iter().zip(&found) {
             for (name, index) in &planned.columns {
