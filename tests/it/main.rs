@@ -9,4 +9,5 @@ mod definitions;
 mod online;
 mod pit;
 mod readme;
+mod reliability;
 mod support;

@@ -219,9 +219,7 @@ fn init(dir: &Path, json: bool) -> anyhow::Result<()> {
         return render::json(&serde_json::json!({ "created": dir }));
     }
     outln!("Created a feature repository in {}", dir.display());
-    outln!(
-        "  quiver.toml, features/*.sql, data/driver_stats.parquet, data/customer_stats.parquet"
-    );
+    outln!("  quiver.toml, features/*.sql, data/driver_stats.parquet, data/customer_stats.parquet");
     outln!();
     outln!("Next:");
     outln!("  cd {} && quiver plan && quiver apply", dir.display());

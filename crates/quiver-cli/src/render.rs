@@ -406,7 +406,10 @@ pub fn materialized(reports: &[quiver::MaterializeReport], as_json: bool) -> any
         if let Some(online) = &report.online {
             outln!(
                 "  online ({}): {} entities, {} keys written ({:.2} s)",
-                online.store, online.rows, online.written, online.seconds
+                online.store,
+                online.rows,
+                online.written,
+                online.seconds
             );
         }
     }
@@ -483,7 +486,9 @@ pub fn exported(export: &quiver::Export, show: usize, as_json: bool) -> anyhow::
     for m in &s.materialized {
         outln!(
             "materialized {} v{} ({} rows) first",
-            m.view, m.version, m.rows_in_interval
+            m.view,
+            m.version,
+            m.rows_in_interval
         );
     }
     let output = s

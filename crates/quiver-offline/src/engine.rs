@@ -378,7 +378,11 @@ impl OfflineEngine {
     /// keeping its row order. Text formats carry no types, so the spine's timestamp
     /// column (`timestamp_column`, when present) comes back as `Timestamp(µs, UTC)`, the
     /// type a Parquet spine usually has; other columns keep what was inferred.
-    pub async fn read_spine_file(&self, path: &Path, timestamp_column: &str) -> Result<RecordBatch> {
+    pub async fn read_spine_file(
+        &self,
+        path: &Path,
+        timestamp_column: &str,
+    ) -> Result<RecordBatch> {
         let location = path.display().to_string();
         let unreadable = |e: datafusion::error::DataFusionError| Error::InvalidSpine {
             message: format!("cannot read {location}: {}", e.strip_backtrace()),
@@ -407,8 +411,7 @@ impl OfflineEngine {
                 self.ordered
                     .read_json(
                         location.as_str(),
-                        JsonReadOptions::default()
-                            .file_extension(&format!(".{extension}")),
+                        JsonReadOptions::default().file_extension(&format!(".{extension}")),
                     )
                     .await
                     .map_err(unreadable)?,

@@ -17,4 +17,4 @@ pub mod table;
 
 pub use engine::OfflineEngine;
 pub use error::{Error, Result};
-pub use materialize::{MaterializeStats, PushLog, PushStats, WriteOptions};
+pub use materialize::{MaterializeStats, PUSH_LOG_MAX_FILES, PushLog, PushStats, WriteOptions};
