@@ -7,16 +7,23 @@
 //! a push is written in full (pushes are idempotent, so a client may retry).
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
+
+/// How long the runtime's thread lets unfinished work run after the executor is dropped.
+const FINISH_AFTER_DROP: Duration = Duration::from_secs(300);
 
 /// A multi-threaded runtime on its own threads, stopped when dropped.
 #[derive(Debug)]
 pub struct BatchExecutor {
     handle: Handle,
+    /// Tasks spawned and not finished, and a signal each time one finishes.
+    running: Arc<(AtomicUsize, Notify)>,
     /// Dropping the sender ends the runtime's thread, which then drops the runtime.
     stop: Mutex<Option<oneshot::Sender<()>>>,
 }
@@ -26,6 +33,8 @@ impl BatchExecutor {
     pub fn new(threads: usize) -> std::io::Result<Self> {
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let running = Arc::new((AtomicUsize::new(0), Notify::new()));
+        let tasks = Arc::clone(&running);
         std::thread::Builder::new()
             .name("quiver-batch".to_string())
             .spawn(move || {
@@ -39,6 +48,9 @@ impl BatchExecutor {
                         let _ = handle_tx.send(Ok(runtime.handle().clone()));
                         runtime.block_on(async {
                             let _ = stop_rx.await;
+                            // Work already started finishes (a materialization is
+                            // recorded) unless the process exits first.
+                            let _ = tokio::time::timeout(FINISH_AFTER_DROP, idle(&tasks)).await;
                         });
                         runtime.shutdown_background();
                     }
@@ -52,6 +64,7 @@ impl BatchExecutor {
             .map_err(|e| std::io::Error::other(e.to_string()))??;
         Ok(BatchExecutor {
             handle,
+            running,
             stop: Mutex::new(Some(stop_tx)),
         })
     }
@@ -62,7 +75,33 @@ impl BatchExecutor {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.handle.spawn(work)
+        let running = Arc::clone(&self.running);
+        running.0.fetch_add(1, Ordering::AcqRel);
+        self.handle.spawn(async move {
+            let output = work.await;
+            running.0.fetch_sub(1, Ordering::AcqRel);
+            running.1.notify_waiters();
+            output
+        })
+    }
+
+    /// Waits until no spawned work runs, at most `limit`; returns whether it is idle.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, idle(&self.running))
+            .await
+            .is_ok()
+    }
+}
+
+/// Completes when no spawned task runs.
+async fn idle(running: &(AtomicUsize, Notify)) {
+    let (count, finished) = running;
+    loop {
+        let notified = finished.notified();
+        if count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        notified.await;
     }
 }
 

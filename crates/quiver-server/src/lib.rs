@@ -153,8 +153,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "quiver serve listening");
     let limits = connection_limits(&store);
-    let router = router(AppState::new(store)?);
-    connections::serve_connections(listener, router, limits, shutdown).await
+    let state = AppState::new(store)?;
+    let batch = Arc::clone(&state.batch);
+    connections::serve_connections(listener, router(state), limits, shutdown).await?;
+    // Materializations and pushes that outlived their requests get the grace period too.
+    if !batch.drain(limits.shutdown_grace).await {
+        tracing::warn!("shutdown grace period over: batch work still running is abandoned");
+    }
+    Ok(())
 }
 
 /// Completes on ctrl-c or SIGTERM.

@@ -1159,3 +1159,260 @@ async fn end_to_end_on_redis_with_an_outage() {
     let (status, _) = send(&app, "GET", "/health", "", &[]).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Reads from a socket until it closes (or `limit` passes); returns what was read and
+/// whether it closed.
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).to_string(), true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&out).to_string(), false),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_cannot_starve_the_server() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let (_dir, store) = example(
+        "header_read_timeout_ms = 400\nidle_timeout_ms = 600\nbody_read_timeout_ms = 400\nmax_connections = 3\nshutdown_grace_ms = 800",
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(quiver_server::serve(store, listener, async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Three clients take every slot: two never finish their headers, one sends nothing.
+    let mut slow = Vec::new();
+    for partial in ["GET /health HTTP/1.1\r\nHost: x\r\n", "GET /he", ""] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(partial.as_bytes()).await.unwrap();
+        slow.push(stream);
+    }
+    // A fourth client still gets an answer once the header timeout frees the slots.
+    let started = Instant::now();
+    let mut probe = TcpStream::connect(addr).await.unwrap();
+    probe
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut probe, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    for mut stream in slow {
+        let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(2)).await;
+        assert!(
+            closed,
+            "a client that never finishes its headers is disconnected"
+        );
+    }
+
+    // A kept-alive connection that goes idle is closed after the idle timeout.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (answer, closed) = read_until_closed(&mut idle, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed, "an idle kept-alive connection is closed");
+    assert!(started.elapsed() >= Duration::from_millis(500));
+
+    // A body that stalls gets a JSON 408 after the body timeout.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"POST /get-online-features HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"features\"")
+        .await
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut stalled, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("\"kind\":\"deadline_exceeded\""),
+        "{answer}"
+    );
+
+    // Shutdown finishes within the grace period even with a client stalled mid-request.
+    let mut stuck = TcpStream::connect(addr).await.unwrap();
+    stuck
+        .write_all(b"POST /push HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(3), server)
+        .await
+        .expect("shutdown finishes within the grace period")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn write_endpoints_refuse_what_would_be_misread() {
+    let (_dir, store) = example("api_key = \"s3cret\"").await;
+    // `bearer` in any case, as RFC 7235 says schemes are case-insensitive.
+    let lower = [("authorization", "bearer s3cret")];
+    let cases = [
+        // A JSON array is not read as a positional struct.
+        (
+            "/materialize",
+            "[null, null]",
+            "the body must be a JSON object",
+        ),
+        (
+            "/push",
+            "[\"driver_stats\"]",
+            "the body must be a JSON object",
+        ),
+        // A repeated column would otherwise silently keep the last.
+        (
+            "/push",
+            r#"{"feature_view": "driver_hourly_stats", "df": {"driver_id": [1], "conv_rate": [1.0], "conv_rate": [2.0]}}"#,
+            "column `conv_rate` appears twice",
+        ),
+        (
+            "/push",
+            r#"{"feature_view": "driver_hourly_stats", "df": {"driver_id": [1], "driver_id": [2]}}"#,
+            "column `driver_id` appears twice",
+        ),
+    ];
+    for (uri, body, message) in cases {
+        let (status, response) = call(&store, "POST", uri, body, &lower).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri} {body}: {response}");
+        assert!(
+            response["error"].as_str().unwrap().contains(message),
+            "{uri} {body}: {response}"
+        );
+    }
+    // A view named twice is materialized once.
+    let (status, response) = call(
+        &store,
+        "POST",
+        "/materialize",
+        r#"{"feature_views": ["customer_profile", "customer_profile"], "full_feature_names": false, "version": null}"#,
+        &lower,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(response.as_array().unwrap().len(), 1, "{response}");
+    // Feast's `version` must name the applied version.
+    let (status, response) = call(
+        &store,
+        "POST",
+        "/materialize",
+        r#"{"feature_views": ["customer_profile"], "version": "v3"}"#,
+        &lower,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{response}");
+    assert!(
+        response["error"].as_str().unwrap().contains("is at v1"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn feasts_write_to_online_store_and_async_materialize() {
+    let (_dir, store) = example("").await;
+    let now = chrono::Utc::now()
+        .naive_utc()
+        .format("%Y-%m-%dT%H:%M:%S%.6f")
+        .to_string();
+    // As Feast's client sends it: naive UTC times, `created` may be null.
+    let body = json!({"feature_view_name": "driver_hourly_stats", "df": {
+        "driver_id": [7001, 7002], "conv_rate": [0.25, null], "acc_rate": [0.5, 0.125],
+        "avg_daily_trips": [42, 43], "quality": [0.125, null],
+        "event_timestamp": [now, now], "created": [now, null]}, "allow_registry_cache": false});
+    let (status, response) = call(
+        &store,
+        "POST",
+        "/write-to-online-store",
+        &body.to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(response, Value::Null);
+    let lookup = r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": ["7001", 7002]}, "include_feature_view_version_metadata": true}"#;
+    let (_, response) = call(&store, "POST", "/get-online-features", lookup, &[]).await;
+    assert_eq!(response["results"][0]["values"], json!([7001, 7002]));
+    assert_eq!(response["results"][1]["values"], json!([0.25, null]));
+    assert_eq!(
+        response["results"][1]["statuses"],
+        json!(["PRESENT", "NULL_VALUE"])
+    );
+    assert_eq!(
+        response["metadata"]["feature_view_metadata"],
+        json!([{"name": "driver_hourly_stats", "version": 1}])
+    );
+    // A source is not a feature view.
+    let body = json!({"feature_view_name": "driver_stats", "df": {"driver_id": [1]}});
+    let (status, _) = call(
+        &store,
+        "POST",
+        "/write-to-online-store",
+        &body.to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // `?async=true`: 202 at once, the run finishes in the background and is recorded.
+    let before = store.runs(Some("materialize"), 100).await.unwrap().len();
+    let (status, response) = call(
+        &store,
+        "POST",
+        "/materialize-incremental?async=true",
+        r#"{"end_ts": null, "feature_views": null, "full_feature_names": false}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{response}");
+    assert_eq!(response["status"], "accepted");
+    let mut recorded = false;
+    for _ in 0..100 {
+        if store.runs(Some("materialize"), 100).await.unwrap().len() > before {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(recorded, "the background run is recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_materialization_whose_client_disconnects_still_finishes_and_is_recorded() {
+    let (_dir, store) = example("").await;
+    let before = store.runs(Some("materialize"), 100).await.unwrap().len();
+    let app = router(AppState::new(store.clone()).unwrap());
+    let request = Request::post("/materialize")
+        .body(Body::from(r#"{"feature_views": ["driver_hourly_stats"]}"#))
+        .unwrap();
+    // The client gives up before the run ends (it takes longer than 20 ms in a debug
+    // build): the request future is dropped.
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(20), app.oneshot(request)).await;
+    let mut recorded = false;
+    for _ in 0..100 {
+        if store.runs(Some("materialize"), 100).await.unwrap().len() > before {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(recorded, "the materialization ran to completion");
+}
