@@ -569,6 +569,27 @@ fn serve_answers_and_stops_on_sigterm() {
     let answer = answer.expect("quiver serve listens on --bind");
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
     assert!(answer.contains(r#""statuses":["PRESENT"]"#), "{answer}");
+    // `quiver get --json` prints the server's bytes for the same request.
+    let served = answer.split("\r\n\r\n").nth(1).unwrap().trim();
+    let printed = ok(
+        &repo,
+        &[
+            "get",
+            "--json",
+            "--features",
+            "driver_hourly_stats:conv_rate",
+            "--entity",
+            "driver_id=1001",
+        ],
+    );
+    assert_eq!(printed.trim(), served);
+
+    // A second server on the same port fails before it says it listens.
+    let busy = quiver(&repo, &["serve", "--bind", &bind]);
+    assert_eq!(busy.status.code(), Some(1));
+    let err = stderr(&busy);
+    assert!(err.contains(&format!("cannot listen on {bind}")), "{err}");
+    assert!(!err.contains("listening"), "{err}");
     let killed = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()
@@ -579,4 +600,134 @@ fn serve_answers_and_stops_on_sigterm() {
         status.success(),
         "quiver serve exited with {status} on SIGTERM"
     );
+}
+
+/// Exports that would write where they must not, or read what they must not, are refused;
+/// a closed pipe is not an error.
+#[test]
+fn exports_refuse_hostile_outputs_and_spine_queries() {
+    let dir = init_example();
+    let repo = dir.path().join("demo");
+    ok(&repo, &["apply"]);
+    ok(&repo, &["materialize"]);
+    let service = ["--service", "driver_ranking"];
+
+    // A spine query is a query: `COPY … TO` writes nothing.
+    let target = dir.path().join("copied.csv");
+    let copy = format!(
+        "COPY (SELECT driver_id FROM driver_stats) TO '{}'",
+        target.display()
+    );
+    let err = fails(
+        &repo,
+        &[
+            &["export", "--spine-sql", &copy, "--out", "x.parquet"][..],
+            &service,
+        ]
+        .concat(),
+    );
+    assert!(err.contains("the spine query"), "{err}");
+    assert!(!target.exists(), "the spine query wrote a file");
+
+    // The output must not be the spine, and must be a format Quiver writes.
+    let err = fails(
+        &repo,
+        &[
+            &[
+                "export",
+                "--spine",
+                "data/spine.parquet",
+                "--out",
+                "data/spine.parquet",
+            ][..],
+            &service,
+        ]
+        .concat(),
+    );
+    assert!(err.contains("is the spine itself"), "{err}");
+    let err = fails(
+        &repo,
+        &[
+            &["export", "--spine", "data/spine.parquet", "--out", "t.json"][..],
+            &service,
+        ]
+        .concat(),
+    );
+    assert!(err.contains("name the output .parquet or .csv"), "{err}");
+    ok(
+        &repo,
+        &[
+            &["export", "--spine", "data/spine.parquet", "--out", "t.csv"][..],
+            &service,
+        ]
+        .concat(),
+    );
+    let csv = std::fs::read_to_string(repo.join("t.csv")).unwrap();
+    assert!(
+        csv.starts_with("driver_id,customer_id,event_timestamp,trip_completed,conv_rate"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 1001);
+
+    // `--show N | head -1`: the closed pipe ends the command quietly, exit 0.
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .current_dir(&repo)
+        .arg("--repo")
+        .arg(&repo)
+        .args([
+            "export",
+            "--spine",
+            "data/spine.parquet",
+            "--out",
+            "t2.parquet",
+            "--show",
+            "500",
+        ])
+        .args(service)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        first.starts_with("Wrote 1000 rows"),
+        "{first}: {}",
+        stderr(&output)
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+
+    // Usage errors exit 2, errors 1; QUIVER_JSON takes 1 as true.
+    let output = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .arg("--repo")
+        .arg(&repo)
+        .args(["runs", "--kind", "foo"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let output = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .arg("--repo")
+        .arg(&repo)
+        .args(["runs", "--kind", "export", "--limit", "1"])
+        .env("QUIVER_JSON", "1")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(json(&stdout(&output))[0]["kind"], "export");
+
+    // Vacuum removes the files re-materialization superseded.
+    ok(&repo, &["materialize", "driver_hourly_stats"]);
+    let vacuumed = json(&ok(&repo, &["vacuum", "--json", "--retention", "0s"]));
+    let removed: u64 = vacuumed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["superseded_removed"].as_u64().unwrap())
+        .sum();
+    assert!(removed > 0, "{vacuumed}");
 }

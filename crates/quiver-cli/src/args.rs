@@ -95,8 +95,8 @@ pub enum Command {
         /// Features as view:feature (or view:*), comma-separated.
         #[arg(long, value_delimiter = ',', required_unless_present = "service")]
         features: Vec<String>,
-        /// A feature service instead of (or in addition to) --features.
-        #[arg(long)]
+        /// A feature service instead of --features.
+        #[arg(long, conflicts_with = "features")]
         service: Option<String>,
         /// One entity row: key=value, or key=value,key2=value2 for composite keys. Repeat
         /// for more rows.
@@ -147,8 +147,8 @@ pub enum Command {
         /// Features as view:feature (or view:*), comma-separated.
         #[arg(long, value_delimiter = ',', required_unless_present = "service")]
         features: Vec<String>,
-        /// A feature service instead of (or in addition to) --features.
-        #[arg(long)]
+        /// A feature service instead of --features.
+        #[arg(long, conflicts_with = "features")]
         service: Option<String>,
         /// Output Parquet file.
         #[arg(long)]
