@@ -682,7 +682,7 @@ fn exports_refuse_hostile_outputs_and_spine_queries() {
             "--out",
             "t2.parquet",
             "--show",
-            "500",
+            "1000",
         ])
         .args(service)
         .stdout(std::process::Stdio::piped())
