@@ -731,3 +731,88 @@ fn exports_refuse_hostile_outputs_and_spine_queries() {
         .sum();
     assert!(removed > 0, "{vacuumed}");
 }
+
+/// `quiver serve` starts while Redis is down, answers 503, and recovers when Redis
+/// comes back — it does not exit.
+#[test]
+fn serve_starts_while_redis_is_down_and_recovers() {
+    use std::io::{Read, Write};
+    #[path = "../support/redis_server.rs"]
+    mod redis_server;
+    let mut redis = redis_server::RedisServer::start();
+    redis.kill();
+    let dir = init_example();
+    let repo = dir.path().join("demo");
+    let config = repo.join("quiver.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "type = \"embedded\"",
+            &format!(
+                "type = \"redis\"\nurl = \"{}\"\nconnect_timeout_ms = 300",
+                redis.url()
+            ),
+        ),
+    )
+    .unwrap();
+    ok(&repo, &["apply"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .arg("--repo")
+        .arg(&repo)
+        .args(["serve", "--bind", &bind])
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let health = || -> Option<String> {
+        let mut stream = std::net::TcpStream::connect(&bind).ok()?;
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    let mut answer = None;
+    for _ in 0..100 {
+        if let Some(text) = health() {
+            answer = Some(text);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let answer = answer.expect("quiver serve listens although Redis is down");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("\"status\":\"unavailable\""), "{answer}");
+    redis.restart();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if health().is_some_and(|t| t.starts_with("HTTP/1.1 200")) {
+            recovered = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(recovered, "quiver serve answers once Redis is back");
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(server.wait().unwrap().success());
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = ok(dir.path(), &["completions", shell]);
+        assert!(out.contains("materialize-incremental"), "{shell}: {out}");
+    }
+}

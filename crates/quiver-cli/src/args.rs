@@ -50,27 +50,36 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a working example repository (definitions, quiver.toml, a small dataset).
+    #[command(after_help = "Example:\n  quiver init demo")]
     Init {
         /// Folder to create the repository in.
         dir: PathBuf,
     },
     /// Show what `apply` would change in the registry.
+    #[command(after_help = "Example:\n  quiver plan")]
     Plan,
     /// Validate the definitions and record them in the registry.
+    #[command(after_help = "Example:\n  quiver apply")]
     Apply,
     /// List the objects in the registry.
+    #[command(after_help = "Example:\n  quiver ls --json")]
     Ls,
     /// Show one object: definition, schema, version.
+    #[command(after_help = "Example:\n  quiver describe driver_hourly_stats")]
     Describe {
         /// Name of an entity, source, feature view or feature service.
         name: String,
     },
     /// Show every version and change of one object.
+    #[command(after_help = "Example:\n  quiver history driver_hourly_stats")]
     History {
         /// Name of an entity, source, feature view or feature service.
         name: String,
     },
     /// Compute feature views into offline tables (Parquet, partitioned by event date).
+    #[command(
+        after_help = "Example:\n  quiver materialize --start 2026-01-01 --end 2026-01-15T12:00:00Z driver_hourly_stats"
+    )]
     Materialize {
         /// Start of the event-time interval (inclusive): RFC 3339 or YYYY-MM-DD, UTC when
         /// no zone is given. Default: all history.
@@ -83,6 +92,7 @@ pub enum Command {
         views: Vec<String>,
     },
     /// Materialize each view from its watermark (the end of its last run) up to --end.
+    #[command(after_help = "Example:\n  quiver materialize-incremental")]
     MaterializeIncremental {
         /// End of the interval (inclusive). Default: now.
         #[arg(long, value_parser = parse_time)]
@@ -91,6 +101,9 @@ pub enum Command {
         views: Vec<String>,
     },
     /// Look up the latest feature values of entities in the online store.
+    #[command(
+        after_help = "Example:\n  quiver get --service driver_ranking --entity driver_id=1001,customer_id=10001"
+    )]
     Get {
         /// Features as view:feature (or view:*), comma-separated.
         #[arg(long, value_delimiter = ',', required_unless_present = "service")]
@@ -107,6 +120,7 @@ pub enum Command {
         full_feature_names: bool,
     },
     /// Remove one version of a feature view from the online store.
+    #[command(after_help = "Example:\n  quiver drop driver_hourly_stats --version 1")]
     Drop {
         /// The feature view.
         view: String,
@@ -118,6 +132,7 @@ pub enum Command {
         force: bool,
     },
     /// Delete offline files that replaced snapshots no longer need.
+    #[command(after_help = "Example:\n  quiver vacuum --retention 0s")]
     Vacuum {
         /// Keep files superseded less than this long ago (default: offline.retention);
         /// `0s` deletes every superseded file now.
@@ -127,12 +142,16 @@ pub enum Command {
         views: Vec<String>,
     },
     /// Serve the HTTP feature server (Feast-compatible) until ctrl-c or SIGTERM.
+    #[command(after_help = "Example:\n  quiver serve --bind 127.0.0.1:6566")]
     Serve {
         /// Address to listen on (default: server.bind of quiver.toml).
         #[arg(long)]
         bind: Option<std::net::SocketAddr>,
     },
     /// Export a point-in-time-correct training set for a spine of (entity, timestamp) rows.
+    #[command(
+        after_help = "Example:\n  quiver export --spine data/spine.parquet --service driver_ranking --out train.parquet"
+    )]
     Export {
         /// Spine file: Parquet or CSV with a header.
         #[arg(
@@ -167,6 +186,7 @@ pub enum Command {
         show: usize,
     },
     /// List recorded materializations and exports, newest first.
+    #[command(after_help = "Example:\n  quiver runs --kind export --limit 5")]
     Runs {
         /// Only runs of this kind.
         #[arg(long, value_enum)]
@@ -175,7 +195,14 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Example:\n  quiver completions bash > /etc/bash_completion.d/quiver")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Run the whole pipeline on a fresh example repository.
+    #[command(after_help = "Example:\n  quiver quickstart")]
     Quickstart {
         /// Folder for the example repository (default: a `quiver-quickstart` folder in
         /// the system's temp folder, replaced on every run).

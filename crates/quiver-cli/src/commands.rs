@@ -15,13 +15,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init { dir } => init(&dir, json),
         Command::Plan => {
             let store = FeatureStore::open(&cli.repo)?;
-            let plan = store.plan().await?;
-            render::plan(&store, &plan, false, json)
+            let progress = render::Progress::start("planning", json);
+            let plan = store.plan().await;
+            progress.finish();
+            render::plan(&store, &plan?, false, json)
         }
         Command::Apply => {
             let store = FeatureStore::open(&cli.repo)?;
-            let plan = store.apply().await?;
-            render::plan(&store, &plan, true, json)
+            let progress = render::Progress::start("applying", json);
+            let plan = store.apply().await;
+            progress.finish();
+            render::plan(&store, &plan?, true, json)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "quiver", &mut std::io::stdout());
+            Ok(())
         }
         Command::Ls => {
             let store = FeatureStore::open(&cli.repo)?;
@@ -29,7 +39,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Describe { name } => {
             let store = FeatureStore::open(&cli.repo)?;
-            render::describe(&store.describe(&name).await?, json)
+            let record = store.describe(&name).await?;
+            let serving =
+                if record.kind == quiver::model::ObjectKind::FeatureView && !record.deleted {
+                    store
+                        .view_statuses()
+                        .await?
+                        .into_iter()
+                        .find(|v| v.record.name == name)
+                        .map(|v| v.serving_version)
+                } else {
+                    None
+                };
+            render::describe(&record, serving, json)
         }
         Command::History { name } => {
             let store = FeatureStore::open(&cli.repo)?;

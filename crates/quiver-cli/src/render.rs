@@ -12,8 +12,20 @@ use serde::Serialize;
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout(), $($arg)*)?
+        writeln!(anstream::stdout(), $($arg)*)?
     }};
+}
+
+/// Styles for people on a terminal; `anstream` drops them when the output is not a
+/// terminal or `NO_COLOR` is set.
+pub mod style {
+    use anstyle::{AnsiColor, Style};
+
+    pub const ERROR: Style = AnsiColor::Red.on_default().bold();
+    pub const HINT: Style = AnsiColor::Cyan.on_default();
+    pub const ADDED: Style = AnsiColor::Green.on_default();
+    pub const CHANGED: Style = AnsiColor::Yellow.on_default();
+    pub const REMOVED: Style = AnsiColor::Red.on_default();
 }
 pub(crate) use outln;
 
@@ -40,16 +52,19 @@ pub fn error(error: &anyhow::Error, as_json: bool) {
         return;
     }
     match quiver_error {
-        Some(quiver::Error::Core(quiver_core::Error::InvalidDefinitions(d))) => eprintln!("{d}"),
+        Some(quiver::Error::Core(quiver_core::Error::InvalidDefinitions(d))) => {
+            anstream::eprintln!("{d}")
+        }
         _ => {
-            let mut text = format!("error: {error}");
+            let (e, h) = (style::ERROR, style::HINT);
+            let mut text = format!("{e}error:{e:#} {error}");
             for cause in error.chain().skip(1) {
                 let _ = write!(text, "\n  caused by: {cause}");
             }
             if let Some(hint) = quiver_error.and_then(flag_hint) {
-                let _ = write!(text, "\n  hint: {hint}");
+                let _ = write!(text, "\n  {h}hint:{h:#} {hint}");
             }
-            eprintln!("{text}");
+            anstream::eprintln!("{text}");
         }
     }
 }
@@ -119,12 +134,14 @@ pub fn plan(store: &FeatureStore, plan: &Plan, applied: bool, as_json: bool) -> 
         .max()
         .unwrap_or(0);
     for change in &plan.changes {
-        let (sign, what) = match change.action {
-            Action::Add { version } => ('+', format!("new, v{version}")),
-            Action::NewVersion { from, to } => ('~', format!("v{from} -> v{to}")),
-            Action::UpdateMetadata { version } => ('~', format!("v{version}, metadata only")),
-            Action::Remove { version } => ('-', format!("removed, was v{version}")),
-            Action::Restore { version } => ('+', format!("restored, v{version}")),
+        let (sign, sign_style, what) = match change.action {
+            Action::Add { version } => ('+', style::ADDED, format!("new, v{version}")),
+            Action::NewVersion { from, to } => ('~', style::CHANGED, format!("v{from} -> v{to}")),
+            Action::UpdateMetadata { version } => {
+                ('~', style::CHANGED, format!("v{version}, metadata only"))
+            }
+            Action::Remove { version } => ('-', style::REMOVED, format!("removed, was v{version}")),
+            Action::Restore { version } => ('+', style::ADDED, format!("restored, v{version}")),
         };
         let label = format!("{} {}", change.kind, change.name);
         let fields: Vec<&str> = change
@@ -138,7 +155,18 @@ pub fn plan(store: &FeatureStore, plan: &Plan, applied: bool, as_json: bool) -> 
         } else {
             format!("  ({})", fields.join(", "))
         };
-        outln!("  {sign} {label:<width$}  {what}{fields}");
+        // A new version of an online view serves only once it is materialized; until
+        // then lookups read the previous version.
+        let serving = match (&change.action, &change.definition) {
+            (Action::NewVersion { from, .. }, Object::FeatureView(view)) if view.view.online => {
+                format!(
+                    "; lookups read v{from} until `quiver materialize {}`",
+                    change.name
+                )
+            }
+            _ => String::new(),
+        };
+        outln!("  {sign_style}{sign}{sign_style:#} {label:<width$}  {what}{fields}{serving}");
     }
     let counts = [
         (plan.count("added"), "added"),
@@ -191,9 +219,14 @@ pub fn list(records: &[ObjectRecord], as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn describe(record: &ObjectRecord, as_json: bool) -> anyhow::Result<()> {
+/// One object; for a feature view, `serving` is the version lookups read.
+pub fn describe(record: &ObjectRecord, serving: Option<u32>, as_json: bool) -> anyhow::Result<()> {
     if as_json {
-        return json(record);
+        let mut value = serde_json::to_value(record)?;
+        if let Some(serving) = serving {
+            value["serving_version"] = serving.into();
+        }
+        return json(&value);
     }
     let status = if record.deleted { ", removed" } else { "" };
     outln!(
@@ -227,6 +260,17 @@ pub fn describe(record: &ObjectRecord, as_json: bool) -> anyhow::Result<()> {
             push_opt(&mut lines, "comment", &s.comment);
         }
         Object::FeatureView(v) => {
+            if let Some(serving) = serving {
+                let note = if serving == record.version {
+                    format!("v{serving}")
+                } else {
+                    format!(
+                        "v{serving} (v{} serves once `quiver materialize {}` has run)",
+                        record.version, record.name
+                    )
+                };
+                lines.push(("serving", note));
+            }
             lines.push(("entities", v.view.entities.join(", ")));
             lines.push((
                 "ttl",
