@@ -737,9 +737,7 @@ fn exports_refuse_hostile_outputs_and_spine_queries() {
 #[test]
 fn serve_starts_while_redis_is_down_and_recovers() {
     use std::io::{Read, Write};
-    #[path = "../support/redis_server.rs"]
-    mod redis_server;
-    let mut redis = redis_server::RedisServer::start();
+    let mut redis = crate::redis_server::RedisServer::start();
     redis.kill();
     let dir = init_example();
     let repo = dir.path().join("demo");

@@ -9,5 +9,7 @@ mod definitions;
 mod online;
 mod pit;
 mod readme;
+#[path = "../support/redis_server.rs"]
+mod redis_server;
 mod reliability;
 mod support;

@@ -15,9 +15,7 @@ use proptest::prelude::*;
 use quiver::clock::FixedClock;
 use quiver::{FeatureStatus, FeatureStore, MaterializeOptions, OnlineFeatures};
 
-#[path = "../support/redis_server.rs"]
-mod redis_server;
-use redis_server::RedisServer;
+use crate::redis_server::RedisServer;
 
 const SECOND: i64 = 1_000_000;
 const BASE: i64 = 1_767_225_600 * SECOND; // 2026-01-01T00:00:00Z
