@@ -9,7 +9,8 @@
 //! - [`validate`]: the checks that need no data (names, references, key types, files);
 //! - [`diagnostic`]: errors that point at a file, line and column with a caret;
 //! - [`config`]: `quiver.toml` with environment overrides and its JSON Schema;
-//! - [`registry`]: the versioned, multi-process-safe SQLite registry and the plan diff.
+//! - [`registry`]: the versioned, multi-process-safe SQLite registry and the plan diff;
+//! - [`window`]: the arithmetic of sliding windows (labels, default hops, alignment).
 //!
 //! Checks that need a query planner (view schemas) happen in the `quiver` facade, which
 //! hands the inferred schemas back to [`validate::check_services`] and the registry.
@@ -22,5 +23,6 @@ pub mod model;
 pub mod parser;
 pub mod registry;
 pub mod validate;
+pub mod window;
 
 pub use error::{Error, ErrorKind, Result};

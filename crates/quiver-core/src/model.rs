@@ -329,6 +329,27 @@ pub struct FeatureView {
     /// Sources the query reads, in order of first appearance; the first is the primary
     /// source, whose `TIMESTAMP` and `CREATED` columns the view must output.
     pub sources: Vec<String>,
+    /// The sliding windows of an aggregation view (`WINDOWS (…)`), in seconds; empty for
+    /// a row view.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<u64>,
+    /// The hop of every window (`HOP '…'`), in seconds; `None`: each window's default hop
+    /// ([`crate::window::default_hop`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hop: Option<u64>,
+}
+
+impl FeatureView {
+    /// Whether the view aggregates events over sliding windows.
+    pub fn is_windowed(&self) -> bool {
+        !self.windows.is_empty()
+    }
+
+    /// The hop (tile size, seconds) of a window of this view.
+    pub fn hop_of(&self, window: u64) -> u64 {
+        self.hop
+            .unwrap_or_else(|| crate::window::default_hop(window))
+    }
 }
 
 /// One entry of a feature service: `view.feature` or `view.*`, optionally pinned to a
@@ -388,6 +409,51 @@ pub struct ViewSchema {
     pub created: Option<Column>,
     /// Everything else.
     pub features: Vec<Column>,
+    /// For an aggregation view: what it computes (its features are the outputs × windows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowSchema>,
+}
+
+/// What an aggregation view computes, as the engine analysed its query at `apply`: the
+/// events (one row per source row that passes `WHERE`, with every aggregate's argument
+/// evaluated), the decomposable aggregates over them, and the outputs computed from the
+/// aggregates once they are merged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSchema {
+    /// `SELECT <keys>, <event time>[, <created>], <arg> AS __a0, … FROM <source> [WHERE …]`.
+    pub event_query: String,
+    /// The event query's argument columns (`__a0`, …), typed.
+    pub args: Vec<Column>,
+    /// The aggregates (`__agg0`, …), each once.
+    pub aggregates: Vec<WindowAggregate>,
+    /// One per non-key output column of the query; each becomes one feature per window.
+    pub outputs: Vec<WindowOutput>,
+}
+
+/// One decomposable aggregate of an aggregation view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowAggregate {
+    /// `count_star`, `count`, `sum_int`, `sum_float`, `avg`, `min`, `max`, `stddev_samp`,
+    /// `stddev_pop`, `var_samp`, `var_pop`, `first`, `last`.
+    pub kind: String,
+    /// Index of its argument in [`WindowSchema::args`] (`None` for `COUNT(*)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg: Option<usize>,
+    /// The aggregate as written.
+    pub sql: String,
+    /// The Arrow type of its value.
+    pub data_type: String,
+}
+
+/// One output of an aggregation view: an expression over the aggregates (`__agg0`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowOutput {
+    /// The output column's name (each feature is `<name>_<window label>`).
+    pub name: String,
+    /// The expression over `__agg0`, … (a plain aggregate is just `__agg0`).
+    pub expr: String,
+    /// The Arrow type of its value.
+    pub data_type: String,
 }
 
 impl ViewSchema {
@@ -515,6 +581,8 @@ mod tests {
                     query: "SELECT 1".into(),
                     normalized_query: "SELECT 1".into(),
                     sources: vec![],
+                    windows: vec![],
+                    hop: None,
                 },
                 schema: ViewSchema {
                     keys: vec![],
@@ -525,6 +593,7 @@ mod tests {
                     },
                     created: None,
                     features: vec![],
+                    window: None,
                 },
             })
         };

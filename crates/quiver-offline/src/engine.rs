@@ -16,10 +16,23 @@ use quiver_core::model::{Column, Entity, FeatureView, KeyType, Source, ViewSchem
 use crate::materialize::{self, MaterializeStats, PushLog, PushStats, WriteOptions};
 use crate::normalize::{ViewColumns, normalize};
 use crate::table::{Interval, OfflineTable};
+use crate::window::WindowProgram;
 use crate::{Error, Result, source};
 
 /// Memory the materialization sort may use before it spills to disk.
 const SORT_MEMORY_BYTES: usize = 1 << 30;
+
+/// One view version's offline table, as the engine writes it: the view, the query whose
+/// rows the table holds (the view's query, or an aggregation view's event query), the
+/// table's columns and, for an aggregation view, its compiled program (for tiles).
+#[derive(Debug, Clone, Copy)]
+pub struct ViewTable<'a> {
+    pub view: &'a FeatureView,
+    pub version: u32,
+    pub query: &'a str,
+    pub columns: &'a ViewColumns,
+    pub window: Option<&'a WindowProgram>,
+}
 
 /// The batch engine of one feature repository.
 pub struct OfflineEngine {
@@ -110,6 +123,9 @@ impl OfflineEngine {
         entities: &[&Entity],
         primary: &Source,
     ) -> Result<ViewSchema> {
+        if view.is_windowed() {
+            return crate::window::spec::analyze(&self.ctx, view, entities, primary).await;
+        }
         let plan = self
             .ctx
             .state()
@@ -189,6 +205,7 @@ impl OfflineEngine {
             timestamp,
             created,
             features,
+            window: None,
         })
     }
 }
@@ -200,34 +217,33 @@ impl OfflineEngine {
     pub async fn materialize(
         &self,
         offline_root: &Path,
-        view: &FeatureView,
-        version: u32,
-        columns: &ViewColumns,
+        table: &ViewTable<'_>,
         interval: Interval,
         options: WriteOptions,
     ) -> Result<MaterializeStats> {
-        let table = OfflineTable::new(offline_root, &view.name, version);
+        let view = table.view;
         let fresh = normalize(
             self.ordered
-                .sql(&view.query)
+                .sql(table.query)
                 .await
                 .map_err(|e| plan_error(&view.name, e))?,
-            columns,
+            table.columns,
         )?;
         let mut source_pushes = Vec::new();
         for source in &view.sources {
             let log = OfflineTable::for_source(offline_root, source);
             if let Some(rows) = read_source_log(&self.ordered, &log).await? {
-                source_pushes.push(self.query_with(view, columns, source, rows).await?);
+                source_pushes.push(self.query_with(table, source, rows).await?);
             }
         }
         materialize::materialize(
             &self.ordered,
-            &table,
+            &OfflineTable::new(offline_root, &view.name, table.version),
             &view.name,
             fresh,
             source_pushes,
-            columns,
+            table.columns,
+            table.window,
             interval,
             options,
         )
@@ -241,15 +257,22 @@ impl OfflineEngine {
     pub async fn push(
         &self,
         offline_root: &Path,
-        view: &str,
-        version: u32,
-        columns: &ViewColumns,
+        table: &ViewTable<'_>,
         rows: RecordBatch,
         log: PushLog,
         options: WriteOptions,
     ) -> Result<PushStats> {
-        let table = OfflineTable::new(offline_root, view, version);
-        materialize::push(&self.ordered, &table, columns, rows, log, options).await
+        let offline = OfflineTable::new(offline_root, &table.view.name, table.version);
+        materialize::push(
+            &self.ordered,
+            &offline,
+            table.columns,
+            table.window,
+            rows,
+            log,
+            options,
+        )
+        .await
     }
 
     /// Appends rows pushed into a source (in the source's schema) to its push log, which
@@ -299,12 +322,12 @@ impl OfflineEngine {
     /// rows would store.
     pub async fn view_rows(
         &self,
-        view: &FeatureView,
-        columns: &ViewColumns,
+        table: &ViewTable<'_>,
         source: &str,
         rows: RecordBatch,
     ) -> Result<RecordBatch> {
-        let df = self.query_with(view, columns, source, vec![rows]).await?;
+        let view = table.view;
+        let df = self.query_with(table, source, vec![rows]).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let failed = |message: String| Error::MaterializeFailed {
             view: view.name.clone(),
@@ -317,14 +340,14 @@ impl OfflineEngine {
         arrow::compute::concat_batches(&schema, &batches).map_err(|e| failed(e.to_string()))
     }
 
-    /// The view's query, normalized, with `rows` standing in for `source`.
+    /// The table's query, normalized, with `rows` standing in for `source`.
     async fn query_with(
         &self,
-        view: &FeatureView,
-        columns: &ViewColumns,
+        table: &ViewTable<'_>,
         source: &str,
         rows: Vec<RecordBatch>,
     ) -> Result<DataFrame> {
+        let (view, columns) = (table.view, table.columns);
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
         for name in &view.sources {
             if name == source {
@@ -339,7 +362,7 @@ impl OfflineEngine {
             }
         }
         let df = ctx
-            .sql(&view.query)
+            .sql(table.query)
             .await
             .map_err(|e| plan_error(&view.name, e))?;
         Ok(normalize(df, columns)?.filter(materialize::not_null_identity(columns))?)

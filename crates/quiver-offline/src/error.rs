@@ -44,6 +44,18 @@ pub enum Error {
     #[error("feature view `{view}`: the query cannot be planned: {message}")]
     UnplannableView { view: String, message: String },
 
+    /// An aggregation view's query is not one Quiver can compute over windows.
+    #[error("feature view `{view}`: {message}")]
+    InvalidWindowView {
+        view: String,
+        message: String,
+        /// Where in the query text (1-based), when known.
+        line: Option<u64>,
+        column: Option<u64>,
+        /// What is allowed.
+        help: String,
+    },
+
     /// A view's query does not output one of its entities' key columns.
     #[error(
         "feature view `{view}`: the query does not output key column `{key}` of entity `{entity}`"

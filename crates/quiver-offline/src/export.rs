@@ -122,7 +122,9 @@ pub async fn point_in_time_join(
     RecordBatch::try_new(schema, columns).map_err(arrow_error)
 }
 
-async fn join_view(
+/// One view's requested features for every spine row (`times` from [`spine_times`]),
+/// in spine order.
+pub async fn join_view(
     spine: &RecordBatch,
     times: &Arc<Vec<Option<i64>>>,
     request: &ViewRequest,

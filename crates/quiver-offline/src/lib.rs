@@ -14,7 +14,8 @@ pub mod normalize;
 pub mod pit;
 mod source;
 pub mod table;
+pub mod window;
 
-pub use engine::OfflineEngine;
+pub use engine::{OfflineEngine, ViewTable};
 pub use error::{Error, Result};
 pub use materialize::{MaterializeStats, PUSH_LOG_MAX_FILES, PushLog, PushStats, WriteOptions};

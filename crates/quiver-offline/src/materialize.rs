@@ -35,6 +35,8 @@ use parquet::file::properties::WriterProperties;
 
 use crate::normalize::{ViewColumns, timestamp_type};
 use crate::table::{FileEntry, Interval, Manifest, OfflineTable, PUSH_DIR, PUSH_LOG_EXTENSION};
+use crate::window::WindowProgram;
+use crate::window::tiles::TileBuilder;
 use crate::{Error, Result};
 
 pub(crate) const SEQ: &str = "__quiver_seq";
@@ -89,6 +91,7 @@ pub(crate) async fn materialize(
     fresh: DataFrame,
     source_pushes: SourcePushes,
     columns: &ViewColumns,
+    window: Option<&WindowProgram>,
     interval: Interval,
     options: WriteOptions,
 ) -> Result<MaterializeStats> {
@@ -113,19 +116,22 @@ pub(crate) async fn materialize(
             None => upper,
         }
     };
-    let mut all = fresh
-        .filter(not_null_identity(columns).and(in_interval(ident(&columns.timestamp))))?
-        .window(vec![row_number().alias(SEQ)])?;
+    let mut all = with_sequence(
+        fresh
+            .filter(not_null_identity(columns).and(in_interval(ident(&columns.timestamp))))?
+            .window(vec![row_number().alias(SEQ)])?,
+        columns,
+    )?;
     // Pushed rows are part of the interval too, and win ties with source rows.
     for pushed in source_pushes {
         let pushed = pushed.filter(in_interval(ident(&columns.timestamp)))?;
-        all = all.union(numbered_after(pushed, 1)?)?;
+        all = all.union(with_sequence(numbered_after(pushed, 1)?, columns)?)?;
     }
     if !manifest.pushed.is_empty() {
         let pushed = read_push_log(ordered, table, &manifest.pushed)
             .await?
             .filter(in_interval(ident(&columns.timestamp)))?;
-        all = all.union(numbered_after(pushed, 2)?)?;
+        all = all.union(with_sequence(numbered_after(pushed, 2)?, columns)?)?;
     }
     let written = rewrite_partitions(
         ordered,
@@ -138,6 +144,7 @@ pub(crate) async fn materialize(
         sequence,
         options.max_event_time,
         view_name,
+        window,
     )
     .await?;
 
@@ -206,6 +213,7 @@ pub(crate) async fn push(
     ordered: &SessionContext,
     table: &OfflineTable,
     columns: &ViewColumns,
+    window: Option<&WindowProgram>,
     rows: RecordBatch,
     log: PushLog,
     options: WriteOptions,
@@ -241,12 +249,16 @@ pub(crate) async fn push(
         table,
         &manifest,
         columns,
-        numbered_after(ordered.read_batch(rows.clone())?, 2)?,
+        with_sequence(
+            numbered_after(ordered.read_batch(rows.clone())?, 2)?,
+            columns,
+        )?,
         &touched,
         None,
         sequence,
         options.max_event_time,
         &view_name,
+        window,
     )
     .await?;
     let partitions_rewritten = touched.len().max(written.files.len());
@@ -441,7 +453,12 @@ struct Written {
 
 impl Written {
     fn rows(&self) -> u64 {
-        self.files.values().flatten().map(|f| f.rows).sum()
+        self.files
+            .values()
+            .flatten()
+            .filter(|f| !is_tile_file(&f.path))
+            .map(|f| f.rows)
+            .sum()
     }
 }
 
@@ -460,10 +477,13 @@ async fn rewrite_partitions(
     sequence: u64,
     max_event_time: i64,
     view_name: &str,
+    window: Option<&WindowProgram>,
 ) -> Result<Written> {
+    // Tile files are derived from the events: they are written again, never read here.
     let old_files: Vec<String> = touched
         .iter()
         .flat_map(|d| &manifest.partitions[d])
+        .filter(|f| !is_tile_file(&f.path))
         .map(|f| table.path().join(&f.path).display().to_string())
         .collect();
     let mut all = fresh;
@@ -486,7 +506,7 @@ async fn rewrite_partitions(
     order.push(ident(SEQ).sort(true, false));
     let mut stream = all.sort(order)?.execute_stream().await?;
 
-    let mut writer = PartitionWriter::new(table, sequence, columns, max_event_time);
+    let mut writer = PartitionWriter::new(table, sequence, columns, max_event_time, window)?;
     while let Some(batch) = stream.next().await {
         writer.push(batch.map_err(|e| failed(view_name, e))?)?;
     }
@@ -552,6 +572,32 @@ fn numbered_after(df: DataFrame, rank: u64) -> Result<DataFrame> {
     Ok(df.select(exprs)?)
 }
 
+/// For an aggregation view's events, stores [`SEQ`] as the events' source order
+/// (`__seq`), right before `SEQ`: the column order of its offline table.
+fn with_sequence(df: DataFrame, columns: &ViewColumns) -> Result<DataFrame> {
+    let Some(sequence) = &columns.sequence else {
+        return Ok(df);
+    };
+    let mut exprs: Vec<Expr> = df
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| f.name() != SEQ && f.name() != sequence)
+        .map(|f| ident(f.name()))
+        .collect();
+    exprs.push(ident(SEQ).alias(sequence));
+    exprs.push(ident(SEQ));
+    Ok(df.select(exprs)?)
+}
+
+/// Whether a table file holds an aggregation view's tiles (not rows).
+pub(crate) fn is_tile_file(relative: &str) -> bool {
+    relative
+        .rsplit('/')
+        .next()
+        .is_some_and(|name| name.starts_with(crate::window::TILE_PREFIX))
+}
+
 fn with_seq_zero(df: DataFrame) -> Result<DataFrame> {
     let mut exprs: Vec<Expr> = df
         .schema()
@@ -604,6 +650,8 @@ struct PartitionWriter<'a> {
     columns: ViewColumns,
     fresh_rows: u64,
     skipped_future: u64,
+    /// For an aggregation view: the tiles of the day being written.
+    tiles: Option<(TileBuilder<'a>, Option<i64>)>,
 }
 
 struct OpenFile {
@@ -621,8 +669,13 @@ impl<'a> PartitionWriter<'a> {
         sequence: u64,
         columns: &ViewColumns,
         max_event_time: i64,
-    ) -> Self {
-        PartitionWriter {
+        window: Option<&'a WindowProgram>,
+    ) -> Result<Self> {
+        let tiles = match window {
+            Some(program) => Some((TileBuilder::new(program, columns)?, None)),
+            None => None,
+        };
+        Ok(PartitionWriter {
             table,
             sequence,
             max_event_time,
@@ -637,7 +690,8 @@ impl<'a> PartitionWriter<'a> {
             columns: columns.clone(),
             fresh_rows: 0,
             skipped_future: 0,
-        }
+            tiles,
+        })
     }
 
     fn init(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -792,6 +846,62 @@ impl<'a> PartitionWriter<'a> {
             })?;
         open.rows += slice.num_rows() as u64;
         open.range.add(&without_seq, Some(&self.columns.timestamp));
+        if self.tiles.as_ref().is_some_and(|(_, d)| *d != Some(day)) {
+            self.write_tiles()?;
+        }
+        if let Some((builder, tiles_day)) = &mut self.tiles {
+            *tiles_day = Some(day);
+            builder.add(&without_seq)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the tiles of the day the tile builder holds (`tiles-<commit>-0.parquet`).
+    fn write_tiles(&mut self) -> Result<()> {
+        let Some((builder, Some(day))) = &mut self.tiles else {
+            return Ok(());
+        };
+        let day = *day;
+        let Some(batch) = builder.finish_day()? else {
+            return Ok(());
+        };
+        let relative = format!(
+            "date={}/{}{:012}-0.parquet",
+            day_name(day),
+            crate::window::TILE_PREFIX,
+            self.sequence
+        );
+        let path = self.table.staging_path(&relative)?;
+        let write_error = |e: parquet::errors::ParquetError| Error::WriteParquet {
+            path: relative.clone(),
+            message: e.to_string(),
+        };
+        let file = File::create(&path).map_err(|e| Error::TableIo {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))
+            .map_err(write_error)?;
+        writer.write(&batch).map_err(write_error)?;
+        writer.close().map_err(write_error)?;
+        let range = batch
+            .column_by_name(crate::window::TILE_START)
+            .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
+        self.files
+            .entry(day_name(day))
+            .or_default()
+            .push(FileEntry {
+                path: relative,
+                rows: batch.num_rows() as u64,
+                min_ts: range
+                    .as_ref()
+                    .and_then(arrow::compute::min)
+                    .unwrap_or(i64::MAX),
+                max_ts: range
+                    .as_ref()
+                    .and_then(arrow::compute::max)
+                    .unwrap_or(i64::MIN),
+            });
         Ok(())
     }
 
@@ -850,6 +960,7 @@ impl<'a> PartitionWriter<'a> {
             self.write_sorted(last)?;
         }
         self.close_current()?;
+        self.write_tiles()?;
         Ok(Written {
             files: self.files,
             fresh_rows: self.fresh_rows,

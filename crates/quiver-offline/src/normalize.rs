@@ -24,18 +24,32 @@ pub fn key_data_type(key_type: KeyType) -> DataType {
     }
 }
 
-/// Names of a view's columns by role.
+/// Names of the columns of a view's offline table, by role.
 #[derive(Debug, Clone)]
 pub struct ViewColumns {
     pub keys: Vec<(String, DataType)>,
     pub timestamp: String,
     pub created: Option<String>,
+    /// The feature columns (for an aggregation view: its events' arguments `__a0`, …).
     pub features: Vec<String>,
+    /// For an aggregation view: the stored source order of every event (`__seq`). It is
+    /// part of the identity, so equal events are never merged: every event counts.
+    pub sequence: Option<String>,
 }
 
 impl ViewColumns {
     /// `key_types` are the entities' key types in the order of `schema.keys`.
     pub fn new(schema: &ViewSchema, key_types: &[KeyType]) -> Self {
+        let (features, sequence) = match &schema.window {
+            Some(window) => (
+                window.args.iter().map(|c| c.name.clone()).collect(),
+                Some(crate::window::SEQUENCE.to_string()),
+            ),
+            None => (
+                schema.features.iter().map(|c| c.name.clone()).collect(),
+                None,
+            ),
+        };
         ViewColumns {
             keys: schema
                 .keys
@@ -45,16 +59,20 @@ impl ViewColumns {
                 .collect(),
             timestamp: schema.timestamp.name.clone(),
             created: schema.created.as_ref().map(|c| c.name.clone()),
-            features: schema.features.iter().map(|c| c.name.clone()).collect(),
+            features,
+            sequence,
         }
     }
 
-    /// Key, timestamp and created column names, in table order.
+    /// Key, timestamp, created (and sequence) column names, in table order.
     pub fn identity(&self) -> Vec<&str> {
         let mut out: Vec<&str> = self.keys.iter().map(|(k, _)| k.as_str()).collect();
         out.push(&self.timestamp);
         if let Some(c) = &self.created {
             out.push(c);
+        }
+        if let Some(s) = &self.sequence {
+            out.push(s);
         }
         out
     }

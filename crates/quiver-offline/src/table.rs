@@ -130,8 +130,12 @@ impl Manifest {
         }
     }
 
+    /// Rows of the table (events of an aggregation view; its tiles not counted).
     pub fn rows(&self) -> u64 {
-        self.files().map(|f| f.rows).sum()
+        self.files()
+            .filter(|f| !crate::materialize::is_tile_file(&f.path))
+            .map(|f| f.rows)
+            .sum()
     }
 
     pub fn files(&self) -> impl Iterator<Item = &FileEntry> {

@@ -10,11 +10,11 @@ use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, TimestampM
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
 use proptest::prelude::*;
 use quiver_core::model::{Column, FeatureView, KeyType, Source, SourceFormat, ViewSchema};
-use quiver_offline::OfflineEngine;
 use quiver_offline::WriteOptions;
 use quiver_offline::export::{ViewRequest, point_in_time_join};
 use quiver_offline::normalize::ViewColumns;
 use quiver_offline::table::{Interval, OfflineTable};
+use quiver_offline::{OfflineEngine, ViewTable};
 
 #[derive(Debug, Clone)]
 struct Row {
@@ -103,6 +103,8 @@ async fn engine_answer(
         query: "SELECT * FROM src".into(),
         normalized_query: "SELECT * FROM src".into(),
         sources: vec!["src".into()],
+        windows: vec![],
+        hop: None,
     };
     let column = |name: &str, t: &str| Column {
         name: name.into(),
@@ -114,30 +116,31 @@ async fn engine_answer(
         timestamp: column("ts", "Timestamp"),
         created: Some(column("created", "Timestamp")),
         features: vec![column("value", "Int64")],
+        window: None,
     };
     let columns = ViewColumns::new(&schema, &[KeyType::Int64]);
     let offline = dir.path().join("offline");
     // Two runs over split intervals exercise partition rewrites; the second run's
     // interval overlaps the first, which must not duplicate rows.
     let interval = |start, end| Interval { start, end };
+    let table = ViewTable {
+        view: &view,
+        version: 1,
+        query: &view.query,
+        columns: &columns,
+        window: None,
+    };
     let options = WriteOptions {
         now: 1_000_000,
         retention: 3_600_000_000,
         max_event_time: i64::MAX,
     };
     engine
-        .materialize(&offline, &view, 1, &columns, interval(None, 40), options)
+        .materialize(&offline, &table, interval(None, 40), options)
         .await
         .unwrap();
     engine
-        .materialize(
-            &offline,
-            &view,
-            1,
-            &columns,
-            interval(Some(5), 1_000),
-            options,
-        )
+        .materialize(&offline, &table, interval(Some(5), 1_000), options)
         .await
         .unwrap();
     let files = OfflineTable::new(&offline, "v", 1)

@@ -13,7 +13,7 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use quiver_core::model::{Column, FeatureView, KeyType, Source, SourceFormat, ViewSchema};
 use quiver_offline::normalize::ViewColumns;
 use quiver_offline::table::{Interval, OfflineTable};
-use quiver_offline::{OfflineEngine, PushLog, WriteOptions};
+use quiver_offline::{OfflineEngine, PushLog, ViewTable, WriteOptions};
 
 const HOUR: i64 = 3_600_000_000;
 const DAY: i64 = 24 * HOUR;
@@ -79,6 +79,8 @@ impl Fixture {
             query: "SELECT * FROM src".into(),
             normalized_query: "SELECT * FROM src".into(),
             sources: vec!["src".into()],
+            windows: vec![],
+            hop: None,
         };
         let column = |name: &str, t: &str| Column {
             name: name.into(),
@@ -90,6 +92,7 @@ impl Fixture {
             timestamp: column("ts", "Timestamp"),
             created: None,
             features: vec![column("value", "Int64")],
+            window: None,
         };
         let columns = ViewColumns::new(&schema, &[KeyType::Int64]);
         Fixture {
@@ -104,17 +107,25 @@ impl Fixture {
         self.dir.path().join("offline")
     }
 
-    fn table(&self) -> OfflineTable {
+    fn offline_table(&self) -> OfflineTable {
         OfflineTable::new(&self.offline(), "v", 1)
+    }
+
+    fn table(&self) -> ViewTable<'_> {
+        ViewTable {
+            view: &self.view,
+            version: 1,
+            query: &self.view.query,
+            columns: &self.columns,
+            window: None,
+        }
     }
 
     async fn materialize(&self, now: i64) {
         self.engine
             .materialize(
                 &self.offline(),
-                &self.view,
-                1,
-                &self.columns,
+                &self.table(),
                 Interval {
                     start: None,
                     end: T0 + 3 * DAY,
@@ -142,9 +153,7 @@ impl Fixture {
         self.engine
             .push(
                 &self.offline(),
-                "v",
-                1,
-                &self.columns,
+                &self.table(),
                 batch,
                 PushLog::View,
                 options(now),
@@ -196,7 +205,7 @@ async fn a_snapshot_stays_readable_while_writers_commit_until_the_retention_pass
     let f = Fixture::new().await;
     let now = T0 + 10 * DAY;
     f.materialize(now).await;
-    let before = f.table().snapshot().unwrap();
+    let before = f.offline_table().snapshot().unwrap();
     let old_files = before.files();
     assert_eq!(before.rows(), 72);
 
@@ -214,10 +223,10 @@ async fn a_snapshot_stays_readable_while_writers_commit_until_the_retention_pass
 
     // A glob over the table sees exactly the committed files: no superseded files, no
     // push log, so DuckDB's read_parquet('<table>/**/*.parquet') counts the table's rows.
-    let table = f.table().path().to_path_buf();
+    let table = f.offline_table().path().to_path_buf();
     let globbed = parquet_files(&table);
     let committed: Vec<PathBuf> = f
-        .table()
+        .offline_table()
         .snapshot()
         .unwrap()
         .files()
@@ -230,10 +239,14 @@ async fn a_snapshot_stays_readable_while_writers_commit_until_the_retention_pass
     assert_eq!(rows_in(&globbed), 73);
 
     // Within the retention period a writer's vacuum keeps them; after it, they go.
-    let stats = f.table().vacuum(HOUR, now + 3).await.unwrap();
+    let stats = f.offline_table().vacuum(HOUR, now + 3).await.unwrap();
     assert_eq!(stats.superseded_removed, 0);
     assert!(stats.superseded_kept > 0);
-    let stats = f.table().vacuum(HOUR, now + 2 * HOUR).await.unwrap();
+    let stats = f
+        .offline_table()
+        .vacuum(HOUR, now + 2 * HOUR)
+        .await
+        .unwrap();
     assert!(stats.superseded_removed > 0);
     assert_eq!(stats.superseded_kept, 0);
     let err = old_files[0].open().unwrap_err().to_string();
@@ -249,14 +262,14 @@ async fn the_push_log_is_compacted_and_keeps_every_row_in_order() {
     for i in 0..20 {
         f.push(1, T0 + HOUR + 1, 500 + i, now + i).await;
     }
-    let log: Vec<PathBuf> = std::fs::read_dir(f.table().path().join("_pushed"))
+    let log: Vec<PathBuf> = std::fs::read_dir(f.offline_table().path().join("_pushed"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert!(log.len() <= quiver_offline::PUSH_LOG_MAX_FILES, "{log:?}");
     // Re-materializing from the sources keeps the pushed row (its last value).
     f.materialize(now + 100).await;
-    let files = f.table().snapshot().unwrap().files();
+    let files = f.offline_table().snapshot().unwrap().files();
     let mut values = Vec::new();
     for file in &files {
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
@@ -290,9 +303,7 @@ async fn future_event_times_are_skipped_and_counted() {
         .engine
         .materialize(
             &f.offline(),
-            &f.view,
-            1,
-            &f.columns,
+            &f.table(),
             Interval {
                 start: None,
                 end: T0 + 100 * DAY,
@@ -305,7 +316,7 @@ async fn future_event_times_are_skipped_and_counted() {
     assert_eq!(stats.rows_skipped_future, 35);
     assert_eq!(stats.rows_in_interval, 37);
     // Coverage (and so the watermark) stops at now.
-    let snapshot = f.table().snapshot().unwrap();
+    let snapshot = f.offline_table().snapshot().unwrap();
     assert_eq!(snapshot.watermark(), Some(now));
     assert!(!snapshot.covers(None, now + 1));
 }

@@ -22,7 +22,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::codec::RowDecoder;
-use crate::store::{OnlineRows, OnlineStore, ViewRead, ViewRef, ViewValues, WriteStats};
+use crate::store::{
+    BLOB_VERSION_BYTES, BlobWrite, Expect, OnlineRows, OnlineStore, ViewRead, ViewRef, ViewValues,
+    WriteStats,
+};
 use crate::{Error, Result};
 
 const SCHEMA: &str = "
@@ -309,14 +312,14 @@ impl OnlineStore for EmbeddedStore {
         let requests: Vec<(
             Vec<u8>,
             Vec<Option<Vec<u8>>>,
-            Vec<arrow::datatypes::DataType>,
+            Option<Vec<arrow::datatypes::DataType>>,
         )> = reads
             .iter()
             .map(|r| {
                 (
                     r.view.key_prefix(),
                     r.keys.to_vec(),
-                    r.view.features.iter().map(|(_, t)| t.clone()).collect(),
+                    (!r.raw).then(|| r.view.features.iter().map(|(_, t)| t.clone()).collect()),
                 )
             })
             .collect();
@@ -335,8 +338,70 @@ impl OnlineStore for EmbeddedStore {
                             None => None,
                         });
                     }
-                    out.push(decode_values(&values, types)?);
+                    out.push(match types {
+                        Some(types) => decode_values(&values, types)?,
+                        None => raw_values(values),
+                    });
                 }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    async fn compare_and_set(
+        &self,
+        view: &ViewRef,
+        writes: &[BlobWrite],
+        now: i64,
+    ) -> Result<Vec<bool>> {
+        let prefix = view.key_prefix();
+        let writes = writes.to_vec();
+        self.blocking(move |inner| {
+            inner.with_writer(|conn| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(|e| inner.sqlite(e))?;
+                let mut out = Vec::with_capacity(writes.len());
+                {
+                    let mut current = tx
+                        .prepare_cached(
+                            "SELECT value FROM online_values WHERE prefix = ?1 AND key = ?2
+                              AND (expires_at IS NULL OR expires_at >= ?3)",
+                        )
+                        .map_err(|e| inner.sqlite(e))?;
+                    let mut put = tx
+                        .prepare_cached(
+                            "INSERT INTO online_values (prefix, key, event_ts, created, value, expires_at)
+                             VALUES (?1, ?2, 0, 0, ?3, ?4)
+                             ON CONFLICT (prefix, key) DO UPDATE
+                                SET value = excluded.value, expires_at = excluded.expires_at",
+                        )
+                        .map_err(|e| inner.sqlite(e))?;
+                    let mut delete = tx
+                        .prepare_cached("DELETE FROM online_values WHERE prefix = ?1 AND key = ?2")
+                        .map_err(|e| inner.sqlite(e))?;
+                    for write in &writes {
+                        let stored: Option<Vec<u8>> = current
+                            .query_row(params![prefix, write.key, now], |r| r.get(0))
+                            .optional()
+                            .map_err(|e| inner.sqlite(e))?;
+                        if !expected(&write.expect, stored.as_deref()) {
+                            out.push(false);
+                            continue;
+                        }
+                        match &write.value {
+                            Some(value) => put
+                                .execute(params![prefix, write.key, value, write.expires_at])
+                                .map_err(|e| inner.sqlite(e))?,
+                            None => delete
+                                .execute(params![prefix, write.key])
+                                .map_err(|e| inner.sqlite(e))?,
+                        };
+                        out.push(true);
+                    }
+                }
+                tx.commit().map_err(|e| inner.sqlite(e))?;
                 Ok(out)
             })
         })
@@ -382,6 +447,24 @@ impl OnlineStore for EmbeddedStore {
     }
 }
 
+/// Whether a stored blob (or its absence) is what a write expects.
+pub(crate) fn expected(expect: &Expect, stored: Option<&[u8]>) -> bool {
+    match (expect, stored) {
+        (Expect::Anything, _) | (Expect::Absent, None) => true,
+        (Expect::Absent, Some(_)) | (Expect::Version(_), None) => false,
+        (Expect::Version(v), Some(stored)) => stored.get(..BLOB_VERSION_BYTES) == Some(&v[..]),
+    }
+}
+
+/// Found blobs as a raw read's answer.
+pub(crate) fn raw_values(values: Vec<Option<Vec<u8>>>) -> ViewValues {
+    ViewValues {
+        event_ts: vec![None; values.len()],
+        features: Vec::new(),
+        raw: values,
+    }
+}
+
 /// Decodes found values (or `None`) into event times and feature arrays.
 pub(crate) fn decode_values(
     values: &[Option<Vec<u8>>],
@@ -396,5 +479,9 @@ pub(crate) fn decode_values(
     }
     let refs: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
     let features = RowDecoder::new(types).decode(&refs)?;
-    Ok(ViewValues { event_ts, features })
+    Ok(ViewValues {
+        event_ts,
+        features,
+        raw: Vec::new(),
+    })
 }

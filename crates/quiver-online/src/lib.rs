@@ -19,5 +19,6 @@ pub use embedded::EmbeddedStore;
 pub use error::{Error, Result};
 pub use redis_store::{RedisOptions, RedisStore};
 pub use store::{
-    FeatureStatus, OnlineRows, OnlineStore, ViewRead, ViewRef, ViewValues, WriteStats, statuses,
+    BLOB_VERSION_BYTES, BlobWrite, Expect, FeatureStatus, OnlineRows, OnlineStore, ViewRead,
+    ViewRef, ViewValues, WriteStats, statuses,
 };

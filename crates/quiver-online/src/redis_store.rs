@@ -20,8 +20,10 @@ use redis::{Client, ErrorKind as RedisErrorKind, RedisError};
 
 use quiver_core::config::redact_url;
 
-use crate::embedded::decode_values;
-use crate::store::{OnlineRows, OnlineStore, ViewRead, ViewRef, ViewValues, WriteStats};
+use crate::embedded::{decode_values, raw_values};
+use crate::store::{
+    BlobWrite, Expect, OnlineRows, OnlineStore, ViewRead, ViewRef, ViewValues, WriteStats,
+};
 use crate::{Error, Result};
 
 /// Keeps the value whose (event time, created) header is not older; sets its expiry.
@@ -49,6 +51,28 @@ for i = 1, #KEYS do
   end
 end
 return written
+";
+
+/// Compare-and-set of one entity blob (aggregation views). KEYS[1]: the key. ARGV: the
+/// expected 8-byte version (`''` anything, `'-'` absent), the new value (`''` deletes),
+/// its time to live in ms (`0`: none). Returns 1 when written, 0 when the stored version
+/// was not the expected one.
+const CAS_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+local expect = ARGV[1]
+if expect == '-' then
+  if current then return 0 end
+elseif expect ~= '' then
+  if (not current) or string.sub(current, 1, 8) ~= expect then return 0 end
+end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+elseif ARGV[3] ~= '0' then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return 1
 ";
 
 /// Keys per script call, and script calls per pipelined round trip.
@@ -84,6 +108,7 @@ pub struct RedisStore {
     url: String,
     connection: ConnectionManager,
     script: redis::Script,
+    cas: redis::Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -120,6 +145,7 @@ impl RedisStore {
             url,
             connection,
             script: redis::Script::new(WRITE_SCRIPT),
+            cas: redis::Script::new(CAS_SCRIPT),
         })
     }
 
@@ -131,11 +157,23 @@ impl RedisStore {
     }
 
     async fn run_pipeline(&self, calls: &[ScriptCall]) -> Result<u64> {
+        let counts = self.run_script(&self.script, WRITE_SCRIPT, calls).await?;
+        Ok(counts.iter().sum())
+    }
+
+    /// Runs `script` once per call in one pipelined round trip; returns each call's
+    /// answer. Loads the script again when the server lost it (a restart).
+    async fn run_script(
+        &self,
+        script: &redis::Script,
+        source: &str,
+        calls: &[ScriptCall],
+    ) -> Result<Vec<u64>> {
         let build = || {
             let mut pipe = redis::pipe();
             for (keys, args) in calls {
                 pipe.cmd("EVALSHA")
-                    .arg(self.script.get_hash())
+                    .arg(script.get_hash())
                     .arg(keys.len())
                     .arg(keys)
                     .arg(args);
@@ -144,24 +182,22 @@ impl RedisStore {
         };
         let mut connection = self.connection.clone();
         let result: Result<Vec<u64>, RedisError> = build().query_async(&mut connection).await;
-        let counts = match result {
-            Ok(counts) => counts,
+        match result {
+            Ok(counts) => Ok(counts),
             Err(e) if e.kind() == RedisErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // After a restart (or on a new server) the script is loaded again.
                 redis::cmd("SCRIPT")
                     .arg("LOAD")
-                    .arg(WRITE_SCRIPT)
+                    .arg(source)
                     .query_async::<String>(&mut connection)
                     .await
                     .map_err(|e| self.error(e))?;
                 build()
                     .query_async(&mut connection)
                     .await
-                    .map_err(|e| self.error(e))?
+                    .map_err(|e| self.error(e))
             }
-            Err(e) => return Err(self.error(e)),
-        };
-        Ok(counts.iter().sum())
+            Err(e) => Err(self.error(e)),
+        }
     }
 }
 
@@ -249,8 +285,51 @@ impl OnlineStore for RedisStore {
                     }
                 })
                 .collect();
-            let types = read.view.features.iter().map(|(_, t)| t.clone()).collect();
-            out.push(decode_values(&values, types)?);
+            if read.raw {
+                out.push(raw_values(values));
+            } else {
+                let types = read.view.features.iter().map(|(_, t)| t.clone()).collect();
+                out.push(decode_values(&values, types)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn compare_and_set(
+        &self,
+        view: &ViewRef,
+        writes: &[BlobWrite],
+        now: i64,
+    ) -> Result<Vec<bool>> {
+        let prefix = view.key_prefix();
+        let mut out = Vec::with_capacity(writes.len());
+        for chunk in writes.chunks(KEYS_PER_CALL * CALLS_PER_ROUND_TRIP / 8) {
+            let calls: Vec<ScriptCall> = chunk
+                .iter()
+                .map(|write| {
+                    let mut key = prefix.clone();
+                    key.extend_from_slice(&write.key);
+                    let expect = match &write.expect {
+                        Expect::Anything => Vec::new(),
+                        Expect::Absent => b"-".to_vec(),
+                        Expect::Version(v) => v.to_vec(),
+                    };
+                    let ttl_ms = match write.expires_at {
+                        Some(at) => (at.saturating_sub(now) / 1_000).max(1),
+                        None => 0,
+                    };
+                    (
+                        vec![key],
+                        vec![
+                            expect,
+                            write.value.clone().unwrap_or_default(),
+                            ttl_ms.to_string().into_bytes(),
+                        ],
+                    )
+                })
+                .collect();
+            let answers = self.run_script(&self.cas, CAS_SCRIPT, &calls).await?;
+            out.extend(answers.into_iter().map(|a| a == 1));
         }
         Ok(out)
     }

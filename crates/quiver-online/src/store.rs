@@ -84,14 +84,46 @@ pub struct ViewRead<'a> {
     pub view: &'a ViewRef,
     /// Encoded entity keys, one per entity row of the request (`None`: a NULL key).
     pub keys: &'a [Option<Vec<u8>>],
+    /// Read the stored bytes as they are ([`ViewValues::raw`]) instead of decoding rows:
+    /// aggregation views keep one state blob per entity ([`OnlineStore::compare_and_set`]).
+    pub raw: bool,
 }
 
 /// What a lookup found for one view: per entity row, the stored event time (or `None`)
-/// and every feature of the view (NULL where nothing was found).
+/// and every feature of the view (NULL where nothing was found); for a raw read, the
+/// stored bytes instead.
 #[derive(Debug, Clone)]
 pub struct ViewValues {
     pub event_ts: Vec<Option<i64>>,
     pub features: Vec<ArrayRef>,
+    pub raw: Vec<Option<Vec<u8>>>,
+}
+
+/// The 8-byte version every blob starts with: a compare-and-set writes only over the
+/// version it read.
+pub const BLOB_VERSION_BYTES: usize = 8;
+
+/// What a blob write expects to find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// Write whatever is stored.
+    Anything,
+    /// Write only when nothing is stored.
+    Absent,
+    /// Write only when the stored blob starts with this version.
+    Version([u8; BLOB_VERSION_BYTES]),
+}
+
+/// One compare-and-set write of an entity's blob.
+#[derive(Debug, Clone)]
+pub struct BlobWrite {
+    /// The encoded entity key.
+    pub key: Vec<u8>,
+    pub expect: Expect,
+    /// The new blob (starting with its version), or `None` to delete it.
+    pub value: Option<Vec<u8>>,
+    /// When the blob expires (µs since the epoch); `None` for never.
+    pub expires_at: Option<i64>,
 }
 
 /// The status of one value in a lookup, as Feast names them.
@@ -137,6 +169,16 @@ pub trait OnlineStore: Send + Sync + fmt::Debug {
     /// Reads the stored values of several views in one round trip; `now` (µs) is the
     /// reader's clock (values past their expiry are not returned).
     async fn read(&self, reads: &[ViewRead<'_>], now: i64) -> Result<Vec<ViewValues>>;
+
+    /// Writes whole-entity blobs, each only when the stored blob is what `expect` says
+    /// (atomic per entity); returns which writes happened. `now` (µs) is the writer's
+    /// clock, for expiry.
+    async fn compare_and_set(
+        &self,
+        view: &ViewRef,
+        writes: &[BlobWrite],
+        now: i64,
+    ) -> Result<Vec<bool>>;
 
     /// Removes every key of one view version; returns how many were removed.
     async fn drop_view(&self, view: &ViewRef) -> Result<u64>;

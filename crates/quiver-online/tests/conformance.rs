@@ -12,8 +12,8 @@ use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArr
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use quiver_online::codec::encode_entity_keys;
 use quiver_online::{
-    EmbeddedStore, FeatureStatus, OnlineRows, OnlineStore, RedisOptions, RedisStore, ViewRead,
-    ViewRef, statuses,
+    BLOB_VERSION_BYTES, BlobWrite, EmbeddedStore, Expect, FeatureStatus, OnlineRows, OnlineStore,
+    RedisOptions, RedisStore, ViewRead, ViewRef, statuses,
 };
 use redis_server::RedisServer;
 
@@ -62,7 +62,14 @@ async fn read_one(
 ) -> (Vec<Option<f64>>, Vec<FeatureStatus>, Vec<Option<i64>>) {
     let keys = keys(ids);
     let values = store
-        .read(&[ViewRead { view, keys: &keys }], NOW)
+        .read(
+            &[ViewRead {
+                view,
+                keys: &keys,
+                raw: false,
+            }],
+            NOW,
+        )
         .await
         .unwrap()
         .remove(0);
@@ -72,6 +79,24 @@ async fn read_one(
         .collect();
     let st = statuses(&values, &values.features[0], view.ttl_micros, NOW);
     (out, st, values.event_ts)
+}
+
+/// The raw blob of one key (and of a NULL key, which finds nothing).
+async fn read_blob(store: &dyn OnlineStore, view: &ViewRef, key: &[u8]) -> Vec<Option<Vec<u8>>> {
+    let keys = vec![Some(key.to_vec()), None];
+    store
+        .read(
+            &[ViewRead {
+                view,
+                keys: &keys,
+                raw: true,
+            }],
+            NOW,
+        )
+        .await
+        .unwrap()
+        .remove(0)
+        .raw
 }
 
 async fn suite(store: &dyn OnlineStore) {
@@ -210,12 +235,21 @@ async fn suite(store: &dyn OnlineStore) {
     let both = store
         .read(
             &[
-                ViewRead { view: &v, keys: &k },
+                ViewRead {
+                    view: &v,
+                    keys: &k,
+                    raw: false,
+                },
                 ViewRead {
                     view: &v2,
                     keys: &k,
+                    raw: false,
                 },
-                ViewRead { view: &t, keys: &k },
+                ViewRead {
+                    view: &t,
+                    keys: &k,
+                    raw: false,
+                },
             ],
             NOW,
         )
@@ -275,12 +309,100 @@ async fn suite(store: &dyn OnlineStore) {
             &[ViewRead {
                 view: &s,
                 keys: &composite_keys[1..],
+                raw: false,
             }],
             NOW,
         )
         .await
         .unwrap();
     assert_eq!(got[0].features[0].as_string::<i32>().value(0), "second");
+
+    // Blobs (aggregation views): compare-and-set, raw reads, expiry, deletion.
+    let b = view("blobs", 1, None);
+    let key = keys(&[Some(9)])[0].clone().unwrap();
+    let blob = |version: u8, body: &[u8]| {
+        let mut value = vec![version; BLOB_VERSION_BYTES];
+        value.extend_from_slice(body);
+        value
+    };
+    let write = |expect: Expect, value: Option<Vec<u8>>, expires_at: Option<i64>| BlobWrite {
+        key: key.clone(),
+        expect,
+        value,
+        expires_at,
+    };
+    assert_eq!(
+        store
+            .compare_and_set(
+                &b,
+                &[write(Expect::Version([1; 8]), Some(blob(2, b"x")), None)],
+                NOW
+            )
+            .await
+            .unwrap(),
+        vec![false],
+        "{}: a version that is not stored does not match",
+        store.name()
+    );
+    assert_eq!(
+        store
+            .compare_and_set(
+                &b,
+                &[write(Expect::Absent, Some(blob(1, b"one")), None)],
+                NOW
+            )
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    assert_eq!(
+        store
+            .compare_and_set(
+                &b,
+                &[write(Expect::Absent, Some(blob(9, b"lost")), None)],
+                NOW
+            )
+            .await
+            .unwrap(),
+        vec![false],
+        "{}: absent means absent",
+        store.name()
+    );
+    let both = store
+        .compare_and_set(
+            &b,
+            &[
+                write(
+                    Expect::Version([1; 8]),
+                    Some(blob(2, b"two")),
+                    Some(NOW + HOUR),
+                ),
+                write(Expect::Version([1; 8]), Some(blob(3, b"stale")), None),
+            ],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        both,
+        vec![true, false],
+        "{}: the second write read an old version",
+        store.name()
+    );
+    assert_eq!(
+        read_blob(store, &b, &key).await,
+        vec![Some(blob(2, b"two")), None]
+    );
+    store
+        .compare_and_set(&b, &[write(Expect::Anything, None, None)], NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        read_blob(store, &b, &key).await,
+        vec![None, None],
+        "{}: deleted",
+        store.name()
+    );
 
     // Names that share a prefix never share keys: dropping `a` v1 leaves `a` v11, `a1`
     // v1 and `a_1` v1 alone (names are identifiers, and every part of the key prefix
@@ -430,6 +552,7 @@ async fn redis_reconnects_after_restart_and_unreachable_is_a_clear_error() {
             &[ViewRead {
                 view: &v,
                 keys: &keys(&[Some(1)]),
+                raw: false,
             }],
             NOW,
         )

@@ -10,13 +10,15 @@
 //! feature service may pin a version (`view@v2.feature`) for both.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 use quiver_core::diagnostic::closest;
 use quiver_core::model::{Entity, FeatureService, KeyType, Object, ResolvedView, Source};
 use quiver_core::registry::ObjectRecord;
-use quiver_offline::OfflineEngine;
 use quiver_offline::normalize::ViewColumns;
+use quiver_offline::window::WindowProgram;
+use quiver_offline::{OfflineEngine, ViewTable};
 use quiver_online::ViewRef;
 
 use crate::{Error, Result};
@@ -31,6 +33,10 @@ pub struct CatalogView {
     /// once from the registry's type names (the lookup path reads it on every request);
     /// `Err` names a type that does not parse.
     pub online: Result<ViewRef, String>,
+    /// The columns of its offline table.
+    columns: ViewColumns,
+    /// For an aggregation view: its program, compiled once per catalog.
+    window: Option<Result<Arc<WindowProgram>, String>>,
 }
 
 impl CatalogView {
@@ -47,6 +53,12 @@ impl CatalogView {
             .filter_map(|e| entities.get(e))
             .flat_map(|e| e.keys.iter().map(|k| k.key_type))
             .collect();
+        let key_types: Vec<KeyType> = key_types;
+        let window = view.schema.window.as_ref().map(|schema| {
+            WindowProgram::new(&view.view, schema)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        });
         CatalogView {
             online: feature_types(&view).map(|features| ViewRef {
                 project: project.to_string(),
@@ -55,14 +67,41 @@ impl CatalogView {
                 ttl_micros: view.view.ttl.map(|t| t.micros()),
                 features,
             }),
+            columns: ViewColumns::new(&view.schema, &key_types),
             view,
             version,
             key_types,
+            window,
         }
     }
 
-    pub fn columns(&self) -> ViewColumns {
-        ViewColumns::new(&self.view.schema, &self.key_types)
+    /// The columns of the view's offline table.
+    pub fn columns(&self) -> &ViewColumns {
+        &self.columns
+    }
+
+    /// The compiled program of an aggregation view (`None` for a row view).
+    pub fn window(&self) -> Result<Option<&Arc<WindowProgram>>> {
+        match &self.window {
+            None => Ok(None),
+            Some(Ok(program)) => Ok(Some(program)),
+            Some(Err(e)) => Err(Error::Task(e.clone())),
+        }
+    }
+
+    /// The view's offline table as the engine writes it.
+    pub fn table(&self) -> Result<ViewTable<'_>> {
+        let query = match &self.view.schema.window {
+            Some(window) => window.event_query.as_str(),
+            None => self.view.view.query.as_str(),
+        };
+        Ok(ViewTable {
+            view: &self.view.view,
+            version: self.version,
+            query,
+            columns: &self.columns,
+            window: self.window()?.map(|p| p.as_ref()),
+        })
     }
 
     pub fn name(&self) -> &str {

@@ -125,6 +125,33 @@ fn view_diagnostic(
         }
         _ => None,
     };
+    if let E::InvalidWindowView {
+        message,
+        line,
+        column,
+        help,
+        ..
+    } = &error
+    {
+        // Positions are within the query text, which starts at `query_at`.
+        let at = match (line, column) {
+            (Some(1), Some(column)) => quiver_core::diagnostic::Loc {
+                column: view.query_at.column + column - 1,
+                width: 1,
+                ..view.query_at
+            },
+            (Some(line), Some(column)) => quiver_core::diagnostic::Loc {
+                line: view.query_at.line + line - 1,
+                column: *column,
+                width: 1,
+                ..view.query_at
+            },
+            _ => view.query_at,
+        };
+        return defs
+            .error_at(at, format!("feature view `{}`: {message}", view.def.name))
+            .with_help(help.clone());
+    }
     let d = defs.error_at(view.query_at, error.to_string());
     match help {
         Some(help) => d.with_help(help),

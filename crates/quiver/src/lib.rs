@@ -21,6 +21,7 @@ mod offline;
 mod online;
 mod push;
 mod store;
+mod windows;
 
 pub use error::{Error, Result};
 pub use offline::{

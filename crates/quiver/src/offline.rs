@@ -2,16 +2,17 @@
 //! exporting point-in-time-correct training sets from them.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::{Field, Schema};
 use chrono::{DateTime, SecondsFormat, Utc};
 use quiver_offline::MaterializeStats;
 use quiver_offline::WriteOptions;
-use quiver_offline::export::{
-    OutputFormat, ViewRequest, point_in_time_join, spine_times, write_output,
-};
+use quiver_offline::export::{OutputFormat, ViewRequest, join_view, spine_times, write_output};
 use quiver_offline::table::{Interval, OfflineTable};
+use quiver_offline::window::export::{WindowRequest, join_windows};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -92,10 +93,13 @@ impl FeatureStore {
         interval: Interval,
     ) -> Result<MaterializeReport> {
         let offline = self.materialize_view(engine, view, interval).await?;
-        let online = if view.view.view.online {
-            Some(self.materialize_online(view, interval).await?)
-        } else {
-            None
+        let online = match (view.view.view.online, view.window()?) {
+            (false, _) => None,
+            (true, Some(program)) => Some(
+                self.materialize_window_online(view, program, interval)
+                    .await?,
+            ),
+            (true, None) => Some(self.materialize_online(view, interval).await?),
         };
         // The watermark moves only after both halves succeeded, and never past now.
         let registry = self.registry().clone();
@@ -117,9 +121,7 @@ impl FeatureStore {
         let stats = engine
             .materialize(
                 &self.offline_root(),
-                &view.view.view,
-                view.version,
-                &view.columns(),
+                &view.table()?,
                 interval,
                 self.write_options(),
             )
@@ -392,10 +394,20 @@ impl<'a> ExportBuilder<'a> {
         let mut output_names: Vec<(String, String)> = Vec::new();
         for (view, features) in &selected {
             let ttl = view.view.view.ttl.map(|t| t.micros());
+            // How far back a spine row looks: its TTL, or an aggregation view's longest
+            // window plus its hop (the window's start is hop-aligned).
+            let lookback = match view.window()? {
+                Some(program) => program
+                    .windows
+                    .iter()
+                    .map(|w| w.length.saturating_add(w.hop))
+                    .max(),
+                None => ttl,
+            };
             let table = OfflineTable::new(&offline_root, view.name(), view.version);
             if let (Some(min_t), Some(max_t)) = (min_t, max_t) {
                 let needed = Interval {
-                    start: ttl.map(|ttl| min_t.saturating_sub(ttl)),
+                    start: lookback.map(|l| min_t.saturating_sub(l)),
                     end: max_t,
                 };
                 if !table.snapshot()?.covers(needed.start, needed.end) {
@@ -425,23 +437,47 @@ impl<'a> ExportBuilder<'a> {
                     (f.clone(), output)
                 })
                 .collect();
-            requests.push(ViewRequest {
-                view: view.name().to_string(),
-                files,
-                keys: columns.keys.clone(),
-                timestamp: columns.timestamp.clone(),
-                features,
-                ttl_micros: ttl,
+            requests.push(match view.window()? {
+                Some(program) => Join::Window(WindowRequest {
+                    view: view.name().to_string(),
+                    program: Arc::clone(program),
+                    columns: columns.clone(),
+                    files,
+                    features,
+                }),
+                None => Join::Rows(ViewRequest {
+                    view: view.name().to_string(),
+                    files,
+                    keys: columns.keys.clone(),
+                    timestamp: columns.timestamp.clone(),
+                    features,
+                    ttl_micros: ttl,
+                }),
             });
         }
         check_output_names(&spine, &output_names, self.full_names)?;
-        let batch = point_in_time_join(
-            &spine,
-            &self.timestamp_column,
-            &requests,
-            self.memory_budget,
-        )
-        .await?;
+        let times = Arc::new(spine_times(&spine, &self.timestamp_column)?);
+        let mut fields: Vec<Arc<Field>> = spine.schema().fields().iter().cloned().collect();
+        let mut columns: Vec<ArrayRef> = spine.columns().to_vec();
+        for request in &requests {
+            let (arrays, names) = match request {
+                Join::Rows(r) => (
+                    join_view(&spine, &times, r, self.memory_budget).await?,
+                    &r.features,
+                ),
+                Join::Window(r) => (join_windows(&spine, &times, r).await?, &r.features),
+            };
+            for ((_, output), array) in names.iter().zip(arrays) {
+                fields.push(Arc::new(Field::new(
+                    output,
+                    array.data_type().clone(),
+                    true,
+                )));
+                columns.push(array);
+            }
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| Error::Offline(quiver_offline::Error::DataFusion(e.into())))?;
         if let Some(out) = &out {
             let path = self.store.root().join(out);
             write_output(&path, &batch)?;
@@ -463,6 +499,12 @@ impl<'a> ExportBuilder<'a> {
         self.store.record_run("export", started, details).await?;
         Ok(Export { batch, summary })
     }
+}
+
+/// One view to join onto the spine.
+enum Join {
+    Rows(ViewRequest),
+    Window(WindowRequest),
 }
 
 fn check_output_names(

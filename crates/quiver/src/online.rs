@@ -224,6 +224,7 @@ impl FeatureStore {
                 view: view_ref,
                 keys,
                 columns,
+                window: view.window()?.cloned(),
             });
         }
         Ok(LookupPlan {
@@ -267,6 +268,7 @@ impl FeatureStore {
             .map(|(planned, keys)| ViewRead {
                 view: &planned.view,
                 keys,
+                raw: planned.window.is_some(),
             })
             .collect();
         let now = self.clock().now().timestamp_micros();
@@ -274,6 +276,36 @@ impl FeatureStore {
 
         let mut columns = Vec::with_capacity(plan.feature_names.len());
         for (planned, values) in plan.views.iter().zip(&found) {
+            if let Some(program) = &planned.window {
+                let (arrays, latest) = crate::windows::lookup_features(program, &values.raw, now)?;
+                for (name, index) in &planned.columns {
+                    let array = index.and_then(|i| arrays.get(i));
+                    columns.push(match array {
+                        Some(array) => FeatureColumn {
+                            name: name.clone(),
+                            values: Arc::clone(array),
+                            // What export gives is what is served: COUNT 0 is a value.
+                            statuses: (0..rows)
+                                .map(|r| {
+                                    if array.is_null(r) {
+                                        FeatureStatus::NullValue
+                                    } else {
+                                        FeatureStatus::Present
+                                    }
+                                })
+                                .collect(),
+                            event_timestamps: latest.clone(),
+                        },
+                        None => FeatureColumn {
+                            name: name.clone(),
+                            values: arrow::array::new_null_array(&DataType::Null, rows),
+                            statuses: vec![FeatureStatus::NotFound; rows],
+                            event_timestamps: vec![None; rows],
+                        },
+                    });
+                }
+                continue;
+            }
             for (name, index) in &planned.columns {
                 let column = match index {
                     Some(index) => {
@@ -324,6 +356,8 @@ struct PlannedView {
     /// Output name, and the feature's position in the view version (`None`: the version
     /// lookups read does not have it).
     columns: Vec<(String, Option<usize>)>,
+    /// An aggregation view's program: its entities' states are merged at lookup time.
+    window: Option<Arc<quiver_offline::window::WindowProgram>>,
 }
 
 impl LookupPlan {

@@ -106,6 +106,16 @@ impl FeatureStore {
     /// every feature; into a source, every column of the source.
     pub async fn push_schema(&self, target: &str) -> Result<PushSchema> {
         let catalog = self.catalog().await?;
+        if let Some(view) = catalog.views.get(target)
+            && view.view.view.is_windowed()
+        {
+            return Err(Error::BadPush {
+                message: format!(
+                    "feature view `{target}` aggregates events over windows: push the events into its source `{}` (push_source_name)",
+                    view.view.view.sources.first().map_or("", String::as_str)
+                ),
+            });
+        }
         if let Some(view) = catalog.views.get(target) {
             let names = view.columns();
             let mut columns: Vec<PushColumn> = names
@@ -202,7 +212,10 @@ impl FeatureStore {
                 }
                 let engine = catalog.engine(self.root(), &readers).await?;
                 for view in &readers {
-                    if engine.view_aggregates(&view.view.view).await? {
+                    // An aggregation view takes events; other aggregating views cannot.
+                    if !view.view.view.is_windowed()
+                        && engine.view_aggregates(&view.view.view).await?
+                    {
                         return Err(Error::PushIntoAggregatingView {
                             source_name: target.to_string(),
                             view: view.name().to_string(),
@@ -211,7 +224,7 @@ impl FeatureStore {
                 }
                 for view in readers {
                     let batch = engine
-                        .view_rows(&view.view.view, &view.columns(), target, rows.clone())
+                        .view_rows(&view.table()?, target, rows.clone())
                         .await?;
                     targets.push((view, batch));
                 }
@@ -251,9 +264,7 @@ impl FeatureStore {
                 let stats = engine
                     .push(
                         &self.offline_root(),
-                        view.name(),
-                        view.version,
-                        &view.columns(),
+                        &view.table()?,
                         batch.clone(),
                         log,
                         options,
@@ -261,14 +272,18 @@ impl FeatureStore {
                     .await?;
                 report.offline = Some(stats);
             }
-            if to.online() && batch.num_rows() > 0 {
-                let rows = crate::online::online_rows(&batch, view)?;
-                let now = self.clock().now().timestamp_micros();
-                let stats = self
-                    .online_store()
-                    .await?
-                    .write(view.online_ref()?, &rows, now)
-                    .await?;
+            if to.online() && batch.num_rows() > 0 && view.view.view.online {
+                let stats = match view.window()? {
+                    Some(program) => self.push_window_online(view, program, &batch).await?,
+                    None => {
+                        let rows = crate::online::online_rows(&batch, view)?;
+                        let now = self.clock().now().timestamp_micros();
+                        self.online_store()
+                            .await?
+                            .write(view.online_ref()?, &rows, now)
+                            .await?
+                    }
+                };
                 report.online = Some(stats);
             }
             out.push(report);

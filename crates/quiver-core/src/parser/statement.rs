@@ -218,6 +218,17 @@ impl StatementParser<'_> {
         }
     }
 
+    /// A positive duration (`'7 days'`), in seconds.
+    fn duration(&self, text: &str, at: Loc, what: &str) -> PResult<u64> {
+        match crate::model::parse_duration(text) {
+            Ok(0) => Err(self.error(at, format!("a {what} must be positive"))),
+            Ok(seconds) => Ok(seconds),
+            Err(e) => Err(self
+                .error(at, format!("bad {what} '{text}': {e}"))
+                .with_help("write a duration such as '5 minutes', '1 hour' or '7 days'")),
+        }
+    }
+
     /// `(k = 'v', …)`, used by `TAGS` and `OPTIONS`.
     fn key_values(&mut self, clause: &str) -> PResult<BTreeMap<String, String>> {
         self.expect_token(Token::LParen)?;
@@ -478,9 +489,48 @@ impl StatementParser<'_> {
         let mut owner: Option<String> = None;
         let mut comment: Option<String> = None;
         let mut online: Option<bool> = None;
+        let mut windows: Option<(Vec<u64>, Loc)> = None;
+        let mut hop: Option<(u64, Loc)> = None;
+        let mut ttl_at: Option<Loc> = None;
         loop {
             let clause_at = self.here();
             match self.peek_keyword().as_deref() {
+                Some("WINDOWS") => {
+                    self.once(&windows, "WINDOWS", clause_at)?;
+                    self.parser.next_token();
+                    self.expect_token(Token::LParen)?;
+                    let mut list: Vec<u64> = Vec::new();
+                    loop {
+                        let (text, text_at) =
+                            self.string("a quoted window length, e.g. '7 days'")?;
+                        let seconds = self.duration(&text, text_at, "window")?;
+                        if list.contains(&seconds) {
+                            return Err(
+                                self.error(text_at, format!("the window '{text}' is listed twice"))
+                            );
+                        }
+                        list.push(seconds);
+                        if self.parser.consume_token(&Token::RParen) {
+                            break;
+                        }
+                        self.expect_token(Token::Comma)?;
+                    }
+                    windows = Some((list, clause_at));
+                }
+                Some("HOP") => {
+                    self.once(&hop, "HOP", clause_at)?;
+                    self.parser.next_token();
+                    let (text, text_at) = self.string("a quoted hop, e.g. '5 minutes'")?;
+                    let seconds = self.duration(&text, text_at, "hop")?;
+                    if !crate::window::DAY.is_multiple_of(seconds) {
+                        return Err(self
+                            .error(text_at, format!("HOP '{text}' does not divide a day"))
+                            .with_help(
+                                "tiles never cross a day: use a hop such as '1 minute', '5 minutes', '15 minutes', '1 hour' or '1 day'",
+                            ));
+                    }
+                    hop = Some((seconds, text_at));
+                }
                 Some("ENTITY" | "ENTITIES") => {
                     self.once(&entities, "ENTITY", clause_at)?;
                     self.parser.next_token();
@@ -492,6 +542,7 @@ impl StatementParser<'_> {
                 }
                 Some("TTL") => {
                     self.once(&ttl, "TTL", clause_at)?;
+                    ttl_at = Some(clause_at);
                     self.parser.next_token();
                     let (text, text_at) =
                         self.string("a quoted duration after TTL, e.g. '1 day'")?;
@@ -527,11 +578,46 @@ impl StatementParser<'_> {
                     break;
                 }
                 _ => {
-                    return self
-                        .expected("ENTITY, TTL, TAGS, OWNER, COMMENT, ONLINE or AS SELECT …");
+                    return self.expected(
+                        "ENTITY, TTL, WINDOWS, HOP, TAGS, OWNER, COMMENT, ONLINE or AS SELECT …",
+                    );
                 }
             }
         }
+        let windows = match (windows, hop, ttl_at) {
+            (Some(_), _, Some(at)) => {
+                return Err(self
+                    .error(at, format!("feature view `{name}` has WINDOWS and a TTL"))
+                    .with_help(
+                        "leave out TTL: the windows say how far back an aggregation view looks",
+                    ));
+            }
+            (None, Some((_, at)), _) => {
+                return Err(self
+                    .error(
+                        at,
+                        format!("feature view `{name}` has a HOP but no WINDOWS"),
+                    )
+                    .with_help("HOP sets the tile size of WINDOWS ('1 hour', …)"));
+            }
+            (Some((list, _)), Some((hop, at)), _) => {
+                let smallest = list.iter().copied().min().unwrap_or(hop);
+                if hop > smallest {
+                    return Err(self
+                        .error(
+                            at,
+                            format!(
+                                "HOP is longer than the smallest window ({})",
+                                crate::model::Ttl::from_seconds(smallest)
+                            ),
+                        )
+                        .with_help("a hop is at most the smallest window"));
+                }
+                list
+            }
+            (Some((list, _)), None, _) => list,
+            (None, None, _) => Vec::new(),
+        };
         let Some(entities) = entities else {
             return Err(self
                 .error(at, format!("feature view `{name}` has no ENTITY clause"))
@@ -556,6 +642,8 @@ impl StatementParser<'_> {
                 query: text,
                 normalized_query: query.to_string(),
                 sources,
+                windows,
+                hop: hop.map(|(seconds, _)| seconds),
             },
             at,
             entity_locs,
