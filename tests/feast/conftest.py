@@ -2,8 +2,8 @@
 
 Everything runs against a real `quiver` binary: `QUIVER_BIN` (default
 `target/debug/quiver` of this repository). The suite needs `feast==0.67.0` in the Python
-environment that runs pytest; without feast or without the binary it is skipped (with
-`QUIVER_BIN` set explicitly, a missing binary is an error instead).
+environment that runs pytest (another version is an error); without feast or without the
+binary it is skipped (with `QUIVER_BIN` set explicitly, a missing binary is an error).
 
 Layout of one session:
 
@@ -16,22 +16,34 @@ Layout of one session:
   `quiver serve`, for the materialization tests;
 - a Feast repository per server: `sdk_repo/` copied, its `feature_store.yaml.template`
   rendered with the server's URL (`online_store: {type: remote}`), registered once with
-  `feast apply` (local file registry) and copied afterwards.
+  `feast apply` (local file registry) and copied afterwards;
+- `versioned`: per test, like `served` but the driver view is then changed and applied
+  again, so v2 is applied while lookups still read v1 (for Feast's `version` field).
+
+Every `quiver` process gets the environment without `QUIVER_*` variables (they override
+quiver.toml: an inherited `QUIVER_ONLINE__URL` or API key must not change what is
+tested); the online store is the embedded one, never a Redis of the machine. Servers
+listen on free loopback ports, are stopped by their handle at teardown (also when a test
+fails) and get SIGTERM from the kernel if pytest itself dies.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -63,6 +75,22 @@ def _feast_bin() -> str:
     return found
 
 
+def quiver_env() -> dict[str, str]:
+    """The environment of every quiver process: without QUIVER_* (config overrides such
+    as QUIVER_ONLINE__URL or QUIVER_SERVER__API_KEY, QUIVER_JSON, QUIVER_REPO)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("QUIVER_")}
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when pytest dies (Linux), so a killed run leaves
+    no server behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,7 +108,7 @@ class Quiver:
         if repo is not None:
             cmd += ["--repo", str(repo)]
         cmd += list(args)
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=quiver_env())
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"`{' '.join(cmd)}` exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
@@ -90,6 +118,10 @@ class Quiver:
     def get_json(self, repo: Path, *args: str) -> dict:
         """`quiver --json get ...`: the server's /get-online-features answer, from the CLI."""
         return json.loads(self.run(repo, "--json", "get", *args).stdout)
+
+    def describe(self, repo: Path, name: str) -> dict:
+        """`quiver --json describe NAME`: its applied `version` and `serving_version`."""
+        return json.loads(self.run(repo, "--json", "describe", name).stdout)
 
 
 @dataclass
@@ -115,31 +147,48 @@ class Server:
 
 
 def start_server(quiver: Quiver, repo: Path) -> Server:
-    port = free_port()
-    log = repo.parent / f"{repo.name}-serve.log"
-    handle = open(log, "wb")
-    env = dict(os.environ)
-    env.setdefault("RUST_LOG", "info")
-    proc = subprocess.Popen(
-        [str(quiver.bin), "--repo", str(repo), "serve", "--bind", f"127.0.0.1:{port}"],
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
-    handle.close()
-    server = Server(repo=repo, url=f"http://127.0.0.1:{port}", proc=proc, log=log)
+    """`quiver serve` on a free loopback port; answers /health before this returns.
+    Another process may take the port between the probe and the bind: then retry."""
+    for attempt in range(5):
+        port = free_port()
+        log = repo.parent / f"{repo.name}-serve.log"
+        env = quiver_env()
+        env.setdefault("RUST_LOG", "info")
+        with open(log, "wb") as handle:
+            proc = subprocess.Popen(
+                [str(quiver.bin), "--repo", str(repo), "serve", "--bind", f"127.0.0.1:{port}"],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
+        server = Server(repo=repo, url=f"http://127.0.0.1:{port}", proc=proc, log=log)
+        try:
+            if _wait_healthy(server):
+                return server
+        except BaseException:
+            server.stop()
+            raise
+        # It exited: only a lost race for the port is worth another try.
+        if "Address already in use" not in server.log_text() or attempt == 4:
+            raise AssertionError(f"quiver serve exited {proc.returncode}:\n{server.log_text()}")
+    raise AssertionError("unreachable")
+
+
+def _wait_healthy(server: Server) -> bool:
+    """True once /health answers 200; False if the process exited first."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"quiver serve exited {proc.returncode}:\n{server.log_text()}")
+        if server.proc.poll() is not None:
+            return False
         try:
             with urllib.request.urlopen(server.url + "/health", timeout=2) as r:
                 if r.status == 200:
-                    return server
+                    return True
         except (urllib.error.URLError, ConnectionError, OSError):
             pass
-        time.sleep(0.2)
+        time.sleep(0.1)
     server.stop()
     raise AssertionError(f"quiver serve did not answer /health within 60 s:\n{server.log_text()}")
 
@@ -170,12 +219,26 @@ class Stack:
     def url(self) -> str:
         return self.server.url
 
-    def store(self):
-        return feast.FeatureStore(repo_path=str(self.feast_repo))
+    def store(self, feast_default_retries: bool = False):
+        """A FeatureStore on this repository. feature_store.yaml sets
+        `connection_retries: 0` so a 5xx fails at once; `feast_default_retries=True` drops
+        it: Feast's default, 3 retries with backoff on 429/500/502/503/504."""
+        if not feast_default_retries:
+            return feast.FeatureStore(repo_path=str(self.feast_repo))
+        text = (self.feast_repo / "feature_store.yaml").read_text()
+        other = self.feast_repo / "feature_store.default-retries.yaml"
+        other.write_text("".join(l for l in text.splitlines(True) if "connection_retries" not in l))
+        return feast.FeatureStore(repo_path=str(self.feast_repo), fs_yaml_file=other)
+
+
+FEAST_VERSION = "0.67.0"
 
 
 @pytest.fixture(scope="session")
 def quiver() -> Quiver:
+    # The wire formats the tests rely on are Feast 0.67.0's: another version is an error,
+    # not a skip (CI must not pass by running nothing).
+    assert feast.__version__ == FEAST_VERSION, f"the suite needs feast=={FEAST_VERSION}, found {feast.__version__}"
     return Quiver(_quiver_bin())
 
 
@@ -189,6 +252,10 @@ def base_repo(quiver: Quiver, workdir: Path) -> Path:
     """`quiver init`: definitions and generated data, not applied (copied per stack)."""
     base = workdir / "base"
     quiver.run(None, "init", str(base))
+    # The embedded (SQLite) online store: never a Redis of the machine.
+    toml = (base / "quiver.toml").read_text()
+    online = toml[toml.index("[online]"):].split("\n[", 1)[0]
+    assert re.search(r'^type\s*=\s*"embedded"', online, re.M), f"the example's online store must be embedded:\n{online}"
     return base
 
 
@@ -203,7 +270,9 @@ def copy_repo(base: Path, dest: Path, quiver: Quiver, materialize: bool) -> Path
 @pytest.fixture(scope="session")
 def feast_template(workdir: Path, base_repo: Path) -> Path:
     """sdk_repo/ registered with `feast apply` (no server needed: the remote online store's
-    update() makes no call). Its data/ holds Quiver's generated rows in Feast's schema."""
+    update() makes no call). Its data/ holds Quiver's generated rows in Feast's schema.
+    The apply runs Feast's CLI in-process (click's runner): a subprocess would spend ~5 s
+    importing feast again; the tests themselves run the `feast` command."""
     import pandas as pd
 
     dest = workdir / "feast-template"
@@ -215,8 +284,25 @@ def feast_template(workdir: Path, base_repo: Path) -> Path:
     drivers.to_parquet(dest / "data" / "driver_stats.parquet", index=False)
     shutil.copy(base_repo / "data" / "customer_stats.parquet", dest / "data" / "customer_stats.parquet")
     render_yaml(dest, "http://127.0.0.1:9")
-    run_feast(dest, "apply")
+    feast_cli_in_process(dest, "apply")
     return dest
+
+
+def feast_cli_in_process(feast_repo: Path, *args: str) -> str:
+    """Feast's CLI (`feast.cli.cli`) in this process; it chdirs and extends sys.path,
+    which are put back."""
+    from click.testing import CliRunner
+    from feast.cli.cli import cli
+
+    cwd, path = os.getcwd(), list(sys.path)
+    try:
+        result = CliRunner().invoke(cli, ["--chdir", str(feast_repo), *args])
+    finally:
+        os.chdir(cwd)
+        sys.path[:] = path
+    if result.exit_code != 0:
+        raise AssertionError(f"`feast {' '.join(args)}` exited {result.exit_code}:\n{result.output}") from result.exception
+    return result.output
 
 
 def render_yaml(feast_repo: Path, url: str) -> None:
@@ -243,7 +329,26 @@ def served(quiver: Quiver, workdir: Path, base_repo: Path, feast_template: Path)
 
 
 @pytest.fixture
-def fresh(quiver: Quiver, tmp_path: Path, base_repo: Path, feast_template: Path, request):
+def versioned(quiver: Quiver, tmp_path: Path, base_repo: Path, feast_template: Path):
+    """Per test: the example applied and materialized (v1 of every view online), then
+    driver_hourly_stats changed (same rows, new query text) and applied again: v2 is the
+    applied version, lookups still read v1 until v2 is materialized."""
+    repo = copy_repo(base_repo, tmp_path / "quiver", quiver, materialize=True)
+    views = repo / "features" / "views.sql"
+    text = views.read_text()
+    changed = text.replace("WHERE conv_rate IS NOT NULL;", "WHERE conv_rate IS NOT NULL AND 1 = 1;")
+    assert changed != text, "examples' views.sql changed: update the `versioned` fixture"
+    views.write_text(changed)
+    quiver.run(repo, "apply")
+    server = start_server(quiver, repo)
+    try:
+        yield Stack(repo, server, feast_repo_for(feast_template, tmp_path / "feast", server.url))
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fresh(quiver: Quiver, tmp_path: Path, base_repo: Path, feast_template: Path):
     """Per test: the example applied but not materialized (empty online store), served."""
     repo = copy_repo(base_repo, tmp_path / "quiver", quiver, materialize=False)
     server = start_server(quiver, repo)
@@ -251,13 +356,68 @@ def fresh(quiver: Quiver, tmp_path: Path, base_repo: Path, feast_template: Path,
         yield Stack(repo, server, feast_repo_for(feast_template, tmp_path / "feast", server.url))
     finally:
         server.stop()
-        if getattr(request.node, "rep_call_failed", False):
-            sys.stderr.write(f"--- quiver serve log ({repo}):\n{server.log_text()[-4000:]}\n")
+
+
+@dataclass
+class Exchange:
+    """One HTTP exchange of the Feast client, as `requests` saw it."""
+
+    method: str
+    path: str
+    params: Any
+    body: Any  # the request body as sent, parsed
+    status: int
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+@dataclass
+class Wire:
+    exchanges: list[Exchange] = field(default_factory=list)
+    # Every attempt urllib3 makes (retries included): (method, path).
+    attempts: list[tuple[str, str]] = field(default_factory=list)
+
+    def to(self, path: str) -> list[Exchange]:
+        return [e for e in self.exchanges if e.path == path]
+
+
+@pytest.fixture
+def wire(monkeypatch) -> Wire:
+    """Records what Feast's client sent and got back (status, body) and how many attempts
+    urllib3 made: the SDK hides both (e.g. 202 vs 200, retries of a 5xx)."""
+    import requests
+    import urllib3.connectionpool
+
+    recorded = Wire()
+    request = requests.Session.request
+    urlopen = urllib3.connectionpool.HTTPConnectionPool.urlopen
+
+    def spy_request(self, method, url, *args, **kwargs):
+        response = request(self, method, url, *args, **kwargs)
+        sent = response.request.body  # the bytes on the wire (JSON bodies only here)
+        recorded.exchanges.append(
+            Exchange(method, urlsplit(url).path, kwargs.get("params"), json.loads(sent) if sent else None,
+                     response.status_code, response.content)
+        )
+        return response
+
+    def spy_urlopen(self, method, url, *args, **kwargs):
+        recorded.attempts.append((method, urlsplit(url).path))
+        return urlopen(self, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "request", spy_request)
+    monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "urlopen", spy_urlopen)
+    return recorded
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
+    """A failed test's report carries the log of each quiver server it used."""
     outcome = yield
     rep = outcome.get_result()
-    if rep.when == "call":
-        item.rep_call_failed = rep.failed
+    if rep.when == "call" and rep.failed:
+        for name, value in getattr(item, "funcargs", {}).items():
+            if isinstance(value, Stack):
+                rep.sections.append((f"quiver serve log ({name}, last 4000 chars)", value.server.log_text()[-4000:]))

@@ -13,3 +13,4 @@ mod readme;
 mod redis_server;
 mod reliability;
 mod support;
+mod windows;

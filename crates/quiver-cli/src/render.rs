@@ -272,13 +272,29 @@ pub fn describe(record: &ObjectRecord, serving: Option<u32>, as_json: bool) -> a
                 lines.push(("serving", note));
             }
             lines.push(("entities", v.view.entities.join(", ")));
-            lines.push((
-                "ttl",
-                v.view
-                    .ttl
-                    .map(|t| t.to_string())
-                    .unwrap_or_else(|| "none (values never expire)".into()),
-            ));
+            if v.view.is_windowed() {
+                let windows: Vec<String> = v
+                    .view
+                    .windows
+                    .iter()
+                    .map(|w| {
+                        format!(
+                            "{} (hop {})",
+                            quiver::model::Ttl::from_seconds(*w),
+                            quiver::model::Ttl::from_seconds(v.view.hop_of(*w))
+                        )
+                    })
+                    .collect();
+                lines.push(("windows", windows.join(", ")));
+            } else {
+                lines.push((
+                    "ttl",
+                    v.view
+                        .ttl
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "none (values never expire)".into()),
+                ));
+            }
             lines.push(("online", v.view.online.to_string()));
             push_opt(&mut lines, "owner", &v.view.owner);
             if !v.view.tags.is_empty() {

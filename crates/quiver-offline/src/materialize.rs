@@ -503,7 +503,10 @@ async fn rewrite_partitions(
             .into_iter()
             .map(|c| ident(c).sort(true, false)),
     );
-    order.push(ident(SEQ).sort(true, false));
+    if columns.sequence.is_none() {
+        // (An aggregation view's identity already ends with its stored sequence.)
+        order.push(ident(SEQ).sort(true, false));
+    }
     let mut stream = all.sort(order)?.execute_stream().await?;
 
     let mut writer = PartitionWriter::new(table, sequence, columns, max_event_time, window)?;

@@ -74,9 +74,18 @@ pub fn output_type(schema: &SchemaRef, expr: &str) -> Result<DataType> {
 }
 
 fn compile(schema: &SchemaRef, expr: &str) -> Result<(Arc<dyn PhysicalExpr>, DataType)> {
+    use datafusion::logical_expr::simplify::SimplifyContext;
+    use datafusion::optimizer::simplify_expressions::ExprSimplifier;
     let ctx = SessionContext::new();
     let df = df_schema(schema)?;
     let logical = ctx.parse_sql_expr(expr, &df)?;
+    // Coerce and simplify as a query plan would (COALESCE, for one, only runs simplified).
+    let simplifier = ExprSimplifier::new(
+        SimplifyContext::builder()
+            .with_schema(Arc::new(df.clone()))
+            .build(),
+    );
+    let logical = simplifier.simplify(simplifier.coerce(logical, &df)?)?;
     let physical = ctx.create_physical_expr(logical, &df)?;
     let data_type = physical.data_type(schema)?;
     Ok((physical, data_type))
