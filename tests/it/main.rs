@@ -13,4 +13,5 @@ mod readme;
 mod redis_server;
 mod reliability;
 mod support;
+mod window_property;
 mod windows;
