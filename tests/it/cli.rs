@@ -115,7 +115,7 @@ fn new_user_flow_init_plan_apply_describe() {
     snapshot!("ls", ok(&repo, &["ls"]), &repo);
 
     let listed = json(&ok(&repo, &["ls", "--json"]));
-    assert_eq!(listed.as_array().unwrap().len(), 7);
+    assert_eq!(listed.as_array().unwrap().len(), 9);
     let described = json(&ok(&repo, &["describe", "driver_hourly_stats", "--json"]));
     assert_eq!(described["version"], 1);
     assert_eq!(
@@ -257,12 +257,12 @@ fn concurrent_applies_do_not_corrupt_the_registry() {
         let plan = json(&stdout(output));
         let changes = plan["changes"].as_array().unwrap().len();
         assert!(
-            changes == 0 || changes == 7,
+            changes == 0 || changes == 9,
             "each apply sees all or nothing: {plan}"
         );
         added += changes;
     }
-    assert_eq!(added, 7, "exactly one apply wins");
+    assert_eq!(added, 9, "exactly one apply wins");
     for name in [
         "driver",
         "driver_stats",
@@ -378,8 +378,8 @@ fn quickstart_runs_the_pipeline() {
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
-    assert!(text.contains("7 added"), "{text}");
-    assert!(text.contains("Wrote 1000 rows x 9 columns"), "{text}");
+    assert!(text.contains("9 added"), "{text}");
+    assert!(text.contains("Wrote 1000 rows x 11 columns"), "{text}");
     assert!(repo.join("data/training_set.parquet").is_file());
 }
 
@@ -406,13 +406,16 @@ fn materialize_and_export_end_to_end() {
     );
 
     let first = json(&ok(&repo, &["materialize", "--json"]));
-    let driver_rows = first[1]["offline"]["table_rows"].as_u64().unwrap();
-    assert_eq!(first[1]["offline"]["view"], "driver_hourly_stats");
-    assert_eq!(first[1]["online"]["store"], "embedded");
+    let driver_rows = first[2]["offline"]["table_rows"].as_u64().unwrap();
+    assert_eq!(first[2]["offline"]["view"], "driver_hourly_stats");
+    assert_eq!(first[2]["online"]["store"], "embedded");
     assert_eq!(
-        first[1]["online"]["written"], 100,
+        first[2]["online"]["written"], 100,
         "one key per driver: {first}"
     );
+    // The aggregation view: one online state per customer with trips.
+    assert_eq!(first[1]["offline"]["view"], "customer_trips");
+    assert_eq!(first[1]["online"]["written"], 50, "{first}");
     assert!(driver_rows > 2_000, "{first}");
     // Re-running replaces the interval instead of duplicating rows.
     let again = json(&ok(
@@ -429,7 +432,7 @@ fn materialize_and_export_end_to_end() {
     );
 
     let out = ok(&repo, &[&export[..], &["--show", "3"]].concat());
-    assert!(out.contains("Wrote 1000 rows x 9 columns"), "{out}");
+    assert!(out.contains("Wrote 1000 rows x 11 columns"), "{out}");
     assert!(
         out.contains("| driver_id | customer_id | event_timestamp"),
         "{out}"

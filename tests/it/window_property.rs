@@ -365,13 +365,12 @@ async fn compare_online(store: &FeatureStore, at: i64, when: &str) -> Result<(),
     let found = store.get_online_features(&plan, &entities).await.unwrap();
     for column in &found.columns {
         let offline = exported.column_by_name(&column.name).unwrap();
-        for row in 0..keys.len() {
+        for (row, key) in keys.iter().enumerate() {
             let (online, export) = (value(&column.values, row), value(offline, row));
             prop_assert!(
                 close(&online, &export),
-                "{} for key {} {when}: online {online:?}, export {export:?}",
+                "{} for key {key} {when}: online {online:?}, export {export:?}",
                 column.name,
-                keys[row]
             );
         }
     }

@@ -564,7 +564,7 @@ async fn health_metrics_openapi_and_registry() {
     );
 
     let (_, views) = call(&store, "GET", "/api/v1/feature-views", "", &[]).await;
-    assert_eq!(views.as_array().unwrap().len(), 2);
+    assert_eq!(views.as_array().unwrap().len(), 3);
     let (_, view) = call(
         &store,
         "GET",

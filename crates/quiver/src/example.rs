@@ -80,6 +80,8 @@ pub struct ExampleData {
     pub events_per_driver: u64,
     pub customers: u64,
     pub events_per_customer: u64,
+    /// Trips per customer (`trips.parquet`, the event stream of the aggregation view).
+    pub trips_per_customer: u64,
     /// The history spans this many days and ends at `end`.
     pub days: u64,
     pub end: DateTime<Utc>,
@@ -100,6 +102,7 @@ impl ExampleData {
             events_per_driver: 24,
             customers: 50,
             events_per_customer: 7,
+            trips_per_customer: 20,
             days: 1,
             end,
             duplicate_every: 100,
@@ -108,8 +111,8 @@ impl ExampleData {
         }
     }
 
-    /// The benchmark scales: `small` (init), `medium` and `large` (the target:
-    /// 10 M driver rows, 2 M customer rows, a 1 M-row spine over 30 days).
+    /// The benchmark scales: `small` (init), `medium` and `large` (10 M driver rows, 2 M
+    /// customer rows, 10 M trips of 200 000 customers, a 1 M-row spine over 30 days).
     pub fn scale(name: &str, end: DateTime<Utc>) -> Option<Self> {
         let (drivers, customers, spine_rows) = match name {
             "small" => return Some(ExampleData::small(end)),
@@ -122,6 +125,7 @@ impl ExampleData {
             events_per_driver: 100,
             customers,
             events_per_customer: 10,
+            trips_per_customer: 50,
             days: 30,
             end,
             duplicate_every: 100,
@@ -130,16 +134,18 @@ impl ExampleData {
         })
     }
 
-    /// Writes `driver_stats.parquet`, `customer_stats.parquet` and `spine.parquet` into
-    /// `dir`; returns the paths.
+    /// Writes `driver_stats.parquet`, `customer_stats.parquet`, `trips.parquet` and
+    /// `spine.parquet` into `dir`; returns the paths.
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         let driver_path = dir.join("driver_stats.parquet");
         let customer_path = dir.join("customer_stats.parquet");
+        let trips_path = dir.join("trips.parquet");
         let spine_path = dir.join("spine.parquet");
         self.write_table(&driver_path, Table::Driver)?;
         self.write_table(&customer_path, Table::Customer)?;
+        self.write_table(&trips_path, Table::Trips)?;
         self.write_spine(&spine_path)?;
-        Ok(vec![driver_path, customer_path, spine_path])
+        Ok(vec![driver_path, customer_path, trips_path, spine_path])
     }
 
     fn write_spine(&self, path: &Path) -> Result<()> {
@@ -214,6 +220,12 @@ impl ExampleData {
                 10_001,
                 self.seed ^ 0x9E37_79B9_7F4A_7C15,
             ),
+            Table::Trips => (
+                self.customers,
+                self.trips_per_customer,
+                10_001,
+                self.seed ^ 0x7F4A_7C15,
+            ),
         };
         let mut rng = SplitMix64(seed);
         let span_us = (self.days as i64) * 86_400_000_000;
@@ -229,7 +241,8 @@ impl ExampleData {
                 let ts = start_us + (event as i64 + 1) * step_us - jitter;
                 let created = ts + (rng.next() % 120_000_000) as i64;
                 batch.push(id, ts, created, &mut rng);
-                if self.duplicate_every > 0 && rng.next().is_multiple_of(self.duplicate_every) {
+                let repeat = !matches!(table, Table::Trips) && self.duplicate_every > 0;
+                if repeat && rng.next().is_multiple_of(self.duplicate_every) {
                     batch.push(id, ts, created + 1_000_000, &mut rng);
                 }
                 if batch.len() >= 65_536 {
@@ -253,6 +266,8 @@ impl ExampleData {
 enum Table {
     Driver,
     Customer,
+    /// Trips of customers: every row an event (fare, distance, the driver).
+    Trips,
 }
 
 impl Table {
@@ -273,6 +288,14 @@ impl Table {
                     ("current_balance", DataType::Float64),
                     ("avg_passenger_count", DataType::Float64),
                     ("lifetime_trip_count", DataType::Int64),
+                ],
+            ),
+            Table::Trips => (
+                "customer_id",
+                [
+                    ("fare", DataType::Float64),
+                    ("distance_km", DataType::Float64),
+                    ("driver_id", DataType::Int64),
                 ],
             ),
         };
@@ -336,6 +359,12 @@ impl BatchBuilder {
                 self.a.append_value((rng.next() % 1_000_000) as f64 / 100.0);
                 self.b.append_value(1.0 + rng.unit() * 3.0);
                 self.c.append_value((rng.next() % 5_000) as i64);
+            }
+            Table::Trips => {
+                self.a
+                    .append_value(3.0 + (rng.next() % 6_000) as f64 / 100.0);
+                self.b.append_value(0.5 + rng.unit() * 30.0);
+                self.c.append_value(1001 + (rng.next() % 100) as i64);
             }
         }
     }

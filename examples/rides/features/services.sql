@@ -2,5 +2,7 @@
 CREATE FEATURE SERVICE driver_ranking (
   driver_hourly_stats.conv_rate,
   driver_hourly_stats.quality,
-  customer_profile.*
+  customer_profile.*,
+  customer_trips.trips_1d,                -- features of an aggregation view
+  customer_trips.fare_avg_7d
 ) COMMENT 'Features of the driver ranking model';

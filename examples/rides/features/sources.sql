@@ -10,3 +10,9 @@ CREATE SOURCE customer_stats
   TIMESTAMP event_timestamp
   CREATED created
   COMMENT 'Daily account statistics per customer';
+
+CREATE SOURCE trips
+  FROM 'data/trips.parquet'
+  TIMESTAMP event_timestamp
+  CREATED created
+  COMMENT 'Completed trips: one event per trip';

@@ -18,3 +18,18 @@ CREATE FEATURE VIEW customer_profile
 AS SELECT customer_id, event_timestamp, created,
           current_balance, avg_passenger_count, lifetime_trip_count
    FROM customer_stats;
+
+-- An aggregation view: each customer's trips over sliding windows, one feature per
+-- aggregate and window (trips_1h, fare_avg_7d, …), fresh online as trips are pushed.
+CREATE FEATURE VIEW customer_trips
+  ENTITY customer
+  WINDOWS ('1 hour', '1 day', '7 days')
+  COMMENT 'Trips and fares of each customer over the last hour, day and week'
+AS SELECT customer_id,
+          COUNT(*) AS trips,
+          SUM(fare) AS fare_sum,
+          AVG(fare) AS fare_avg,
+          MAX(distance_km) AS longest_km,
+          STDDEV(fare) AS fare_std
+   FROM trips
+   GROUP BY customer_id;
