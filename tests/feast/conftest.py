@@ -7,8 +7,9 @@ binary it is skipped (with `QUIVER_BIN` set explicitly, a missing binary is an e
 
 Layout of one session:
 
-- `quiver init` once into `base/` (the example repository and its generated data, whose
-  history ends at the hour of the init);
+- `base/`: a Quiver repository with the definitions of `sdk_repo/quiver_definitions.sql`
+  (Quiver's side of `sdk_repo/definitions.py`) over data generated once by `quiver init`
+  (whose history ends at the hour of the init);
 - `served/`: a copy of `base/`, `quiver apply` + `quiver materialize`, served by one
   `quiver serve` for the whole session: the read, write and push tests use it. It is
   also the reference for the materialization tests (`quiver get --json` on it);
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -235,11 +235,15 @@ FEAST_VERSION = "0.67.0"
 
 
 @pytest.fixture(scope="session")
-def quiver() -> Quiver:
+def quiver(tmp_path_factory) -> Quiver:
     # The wire formats the tests rely on are Feast 0.67.0's: another version is an error,
     # not a skip (CI must not pass by running nothing).
     assert feast.__version__ == FEAST_VERSION, f"the suite needs feast=={FEAST_VERSION}, found {feast.__version__}"
-    return Quiver(_quiver_bin())
+    # A private copy: the whole session runs one binary even if a build replaces
+    # QUIVER_BIN meanwhile.
+    copy = tmp_path_factory.mktemp("bin") / "quiver"
+    shutil.copy2(_quiver_bin(), copy)
+    return Quiver(copy)
 
 
 @pytest.fixture(scope="session")
@@ -247,15 +251,34 @@ def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("feast-sdk")
 
 
+QUIVER_TOML = """\
+# Written by tests/feast/conftest.py: the embedded online store (SQLite in .quiver/),
+# never a Redis of the machine.
+project = "rides"
+definitions = ["features"]
+
+[offline]
+path = "data/offline"
+
+[online]
+type = "embedded"
+"""
+
+
 @pytest.fixture(scope="session")
 def base_repo(quiver: Quiver, workdir: Path) -> Path:
-    """`quiver init`: definitions and generated data, not applied (copied per stack)."""
+    """A Quiver repository (not applied; copied per stack): quiver.toml and the
+    definitions of sdk_repo/quiver_definitions.sql, over two of the data files `quiver
+    init` generates (relative to the current clock)."""
+    generated = workdir / "generated"
+    quiver.run(None, "init", str(generated))
     base = workdir / "base"
-    quiver.run(None, "init", str(base))
-    # The embedded (SQLite) online store: never a Redis of the machine.
-    toml = (base / "quiver.toml").read_text()
-    online = toml[toml.index("[online]"):].split("\n[", 1)[0]
-    assert re.search(r'^type\s*=\s*"embedded"', online, re.M), f"the example's online store must be embedded:\n{online}"
+    (base / "data").mkdir(parents=True)
+    (base / "features").mkdir()
+    for name in ("driver_stats.parquet", "customer_stats.parquet"):
+        shutil.copy(generated / "data" / name, base / "data" / name)
+    shutil.copy(SDK_REPO / "quiver_definitions.sql", base / "features" / "definitions.sql")
+    (base / "quiver.toml").write_text(QUIVER_TOML)
     return base
 
 
@@ -276,7 +299,7 @@ def feast_template(workdir: Path, base_repo: Path) -> Path:
     import pandas as pd
 
     dest = workdir / "feast-template"
-    shutil.copytree(SDK_REPO, dest, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    shutil.copytree(SDK_REPO, dest, ignore=shutil.ignore_patterns("__pycache__", "data", "*.sql"))
     (dest / "data").mkdir()
     drivers = pd.read_parquet(base_repo / "data" / "driver_stats.parquet")
     drivers = drivers[drivers["conv_rate"].notna()].copy()
@@ -319,7 +342,8 @@ def feast_repo_for(template: Path, dest: Path, url: str) -> Path:
 
 @pytest.fixture(scope="session")
 def served(quiver: Quiver, workdir: Path, base_repo: Path, feast_template: Path):
-    """The materialized example behind one `quiver serve` for the whole session."""
+    """The base repository applied and materialized, behind one `quiver serve` for the
+    whole session."""
     repo = copy_repo(base_repo, workdir / "served", quiver, materialize=True)
     server = start_server(quiver, repo)
     try:
@@ -330,14 +354,14 @@ def served(quiver: Quiver, workdir: Path, base_repo: Path, feast_template: Path)
 
 @pytest.fixture
 def versioned(quiver: Quiver, tmp_path: Path, base_repo: Path, feast_template: Path):
-    """Per test: the example applied and materialized (v1 of every view online), then
+    """Per test: the base repository applied and materialized (v1 of every view online), then
     driver_hourly_stats changed (same rows, new query text) and applied again: v2 is the
     applied version, lookups still read v1 until v2 is materialized."""
     repo = copy_repo(base_repo, tmp_path / "quiver", quiver, materialize=True)
-    views = repo / "features" / "views.sql"
+    views = repo / "features" / "definitions.sql"
     text = views.read_text()
     changed = text.replace("WHERE conv_rate IS NOT NULL;", "WHERE conv_rate IS NOT NULL AND 1 = 1;")
-    assert changed != text, "examples' views.sql changed: update the `versioned` fixture"
+    assert changed != text, "quiver_definitions.sql changed: update the `versioned` fixture"
     views.write_text(changed)
     quiver.run(repo, "apply")
     server = start_server(quiver, repo)
@@ -349,7 +373,7 @@ def versioned(quiver: Quiver, tmp_path: Path, base_repo: Path, feast_template: P
 
 @pytest.fixture
 def fresh(quiver: Quiver, tmp_path: Path, base_repo: Path, feast_template: Path):
-    """Per test: the example applied but not materialized (empty online store), served."""
+    """Per test: the base repository applied but not materialized (empty online store), served."""
     repo = copy_repo(base_repo, tmp_path / "quiver", quiver, materialize=False)
     server = start_server(quiver, repo)
     try:

@@ -1,4 +1,4 @@
-"""Feast definitions mirroring Quiver's example repository (examples/rides/features/*.sql).
+"""Feast definitions, the twin of quiver_definitions.sql (Quiver's side).
 
 Used by tests/feast/test_feast_sdk.py: the Feast SDK and CLI run against this repository
 with `online_store: {type: remote}` pointing at `quiver serve`, so every online read,
