@@ -1416,3 +1416,149 @@ async fn a_materialization_whose_client_disconnects_still_finishes_and_is_record
     }
     assert!(recorded, "the materialization ran to completion");
 }
+
+/// Windowed aggregations over HTTP, on both stores, at a fixed clock: the lookup serves
+/// what the export gives at the same time; a push of events to the source moves the
+/// aggregates at once (exactly by the pushed events); a customer without events gets
+/// `COUNT` 0 PRESENT and NULL for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windowed_view_served_and_pushed_over_http() {
+    let redis = redis_server::RedisServer::start();
+    for online in ["", &format!("type = \"redis\"\nurl = \"{}\"", redis.url())] {
+        windowed_over_http(online).await;
+    }
+}
+
+async fn windowed_over_http(online: &str) {
+    let now: chrono::DateTime<chrono::Utc> = "2026-03-10T12:34:56.789Z".parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    quiver::example::init_repository(dir.path(), now).unwrap();
+    if !online.is_empty() {
+        let path = dir.path().join("quiver.toml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, config.replace("type = \"embedded\"", online)).unwrap();
+    }
+    let store = store_at(dir.path(), &now.to_rfc3339());
+    store.apply().await.unwrap();
+    store
+        .materialize(MaterializeOptions::default())
+        .await
+        .unwrap();
+    let app = router(AppState::new(store.clone()).unwrap());
+    let features = [
+        "trips_1h",
+        "trips_1d",
+        "trips_7d",
+        "fare_sum_1h",
+        "fare_sum_7d",
+        "fare_avg_1d",
+        "longest_km_7d",
+        "fare_std_7d",
+    ];
+    let lookup = json!({
+        "features": features.iter().map(|f| format!("customer_trips:{f}")).collect::<Vec<_>>(),
+        "entities": {"customer_id": [10001, 10002, 77777]}
+    })
+    .to_string();
+
+    // The export at the clock's time, for the same customers.
+    let spine = format!(
+        "SELECT * FROM (VALUES (10001, TIMESTAMP '{t}'), (10002, TIMESTAMP '{t}'), (77777, TIMESTAMP '{t}')) AS s(customer_id, event_timestamp)",
+        t = now.format("%Y-%m-%d %H:%M:%S%.6f")
+    );
+    let export = store
+        .export()
+        .with_spine_sql(spine)
+        .with_features(features.iter().map(|f| format!("customer_trips:{f}")))
+        .execute()
+        .await
+        .unwrap();
+    let exported = |feature: &str| -> Vec<Value> {
+        let column = export.batch.column_by_name(feature).unwrap();
+        (0..3)
+            .map(|row| quiver_server::wire::json_value(column, row))
+            .collect()
+    };
+
+    let (status, response) = send(&app, "POST", "/get-online-features", &lookup, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    let served = |response: &Value, feature: &str| -> Value {
+        let index = features.iter().position(|f| *f == feature).unwrap() + 1;
+        response["results"][index].clone()
+    };
+    for feature in features {
+        let result = served(&response, feature);
+        let values = result["values"].as_array().unwrap();
+        for (row, expected) in exported(feature).iter().enumerate() {
+            let same = match (values[row].as_f64(), expected.as_f64()) {
+                (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()),
+                _ => values[row] == *expected,
+            };
+            assert!(
+                same,
+                "{online:?} {feature} row {row}: served {}, exported {expected}",
+                values[row]
+            );
+        }
+    }
+    // Customer 10001 has trips in the last week; 77777 has none.
+    assert!(served(&response, "trips_7d")["values"][0].as_i64().unwrap() > 0);
+    assert_eq!(served(&response, "trips_7d")["values"][2], json!(0));
+    assert_eq!(served(&response, "trips_7d")["statuses"][2], "PRESENT");
+    assert_eq!(served(&response, "fare_sum_7d")["values"][2], Value::Null);
+    assert_eq!(
+        served(&response, "fare_sum_7d")["statuses"][2],
+        "NULL_VALUE"
+    );
+
+    // Two trips of 10001 and one of 77777, ten seconds ago, pushed to the source.
+    let at = (now - chrono::Duration::seconds(10)).to_rfc3339();
+    let push = json!({"push_source_name": "trips", "to": "online", "df": {
+        "customer_id": [10001, 10001, 77777],
+        "event_timestamp": [at, at, at],
+        "created": [at, at, at],
+        "fare": [10.5, 20.25, 7.0],
+        "distance_km": [1.0, 2.0, 3.0],
+        "driver_id": [1001, 1002, 1003]}});
+    let (status, pushed) = send(&app, "POST", "/push", &push.to_string(), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{pushed}");
+    let (status, after) = send(&app, "POST", "/get-online-features", &lookup, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    for window in ["1h", "1d", "7d"] {
+        let feature = format!("trips_{window}");
+        let before = served(&response, &feature)["values"].clone();
+        let now_served = served(&after, &feature)["values"].clone();
+        assert_eq!(
+            now_served[0].as_i64().unwrap(),
+            before[0].as_i64().unwrap() + 2,
+            "{online:?} {feature}"
+        );
+        assert_eq!(
+            now_served[1], before[1],
+            "{online:?} {feature}: 10002 untouched"
+        );
+        assert_eq!(now_served[2], json!(1), "{online:?} {feature}");
+    }
+    let sum_before = served(&response, "fare_sum_7d")["values"][0]
+        .as_f64()
+        .unwrap();
+    let sum_after = served(&after, "fare_sum_7d")["values"][0].as_f64().unwrap();
+    assert!(
+        (sum_after - sum_before - 30.75).abs() < 1e-9,
+        "{sum_before} -> {sum_after}"
+    );
+    assert_eq!(served(&after, "fare_sum_1h")["values"][2], json!(7.0));
+    assert_eq!(served(&after, "longest_km_7d")["values"][2], json!(3.0));
+    // One event: the sample standard deviation is NULL.
+    assert_eq!(served(&after, "fare_std_7d")["values"][2], Value::Null);
+
+    // A push addressed to the windowed view itself is refused (its rows are aggregates).
+    let wrong = json!({"feature_view": "customer_trips", "df": {
+        "customer_id": [10001], "event_timestamp": [at], "trips": [1]}});
+    let (status, refused) = send(&app, "POST", "/push", &wrong.to_string(), &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("trips"),
+        "names the source to push to instead: {refused}"
+    );
+}
