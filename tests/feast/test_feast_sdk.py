@@ -21,7 +21,7 @@ JSON-string `{"module", "class", "message"}` (a deliberate decision), so the SDK
 RuntimeError with the status and Quiver's message instead of e.g.
 FeatureViewNotFoundException; the tests check that status and message.
 
-Tests marked `xfail(strict=True)` document Quiver bugs: a fix makes them XPASS, which
+A known Quiver bug is written as an `xfail(strict=True)` test: a fix makes it XPASS, which
 fails the run until the mark is removed.
 """
 
@@ -575,14 +575,6 @@ def wait_for_version(store, view, version, timeout=5.0):
         time.sleep(0.1)
 
 
-STALE_CATALOG = (
-    "Quiver bug: a lookup right after a synchronous /materialize that made v2 the serving "
-    "version still reads v1 (metadata version 1) for up to CATALOG_RECHECK (1 s): the "
-    "server's cached catalog is not refreshed after the server's own materialization"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=STALE_CATALOG)
 def test_lookup_right_after_materializing_a_new_version(quiver, versioned):
     """Read-your-writes: once store.materialize(..., version="v2") has returned (200, the
     run is done), the next lookup reads v2."""
@@ -602,21 +594,7 @@ def test_lookup_right_after_materializing_a_new_version(quiver, versioned):
     assert view_versions(response) == {"driver_hourly_stats": 2}
 
 
-FEAST_ONLY_VERSION = (
-    "Quiver bug: Feast's `version` also accepts \"latest\" and \"versionN\" (feast.version_utils."
-    "parse_version, case-insensitive); Quiver answers 400 \"is not a version such as \\\"v2\\\"\""
-)
-
-
-@pytest.mark.parametrize(
-    "version",
-    [
-        "v1",
-        "V1",
-        pytest.param("latest", marks=pytest.mark.xfail(strict=True, raises=RuntimeError, reason=FEAST_ONLY_VERSION)),
-        pytest.param("version1", marks=pytest.mark.xfail(strict=True, raises=RuntimeError, reason=FEAST_ONLY_VERSION)),
-    ],
-)
+@pytest.mark.parametrize("version", ["v1", "V1", "latest", "version1", "VERSION1"])
 def test_sdk_materialize_with_version(quiver, served, fresh, version):
     """store.materialize(..., feature_views=[one view], version=...) with a spelling of
     the applied version (v1) that Feast accepts."""
@@ -626,16 +604,7 @@ def test_sdk_materialize_with_version(quiver, served, fresh, version):
     assert_empty(quiver, fresh, DRIVER_FEATURES, DRIVER_ROWS)
 
 
-ASYNC_ACCEPTS_INVALID = (
-    "Quiver bug: with ?async=true the request is answered 202 before the views and the "
-    "interval are checked; the run then fails only in the server log. Feast's server "
-    "checks both first (404 FeatureViewNotFoundException, start_ts >= end_ts refused), so "
-    "the SDK raises; Quiver should answer as without async (404 / 400)."
-)
-
-
-# The SDK returns instead of raising: pytest.raises fails with "DID NOT RAISE".
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=ASYNC_ACCEPTS_INVALID)
+# Checked before the 202, as Feast's server does: the SDK raises instead of returning.
 @pytest.mark.parametrize(
     "call, status, named",
     [

@@ -317,37 +317,23 @@ impl Drop for Running {
     }
 }
 
-/// The named views (each once), or every applied view.
-async fn views_or_all(state: &AppState, views: Vec<String>) -> ApiResult<Vec<String>> {
-    if !views.is_empty() {
-        let mut unique: Vec<String> = Vec::new();
-        for view in views {
-            if !unique.contains(&view) {
-                unique.push(view);
-            }
-        }
-        return Ok(unique);
-    }
-    let records = state.store.list().await?;
-    Ok(records
-        .into_iter()
-        .filter(|r| r.kind == ObjectKind::FeatureView)
-        .map(|r| r.name)
-        .collect())
-}
-
-/// Feast's `version` field: it must name the applied version of every view.
+/// Feast's `version` field: `latest`, or a number (`2`, `v2`, `version2`, any case)
+/// that must name the applied version of every view.
 async fn check_version(state: &AppState, version: Option<&str>, views: &[String]) -> ApiResult<()> {
     let Some(text) = version else { return Ok(()) };
-    let number = text
-        .strip_prefix(['v', 'V'])
-        .unwrap_or(text)
-        .parse::<u32>()
-        .map_err(|_| {
-            ApiError::BadBody(format!(
-                "\"version\": `{text}` is not a version such as \"v2\""
-            ))
-        })?;
+    let lower = text.trim().to_ascii_lowercase();
+    if lower == "latest" {
+        return Ok(()); // the applied version is the only one that can be materialized
+    }
+    let digits = lower
+        .strip_prefix("version")
+        .or_else(|| lower.strip_prefix('v'))
+        .unwrap_or(&lower);
+    let number = digits.parse::<u32>().map_err(|_| {
+        ApiError::BadBody(format!(
+            "\"version\": `{text}` is not a version: use \"latest\", \"v2\" or \"version2\""
+        ))
+    })?;
     for view in views {
         let applied = state.store.applied_version(view).await?;
         if applied != number {
@@ -407,14 +393,16 @@ pub async fn materialize(
             wire::time("end_ts", request.end_ts.as_deref())?,
         )
     };
-    let views = views_or_all(&state, request.feature_views).await?;
-    check_version(&state, request.version.as_deref(), &views).await?;
-    let store = Arc::clone(&state.store);
-    let options = MaterializeOptions {
+    let mut options = MaterializeOptions {
         start,
         end,
-        views: views.clone(),
+        views: request.feature_views,
     };
+    // Checked before answering, so `?async=true` refuses what the run would refuse.
+    let views = state.store.check_materialize(&options).await?;
+    check_version(&state, request.version.as_deref(), &views).await?;
+    options.views = views.clone();
+    let store = Arc::clone(&state.store);
     run_materialization(&state, views, query.run_async(), async move {
         store.materialize(options).await
     })
@@ -430,7 +418,14 @@ pub async fn materialize_incremental(
     authorize(&state, &headers)?;
     let request: wire::IncrementalRequest = parse(&state, &headers, body, true).await?;
     let end = wire::time("end_ts", request.end_ts.as_deref())?;
-    let views = views_or_all(&state, request.feature_views).await?;
+    let views = state
+        .store
+        .check_materialize(&MaterializeOptions {
+            start: None,
+            end,
+            views: request.feature_views,
+        })
+        .await?;
     check_version(&state, request.version.as_deref(), &views).await?;
     let store = Arc::clone(&state.store);
     let names = views.clone();

@@ -36,14 +36,7 @@ impl FeatureStore {
         let catalog = self.catalog().await?;
         let views = select_views(&catalog, &options.views)?;
         let end = options.end.unwrap_or_else(|| self.clock().now());
-        if let Some(start) = options.start
-            && start > end
-        {
-            return Err(Error::EmptyInterval {
-                start: rfc3339(start),
-                end: rfc3339(end),
-            });
-        }
+        check_interval(options.start, end)?;
         let interval = Interval {
             start: options.start.map(|s| s.timestamp_micros()),
             end: end.timestamp_micros(),
@@ -54,6 +47,21 @@ impl FeatureStore {
             out.push(self.materialize_both(&engine, view, interval).await?);
         }
         Ok(out)
+    }
+
+    /// What [`materialize`](Self::materialize) would run, checked without running it: the
+    /// names of the selected views (every view when `options.views` is empty, each named
+    /// view once), or the error the run would fail with first — an unknown view, nothing
+    /// to materialize, an empty interval. A server answers with it before accepting a run
+    /// in the background.
+    pub async fn check_materialize(&self, options: &MaterializeOptions) -> Result<Vec<String>> {
+        let catalog = self.catalog().await?;
+        let views = select_views(&catalog, &options.views)?;
+        check_interval(
+            options.start,
+            options.end.unwrap_or_else(|| self.clock().now()),
+        )?;
+        Ok(views.iter().map(|v| v.name().to_string()).collect())
     }
 
     /// Materializes each view from its watermark (the end of its last successful run;
@@ -108,6 +116,9 @@ impl FeatureStore {
         tokio::task::spawn_blocking(move || registry.advance_watermark(&name, version, watermark))
             .await
             .map_err(|e| Error::Task(e.to_string()))??;
+        // A first run of a new version makes it the serving one: this process's lookups
+        // read it from the next request on, not after the catalog's recheck interval.
+        self.forget_catalog();
         Ok(MaterializeReport { offline, online })
     }
 
@@ -201,6 +212,16 @@ pub struct MaterializeReport {
     pub offline: MaterializeStats,
     /// `None` for views with `ONLINE false`.
     pub online: Option<crate::online::OnlineWrite>,
+}
+
+fn check_interval(start: Option<DateTime<Utc>>, end: DateTime<Utc>) -> Result<()> {
+    match start {
+        Some(start) if start > end => Err(Error::EmptyInterval {
+            start: rfc3339(start),
+            end: rfc3339(end),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn select_views<'c>(catalog: &'c Catalog, names: &[String]) -> Result<Vec<&'c CatalogView>> {

@@ -172,6 +172,7 @@ impl FeatureStore {
         tokio::task::spawn_blocking(move || registry.reset_watermark(&name, version))
             .await
             .map_err(|e| Error::Task(e.to_string()))??;
+        self.forget_catalog();
         Ok(removed)
     }
 

@@ -85,7 +85,7 @@ impl FeatureStore {
         let now = self.clock.now();
         let plan = blocking(move || registry.apply(&desired, now)).await?;
         // This process sees its own change at once.
-        *self.catalog.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.forget_catalog();
         tracing::info!(
             changes = plan.changes.len(),
             unchanged = plan.unchanged,
@@ -161,6 +161,12 @@ impl FeatureStore {
 
     pub(crate) fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Drops the cached catalog: this process changed the registry (apply, a run, a drop)
+    /// and its next request must see the change.
+    pub(crate) fn forget_catalog(&self) {
+        *self.catalog.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// The applied definitions, indexed by name. Cached: the registry's change stamp is
