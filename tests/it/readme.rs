@@ -41,3 +41,51 @@ fn readme_config_example_is_valid() {
             .unwrap();
     assert_eq!(config.project, "rides");
 }
+
+/// The README's aggregation view is a working definition: applied beside the example's
+/// views (renamed, as the example has its own `customer_trips`) and exported.
+#[test]
+fn readme_aggregation_view_applies_and_exports() {
+    let block = blocks("sql")
+        .into_iter()
+        .find(|b| b.contains("WINDOWS ("))
+        .expect("the README shows an aggregation view");
+    let dir = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now();
+    quiver::example::init_repository(dir.path(), now).unwrap();
+    let renamed = block.replace(
+        "CREATE FEATURE VIEW customer_trips\n",
+        "CREATE FEATURE VIEW readme_trips\n",
+    );
+    assert_ne!(renamed, block);
+    std::fs::write(dir.path().join("features/readme.sql"), renamed).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let export = runtime.block_on(async {
+        let store = quiver::FeatureStore::open(dir.path()).unwrap();
+        store.apply().await.unwrap();
+        store
+            .export()
+            .with_spine_file("data/spine.parquet")
+            .with_features(["readme_trips:*"])
+            .with_materialize(true)
+            .execute()
+            .await
+            .unwrap()
+    });
+    let names: Vec<&str> = export
+        .batch
+        .schema_ref()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    for feature in [
+        "trips_1h",
+        "fare_std_1d",
+        "last_fare_7d",
+        "fare_per_trip_7d",
+    ] {
+        assert!(names.contains(&feature), "{names:?}");
+    }
+    assert_eq!(export.batch.num_rows(), 1000);
+}

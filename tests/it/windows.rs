@@ -129,10 +129,12 @@ fn run(case: &Case) -> String {
     runtime
         .block_on(async {
             let mut store = quiver::FeatureStore::open(root)?;
-            if let Some(at) = &case.online_at {
-                let at = chrono::DateTime::parse_from_rfc3339(at)
+            let online_at = case.online_at.as_ref().map(|at| {
+                chrono::DateTime::parse_from_rfc3339(at)
                     .unwrap()
-                    .with_timezone(&chrono::Utc);
+                    .with_timezone(&chrono::Utc)
+            });
+            if let Some(at) = online_at {
                 store = store.with_clock(Arc::new(FixedClock(at)));
             }
             store.apply().await?;
@@ -144,20 +146,29 @@ fn run(case: &Case) -> String {
                 .execute()
                 .await?;
             let mut out = render(&export.batch);
-            if case.online_at.is_some() {
-                out.push_str(&online_equals_export(&store, &export.batch).await?);
+            if let Some(at) = online_at {
+                out.push_str(&online_equals_export(&store, &export.batch, at).await?);
             }
             Ok::<_, quiver::Error>(out)
         })
         .unwrap_or_else(|e| format!("error: {e}\n"))
 }
 
-/// Materializes up to the store's clock and looks every spine key up: the values must
-/// be the export's for spine rows at that time. Returns a line saying so.
+/// Materializes up to the store's clock `at` and looks every spine key up: the values
+/// must be the export's for the spine rows at that time. Returns a line saying so.
 async fn online_equals_export(
     store: &quiver::FeatureStore,
     exported: &RecordBatch,
+    at: chrono::DateTime<chrono::Utc>,
 ) -> quiver::Result<String> {
+    use arrow::array::{Array, AsArray};
+    let times = exported
+        .column(1)
+        .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+    let rows: Vec<usize> = (0..exported.num_rows())
+        .filter(|row| times.is_valid(*row) && times.value(*row) == at.timestamp_micros())
+        .collect();
+    assert!(!rows.is_empty(), "no spine row is at the online time {at}");
     store
         .materialize(quiver::MaterializeOptions {
             views: vec!["v".into()],
@@ -173,7 +184,7 @@ async fn online_equals_export(
         let offline = exported.column_by_name(&column.name).unwrap();
         let a = ArrayFormatter::try_new(column.values.as_ref(), &options).unwrap();
         let b = ArrayFormatter::try_new(offline.as_ref(), &options).unwrap();
-        for row in 0..exported.num_rows() {
+        for &row in &rows {
             let (online, offline) = (a.value(row).to_string(), b.value(row).to_string());
             if online != offline {
                 mismatches.push(format!(
@@ -184,7 +195,10 @@ async fn online_equals_export(
         }
     }
     Ok(if mismatches.is_empty() {
-        "online == export\n".to_string()
+        format!(
+            "online == export at that time (spine rows compared: {})\n",
+            rows.len()
+        )
     } else {
         format!("online != export: {}\n", mismatches.join("; "))
     })
