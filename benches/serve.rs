@@ -169,7 +169,13 @@ fn main() {
     let results = runtime.block_on(async {
         let store = FeatureStore::open(&dir).unwrap();
         store.apply().await.unwrap();
-        let reports = store.materialize(MaterializeOptions::default()).await.unwrap();
+        let reports = store
+            .materialize(MaterializeOptions {
+                views: vec!["driver_hourly_stats".into(), "customer_profile".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let keys: u64 = reports.iter().filter_map(|r| r.online.as_ref()).map(|o| o.written).sum();
         println!("redis holds {keys} keys of the {scale} dataset");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -18,6 +18,12 @@ use tokio::task::JoinHandle;
 /// How long the runtime's thread lets unfinished work run after the executor is dropped.
 const FINISH_AFTER_DROP: Duration = Duration::from_secs(300);
 
+/// Blocking threads (file reads and writes: DataFusion's local object store runs each on
+/// one) per worker thread. Tokio's default, 512, lets a burst of small reads start dozens
+/// of threads, and each keeps its own allocator heap: under steady offline pushes the
+/// server's memory grew with the thread count. Batch work is bound by the cores anyway.
+const BLOCKING_THREADS_PER_WORKER: usize = 2;
+
 /// A multi-threaded runtime on its own threads, stopped when dropped.
 #[derive(Debug)]
 pub struct BatchExecutor {
@@ -40,6 +46,7 @@ impl BatchExecutor {
             .spawn(move || {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(threads.max(1))
+                    .max_blocking_threads(BLOCKING_THREADS_PER_WORKER * threads.max(1))
                     .thread_name("quiver-batch")
                     .enable_all()
                     .build();
@@ -110,5 +117,41 @@ impl Drop for BatchExecutor {
         if let Some(stop) = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = stop.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst of blocking work (as a read of many small files is) runs on a bounded
+    /// number of threads: every thread keeps an allocator heap, so an unbounded pool is
+    /// memory that grows with the burst.
+    #[test]
+    fn blocking_work_runs_on_a_bounded_pool() {
+        let executor = BatchExecutor::new(2).unwrap();
+        let burst = executor.spawn(async {
+            let tasks: Vec<_> = (0..64)
+                .map(|_| {
+                    tokio::task::spawn_blocking(|| {
+                        std::thread::sleep(Duration::from_millis(20));
+                        std::thread::current().id()
+                    })
+                })
+                .collect();
+            let mut threads = std::collections::HashSet::new();
+            for task in tasks {
+                threads.insert(task.await.unwrap());
+            }
+            threads.len()
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let threads = runtime.block_on(burst).unwrap();
+        assert!(
+            threads <= 2 * BLOCKING_THREADS_PER_WORKER,
+            "64 blocking tasks ran on {threads} threads"
+        );
     }
 }

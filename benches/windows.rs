@@ -1,0 +1,514 @@
+//! Benchmark of windowed aggregations as a user runs them: the release `quiver` binary as
+//! a whole process, beside DuckDB computing the same values in the same run.
+//!
+//! ```sh
+//! cargo bench -p quiver-cli --bench windows -- --scale large
+//! ```
+//!
+//! The data is the example's, generated afresh ending now (so online windows hold
+//! events): at `large`, 10 M trips of 200 000 customers over 30 days and a 1 M-row spine.
+//! The view is the example's `customer_trips`: windows 1 h, 1 d, 7 d × COUNT, SUM, AVG,
+//! MAX, STDDEV (15 features).
+//!
+//! 1. `quiver materialize customer_trips` (offline events and tiles, plus the embedded
+//!    online store): wall time and peak RSS.
+//! 2. `quiver export` of the 15 features for the spine, `--runs` times, beside
+//!    `benches/duckdb_windows.py` (a range join + `GROUP BY`, written to Parquet as the
+//!    export is), which also compares every value of both outputs.
+//! 3. A private `redis-server`: `quiver materialize` into it (Redis bytes per entity),
+//!    then `quiver serve` and `wrk`: lookups of 1 customer × 15 windowed features beside
+//!    lookups of the row view `customer_profile` (1 customer × 3 features), one
+//!    connection (latency) and 16 (throughput); pushes of 1 000 trips per request to
+//!    the `trips` source (events per second into the tiles in Redis).
+//!
+//! Options: `--scale small|medium|large` (default `large`), `--runs N` exports (default
+//! 3), `--seconds N` per `wrk` run (default 10), `--python PATH` (a Python with `duckdb`;
+//! default `python3`), `--no-duckdb`, `--no-redis`. Needs `redis-server`, `wrk` and
+//! `/usr/bin/time` (GNU time, for peak RSS).
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use quiver::example::{ExampleData, FILES};
+
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
+
+struct Args {
+    scale: String,
+    runs: usize,
+    seconds: u64,
+    python: String,
+    duckdb: bool,
+    redis: bool,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        scale: "large".into(),
+        runs: 3,
+        seconds: 10,
+        python: "python3".into(),
+        duckdb: true,
+        redis: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--scale" => args.scale = it.next().unwrap(),
+            "--runs" => args.runs = it.next().unwrap().parse().unwrap(),
+            "--seconds" => args.seconds = it.next().unwrap().parse().unwrap(),
+            "--python" => args.python = it.next().unwrap(),
+            "--no-duckdb" => args.duckdb = false,
+            "--no-redis" => args.redis = false,
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    args
+}
+
+/// The release binary that `cargo bench` built beside this harness.
+const QUIVER: &str = env!("CARGO_BIN_EXE_quiver");
+
+/// One finished command: wall seconds, peak RSS (MiB, NaN without GNU time), stdout.
+struct Run {
+    seconds: f64,
+    peak_mib: f64,
+    stdout: String,
+}
+
+/// Runs `quiver ARGS` in `repo` under GNU time; panics with its stderr when it fails.
+fn quiver(repo: &Path, args: &[&str]) -> Run {
+    let report = repo.join(".time");
+    let timed = Path::new("/usr/bin/time").exists();
+    let mut command = if timed {
+        let mut c = Command::new("/usr/bin/time");
+        c.arg("-f").arg("%M").arg("-o").arg(&report).arg(QUIVER);
+        c
+    } else {
+        Command::new(QUIVER)
+    };
+    command.arg("--repo").arg(repo).args(args).current_dir(repo);
+    let started = Instant::now();
+    let output = command.output().unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(
+        output.status.success(),
+        "quiver {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let peak_mib = std::fs::read_to_string(&report)
+        .ok()
+        .and_then(|t| t.trim().lines().last()?.trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0);
+    Run {
+        seconds,
+        peak_mib,
+        stdout: String::from_utf8_lossy(&output.stdout).to_string(),
+    }
+}
+
+fn generate(dir: &Path, scale: &str) -> ExampleData {
+    // Whole seconds: the spine's and the data's times stay readable in reports.
+    let now = chrono::Utc::now();
+    let end = chrono::DateTime::from_timestamp(now.timestamp() - 60, 0).unwrap();
+    let data = ExampleData::scale(scale, end).expect("scale is small, medium or large");
+    let _ = std::fs::remove_dir_all(dir);
+    let started = Instant::now();
+    for (name, text) in FILES {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    data.write(&dir.join("data")).unwrap();
+    println!(
+        "generated {scale} data ending {end} in {:.1} s: {} customers x {} trips over {} days, {} spine rows",
+        started.elapsed().as_secs_f64(),
+        data.customers,
+        data.trips_per_customer,
+        data.days,
+        data.spine_rows
+    );
+    data
+}
+
+fn best_and_median(mut times: Vec<f64>) -> (f64, f64) {
+    times.sort_by(f64::total_cmp);
+    (times[0], times[times.len() / 2])
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `quiver serve` on a free port, stopped (SIGKILL) when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(repo: &Path) -> Server {
+        let port = free_port();
+        let child = Command::new(QUIVER)
+            .arg("--repo")
+            .arg(repo)
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "quiver serve did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { child, port }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What `wrk --latency` measured.
+#[derive(Debug)]
+struct Load {
+    requests_per_second: f64,
+    p50_us: f64,
+    p99_us: f64,
+    errors: String,
+}
+
+fn micros(text: &str) -> f64 {
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1e6)
+    } else {
+        (text, f64::NAN)
+    };
+    number.parse::<f64>().map_or(f64::NAN, |n| n * factor)
+}
+
+/// Runs `wrk` with a Lua script against the server.
+fn wrk(port: u16, script: &Path, connections: usize, seconds: u64) -> Load {
+    let output = Command::new("wrk")
+        .args(["-t1", "-c", &connections.to_string()])
+        .args(["-d", &format!("{seconds}s"), "--latency", "-s"])
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{port}"))
+        .output()
+        .expect("wrk must be installed (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
+    };
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Load {
+        requests_per_second: field("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN),
+        p50_us: field("50%").map_or(f64::NAN, |v| micros(&v)),
+        p99_us: field("99%").map_or(f64::NAN, |v| micros(&v)),
+        errors,
+    }
+}
+
+/// A wrk script posting `body_format` (with `%d` for the customer) for customers in turn.
+fn lookup_script(dir: &Path, name: &str, features: &str, customers: u64) -> PathBuf {
+    let path = dir.join(format!("{name}.lua"));
+    let script = format!(
+        r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  local id = 10001 + (n * 7919) % {customers}
+  return wrk.format(nil, "/get-online-features", nil,
+    string.format('{{"features": [{features}], "entities": {{"customer_id": [%d]}}}}', id))
+end
+"#
+    );
+    std::fs::write(&path, script).unwrap();
+    path
+}
+
+/// A wrk script posting pre-built pushes of `events` trips each (random customers, the
+/// last ten minutes), `bodies` different ones in turn.
+fn push_script(dir: &Path, customers: u64, events: usize, bodies: usize) -> PathBuf {
+    let now = chrono::Utc::now();
+    let mut seed = 17u64;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        seed >> 33
+    };
+    let mut files = Vec::new();
+    for b in 0..bodies {
+        let mut keys = Vec::new();
+        let mut times = Vec::new();
+        let mut fares = Vec::new();
+        let mut distances = Vec::new();
+        let mut drivers = Vec::new();
+        for _ in 0..events {
+            keys.push(10_001 + next() % customers);
+            let at = now - chrono::Duration::milliseconds((next() % 600_000) as i64);
+            times.push(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+            fares.push(5.0 + (next() % 5_000) as f64 / 100.0);
+            distances.push((next() % 3_000) as f64 / 100.0);
+            drivers.push(1001 + next() % 1000);
+        }
+        let body = serde_json::json!({
+            "push_source_name": "trips", "to": "online",
+            "df": {"customer_id": keys, "event_timestamp": times.clone(), "created": times,
+                   "fare": fares, "distance_km": distances, "driver_id": drivers}
+        });
+        let path = dir.join(format!("push-{b}.json"));
+        std::fs::write(&path, body.to_string()).unwrap();
+        files.push(path);
+    }
+    let list = files
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let path = dir.join("push.lua");
+    let script = format!(
+        r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {{}}
+for i, name in ipairs({{{list}}}) do
+  local f = io.open(name, "rb")
+  bodies[i] = f:read("*a")
+  f:close()
+end
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/push", nil, bodies[(n % #bodies) + 1])
+end
+"#
+    );
+    std::fs::write(&path, script).unwrap();
+    path
+}
+
+fn redis_used_memory(server: &redis_server::RedisServer) -> u64 {
+    server
+        .command(&["INFO", "memory"])
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn main() {
+    let args = args();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data");
+    let dir = root.join(format!("windows-{}", args.scale));
+    let scratch = root.join(format!("windows-{}-out", args.scale));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    println!(
+        "machine: {} cores, {}; binary {QUIVER}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
+    let data = generate(&dir, &args.scale);
+
+    quiver(&dir, &["apply"]);
+    let run = quiver(&dir, &["--json", "materialize", "customer_trips"]);
+    let report = &json(&run.stdout)[0];
+    println!(
+        "materialize customer_trips (offline events + tiles, embedded online): {:.2} s wall, peak RSS {:.0} MiB; offline {:.2} s, {} event rows, {} files; online {} entities in {:.2} s",
+        run.seconds,
+        run.peak_mib,
+        report["offline"]["seconds"].as_f64().unwrap_or(f64::NAN),
+        report["offline"]["table_rows"],
+        report["offline"]["files_written"],
+        report["online"]["written"],
+        report["online"]["seconds"].as_f64().unwrap_or(f64::NAN),
+    );
+
+    let output = scratch.join("quiver_windows.parquet");
+    let out = output.to_str().unwrap();
+    let mut times = Vec::new();
+    let mut peak: f64 = 0.0;
+    for _ in 0..args.runs {
+        let run = quiver(
+            &dir,
+            &[
+                "export",
+                "--spine",
+                "data/spine.parquet",
+                "--features",
+                "customer_trips:*",
+                "--out",
+                out,
+            ],
+        );
+        times.push(run.seconds);
+        peak = peak.max(run.peak_mib);
+    }
+    let (best, median) = best_and_median(times);
+    println!(
+        "export (quiver, 15 windowed features, {} spine rows, to Parquet): best {best:.2} s, median {median:.2} s over {} runs, peak RSS {peak:.0} MiB",
+        data.spine_rows, args.runs
+    );
+
+    if args.duckdb {
+        let output = Command::new(&args.python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/duckdb_windows.py"))
+            .arg(dir.join("data"))
+            .arg(out)
+            .arg(&scratch)
+            .arg(args.runs.to_string())
+            .output()
+            .expect("a python3 with duckdb (--python PATH)");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "duckdb_windows.py failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let duck = json(text.trim());
+        let duck_best = duck["best"].as_f64().unwrap();
+        println!(
+            "export ({}, range join + GROUP BY, to Parquet): best {duck_best:.2} s, median {:.2} s, peak RSS {:.0} MiB",
+            duck["engine"].as_str().unwrap(),
+            duck["median"].as_f64().unwrap(),
+            duck["peak_rss_mib"].as_f64().unwrap()
+        );
+        println!(
+            "ratio duckdb / quiver (best): {:.1}x; compared {} rows x 15 features: mismatches {}; duckdb fingerprint {}",
+            duck_best / best,
+            duck["compared_rows"],
+            duck["mismatches"],
+            duck["fingerprint"]
+        );
+    }
+
+    if !args.redis {
+        return;
+    }
+    let redis = redis_server::RedisServer::start();
+    let config_path = dir.join("quiver.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        config.replace(
+            "type = \"embedded\"",
+            &format!("type = \"redis\"\nurl = \"{}\"", redis.url()),
+        ),
+    )
+    .unwrap();
+    let before = redis_used_memory(&redis);
+    let run = quiver(&dir, &["--json", "materialize", "customer_trips"]);
+    let after = redis_used_memory(&redis);
+    let report = &json(&run.stdout)[0];
+    let entities = report["online"]["written"].as_u64().unwrap_or(0);
+    println!(
+        "materialize customer_trips into Redis: {:.2} s wall ({:.2} s online: {entities} entities); Redis memory {:.0} bytes per entity ({} bytes)",
+        run.seconds,
+        report["online"]["seconds"].as_f64().unwrap_or(f64::NAN),
+        after.saturating_sub(before) as f64 / entities.max(1) as f64,
+        after.saturating_sub(before)
+    );
+    let run = quiver(&dir, &["--json", "materialize", "customer_profile"]);
+    println!(
+        "materialize customer_profile (row view) into Redis: {:.2} s wall",
+        run.seconds
+    );
+
+    let server = Server::start(&dir);
+    let windowed = ["1h", "1d", "7d"]
+        .iter()
+        .flat_map(|w| {
+            ["trips", "fare_sum", "fare_avg", "longest_km", "fare_std"]
+                .map(|a| format!("\"customer_trips:{a}_{w}\""))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let row = r#""customer_profile:current_balance", "customer_profile:avg_passenger_count", "customer_profile:lifetime_trip_count""#;
+    let scripts = [
+        (
+            "row view, 1 customer x 3 features",
+            lookup_script(&scratch, "row", row, data.customers),
+        ),
+        (
+            "windowed, 1 customer x 3 windows x 5 aggregates",
+            lookup_script(&scratch, "windowed", &windowed, data.customers),
+        ),
+    ];
+    // Warm up (connections, Redis, caches).
+    for (_, script) in &scripts {
+        wrk(server.port, script, 4, 2);
+    }
+    for connections in [1, 16] {
+        let mut results = Vec::new();
+        for (name, script) in &scripts {
+            let load = wrk(server.port, script, connections, args.seconds);
+            println!(
+                "lookup over HTTP ({name}), {connections} connection(s): {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs {}",
+                load.requests_per_second, load.p50_us, load.p99_us, load.errors
+            );
+            results.push(load);
+        }
+        println!(
+            "  windowed / row view, {connections} connection(s): p50 {:.2}x, p99 {:.2}x, throughput {:.2}x",
+            results[1].p50_us / results[0].p50_us,
+            results[1].p99_us / results[0].p99_us,
+            results[1].requests_per_second / results[0].requests_per_second
+        );
+    }
+    let events = 1_000;
+    let script = push_script(&scratch, data.customers, events, 20);
+    for connections in [1, 2] {
+        let load = wrk(server.port, &script, connections, args.seconds);
+        println!(
+            "push to the trips source (online: tiles in Redis), {events} events per request, {connections} connection(s): {:.0} events/s, p50 {:.1} ms per request {}",
+            load.requests_per_second * events as f64,
+            load.p50_us / 1e3,
+            load.errors
+        );
+    }
+    drop(server);
+    std::fs::write(&config_path, config).unwrap();
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string())
+}
