@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a test failure
 mod cli;
 mod definitions;
+mod on_demand;
 mod online;
 mod pit;
 mod readme;

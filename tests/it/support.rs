@@ -90,3 +90,145 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The sections of a data-file case: `-- name` starts a section (its lines follow),
+/// `-- name value` is a one-line section; lines before the first section (comments) are
+/// dropped.
+pub fn sections(path: &Path) -> std::collections::BTreeMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    let mut section: Option<String> = None;
+    for line in text.lines() {
+        if let Some(header) = line.strip_prefix("-- ") {
+            match header.split_once(' ') {
+                Some((name, value)) => {
+                    out.insert(name.to_string(), value.trim().to_string());
+                    section = None;
+                }
+                None => {
+                    out.insert(header.to_string(), String::new());
+                    section = Some(header.to_string());
+                }
+            }
+            continue;
+        }
+        if let Some(name) = &section {
+            let body = out.get_mut(name).unwrap();
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    out
+}
+
+/// A batch as CSV-like text: a header line, then one line per row, NULL for nulls.
+pub fn render(batch: &arrow::array::RecordBatch) -> String {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("NULL");
+    let names: Vec<&str> = batch
+        .schema_ref()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    let mut out = names.join(",");
+    out.push('\n');
+    let formatters: Vec<ArrayFormatter> = batch
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+        .collect();
+    for row in 0..batch.num_rows() {
+        let cells: Vec<String> = formatters
+            .iter()
+            .map(|f| f.value(row).to_string())
+            .collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// Runs every case of `tests/<folder>` (at least `at_least` of them) through `run` and
+/// compares its output with the case's `-- expected` section; `QUIVER_BLESS=1` rewrites
+/// the expected sections instead.
+pub fn check_cases(folder: &str, at_least: usize, run: impl Fn(&Path) -> String) {
+    let paths = case_files(folder);
+    assert!(
+        paths.len() >= at_least,
+        "expected at least {at_least} cases in tests/{folder}, found {}",
+        paths.len()
+    );
+    let bless = std::env::var_os("QUIVER_BLESS").is_some();
+    let mut failures = Vec::new();
+    for path in &paths {
+        let expected = sections(path).remove("expected").unwrap_or_default();
+        let actual = run(path);
+        if actual.trim_end() == expected.trim_end() {
+            continue;
+        }
+        if bless {
+            let text = std::fs::read_to_string(path).unwrap();
+            let head = &text[..text.find("-- expected\n").unwrap() + "-- expected\n".len()];
+            std::fs::write(path, format!("{head}{actual}")).unwrap();
+        } else {
+            failures.push(format!(
+                "--- {}\nexpected:\n{expected}actual:\n{actual}",
+                path.file_name().unwrap().to_string_lossy(),
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cases in tests/{folder} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Looks up `features` for `entities` (one row per row of `exported`) at the store's
+/// clock `at`: every value must be the export's for the spine rows at that time (column
+/// 1 of `exported` is the spine's time). Returns a line saying so or listing what differs.
+pub async fn online_equals_export(
+    store: &quiver::FeatureStore,
+    exported: &arrow::array::RecordBatch,
+    at: chrono::DateTime<Utc>,
+    entities: &arrow::array::RecordBatch,
+    features: &[String],
+) -> quiver::Result<String> {
+    use arrow::array::{Array, AsArray};
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let times = exported
+        .column(1)
+        .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+    let rows: Vec<usize> = (0..exported.num_rows())
+        .filter(|row| times.is_valid(*row) && times.value(*row) == at.timestamp_micros())
+        .collect();
+    assert!(!rows.is_empty(), "no spine row is at the online time {at}");
+    let plan = store.lookup_plan(features, None, false).await?;
+    let found = store.get_online_features(&plan, entities).await?;
+    let options = FormatOptions::default().with_null("NULL");
+    let mut mismatches = Vec::new();
+    for column in &found.columns {
+        let offline = exported.column_by_name(&column.name).unwrap();
+        let a = ArrayFormatter::try_new(column.values.as_ref(), &options).unwrap();
+        let b = ArrayFormatter::try_new(offline.as_ref(), &options).unwrap();
+        for &row in &rows {
+            let (online, offline) = (a.value(row).to_string(), b.value(row).to_string());
+            if online != offline {
+                mismatches.push(format!(
+                    "{} row {row}: online {online}, export {offline}",
+                    column.name
+                ));
+            }
+        }
+    }
+    Ok(if mismatches.is_empty() {
+        format!(
+            "online == export at that time (spine rows compared: {})\n",
+            rows.len()
+        )
+    } else {
+        format!("online != export: {}\n", mismatches.join("; "))
+    })
+}

@@ -186,18 +186,29 @@ async fn lookup(
             request.full_feature_names,
         )
         .await?;
-    // Type the command line's text as a client's JSON would be: keys that are numbers
-    // are numbers, so the answer is byte for byte the server's.
+    // Type the command line's text as a client's JSON would be: keys and request fields
+    // that are numbers or booleans are those, so the answer is byte for byte the
+    // server's (text that does not parse stays text, and is refused with its column).
     for (name, values) in &mut request.entities.0 {
-        let numeric = plan
-            .inputs()
-            .iter()
-            .any(|(input, data_type)| input == name && data_type.is_integer());
-        if numeric {
-            for value in values.iter_mut() {
-                if let Some(n) = value.as_str().and_then(|s| s.parse::<i64>().ok()) {
-                    *value = n.into();
-                }
+        let Some((_, data_type)) = plan.inputs().iter().find(|(input, _)| input == name) else {
+            continue;
+        };
+        for value in values.iter_mut() {
+            let Some(text) = value.as_str() else { continue };
+            let typed = if data_type.is_integer() {
+                text.parse::<i64>().ok().map(serde_json::Value::from)
+            } else if data_type.is_floating() {
+                text.parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(serde_json::Value::Number)
+            } else if *data_type == quiver::arrow::datatypes::DataType::Boolean {
+                text.parse::<bool>().ok().map(serde_json::Value::Bool)
+            } else {
+                None
+            };
+            if let Some(typed) = typed {
+                *value = typed;
             }
         }
     }

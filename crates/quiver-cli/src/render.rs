@@ -259,6 +259,15 @@ pub fn describe(record: &ObjectRecord, serving: Option<u32>, as_json: bool) -> a
             }
             push_opt(&mut lines, "comment", &s.comment);
         }
+        Object::RequestSource(s) => {
+            let fields: Vec<String> = s
+                .fields
+                .iter()
+                .map(|f| format!("{} {}", f.name, f.data_type))
+                .collect();
+            lines.push(("fields", fields.join(", ")));
+            push_opt(&mut lines, "comment", &s.comment);
+        }
         Object::FeatureView(v) => {
             if let Some(serving) = serving {
                 let note = if serving == record.version {
@@ -272,7 +281,22 @@ pub fn describe(record: &ObjectRecord, serving: Option<u32>, as_json: bool) -> a
                 lines.push(("serving", note));
             }
             lines.push(("entities", v.view.entities.join(", ")));
-            if v.view.is_windowed() {
+            if let Some(on_demand) = &v.schema.on_demand {
+                let inputs: Vec<String> = on_demand
+                    .inputs
+                    .iter()
+                    .map(|i| {
+                        let columns: Vec<&str> =
+                            i.columns.iter().map(|c| c.name.as_str()).collect();
+                        let kind = match i.kind {
+                            quiver::model::OnDemandInputKind::Request => "request",
+                            quiver::model::OnDemandInputKind::View => "view",
+                        };
+                        format!("{} ({kind}: {})", i.name, columns.join(", "))
+                    })
+                    .collect();
+                lines.push(("on demand", inputs.join("; ")));
+            } else if v.view.is_windowed() {
                 let windows: Vec<String> = v
                     .view
                     .windows
@@ -295,7 +319,9 @@ pub fn describe(record: &ObjectRecord, serving: Option<u32>, as_json: bool) -> a
                         .unwrap_or_else(|| "none (values never expire)".into()),
                 ));
             }
-            lines.push(("online", v.view.online.to_string()));
+            if v.schema.on_demand.is_none() {
+                lines.push(("online", v.view.online.to_string()));
+            }
             push_opt(&mut lines, "owner", &v.view.owner);
             if !v.view.tags.is_empty() {
                 let tags: Vec<String> = v
@@ -307,7 +333,9 @@ pub fn describe(record: &ObjectRecord, serving: Option<u32>, as_json: bool) -> a
                 lines.push(("tags", tags.join(", ")));
             }
             push_opt(&mut lines, "comment", &v.view.comment);
-            lines.push(("sources", v.view.sources.join(", ")));
+            if v.schema.on_demand.is_none() {
+                lines.push(("sources", v.view.sources.join(", ")));
+            }
             let keys: Vec<String> = v
                 .schema
                 .keys
@@ -315,13 +343,9 @@ pub fn describe(record: &ObjectRecord, serving: Option<u32>, as_json: bool) -> a
                 .map(|c| format!("{} {}", c.name, c.data_type))
                 .collect();
             lines.push(("keys", keys.join(", ")));
-            lines.push((
-                "timestamp",
-                format!(
-                    "{} {}",
-                    v.schema.timestamp.name, v.schema.timestamp.data_type
-                ),
-            ));
+            if let Some(t) = &v.schema.timestamp {
+                lines.push(("timestamp", format!("{} {}", t.name, t.data_type)));
+            }
             if let Some(c) = &v.schema.created {
                 lines.push(("created", format!("{} {}", c.name, c.data_type)));
             }

@@ -10,20 +10,22 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The four kinds of objects a feature repository declares.
+/// The kinds of objects a feature repository declares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ObjectKind {
     Entity,
     Source,
+    RequestSource,
     FeatureView,
     FeatureService,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 4] = [
+    pub const ALL: [ObjectKind; 5] = [
         ObjectKind::Entity,
         ObjectKind::Source,
+        ObjectKind::RequestSource,
         ObjectKind::FeatureView,
         ObjectKind::FeatureService,
     ];
@@ -33,6 +35,7 @@ impl ObjectKind {
         match self {
             ObjectKind::Entity => "entity",
             ObjectKind::Source => "source",
+            ObjectKind::RequestSource => "request_source",
             ObjectKind::FeatureView => "feature_view",
             ObjectKind::FeatureService => "feature_service",
         }
@@ -48,6 +51,7 @@ impl fmt::Display for ObjectKind {
         f.write_str(match self {
             ObjectKind::Entity => "entity",
             ObjectKind::Source => "source",
+            ObjectKind::RequestSource => "request source",
             ObjectKind::FeatureView => "feature view",
             ObjectKind::FeatureService => "feature service",
         })
@@ -198,6 +202,31 @@ pub struct Source {
     pub comment: Option<String>,
 }
 
+/// `CREATE REQUEST SOURCE txn (amount DOUBLE, …)`: fields that arrive with each request
+/// (online: beside the entity keys; offline: as spine columns) and feed on-demand views.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestSource {
+    pub name: String,
+    /// The fields, typed (Arrow type names, as view columns are).
+    pub fields: Vec<Column>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// The Arrow type of a request field's SQL type name; `None` when the type cannot be one.
+pub fn request_field_type(sql: &str) -> Option<&'static str> {
+    Some(match sql.to_ascii_uppercase().as_str() {
+        "BIGINT" | "INT8" | "LONG" => "Int64",
+        "INT" | "INTEGER" | "INT4" => "Int32",
+        "DOUBLE" | "FLOAT8" | "DOUBLE PRECISION" => "Float64",
+        "FLOAT" | "REAL" | "FLOAT4" => "Float32",
+        "BOOLEAN" | "BOOL" => "Boolean",
+        "VARCHAR" | "STRING" | "TEXT" => "Utf8",
+        "TIMESTAMP" => "Timestamp(µs, \"UTC\")",
+        _ => return None,
+    })
+}
+
 /// How long a feature value stays valid after its event time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -337,6 +366,16 @@ pub struct FeatureView {
     /// ([`crate::window::default_hop`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hop: Option<u64>,
+    /// An on-demand view (`ON DEMAND`): expressions over request fields and other views'
+    /// features, evaluated at request time and in exports; no table, no online keys.
+    /// `sources` then lists its inputs (request sources and views) and `entities` the
+    /// entities of its input views.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub on_demand: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 impl FeatureView {
@@ -402,8 +441,9 @@ pub struct Column {
 pub struct ViewSchema {
     /// Entity key columns, in the order the view's entities declare them.
     pub keys: Vec<Column>,
-    /// The event-time column.
-    pub timestamp: Column,
+    /// The event-time column (`None` for an on-demand view, which has no rows of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<Column>,
     /// The ingestion-time column, when the primary source has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<Column>,
@@ -412,6 +452,37 @@ pub struct ViewSchema {
     /// For an aggregation view: what it computes (its features are the outputs × windows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<WindowSchema>,
+    /// For an on-demand view: what its expressions read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_demand: Option<OnDemandSchema>,
+}
+
+/// What an on-demand view's expressions read, as `apply` analysed its query: per input
+/// (in `FROM` order), the columns the expressions use, typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnDemandSchema {
+    pub inputs: Vec<OnDemandInput>,
+}
+
+/// One input of an on-demand view: a request source or a feature view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnDemandInput {
+    pub name: String,
+    pub kind: OnDemandInputKind,
+    /// The columns the expressions read (request fields, or the view's features).
+    pub columns: Vec<Column>,
+    /// For a view input: the content hash of the view's identity when this version was
+    /// applied, so that a new version of an input makes a new version of the on-demand
+    /// view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDemandInputKind {
+    Request,
+    View,
 }
 
 /// What an aggregation view computes, as the engine analysed its query at `apply`: the
@@ -476,6 +547,7 @@ pub struct ResolvedView {
 pub enum Object {
     Entity(Entity),
     Source(Source),
+    RequestSource(RequestSource),
     FeatureView(ResolvedView),
     FeatureService(FeatureService),
 }
@@ -485,6 +557,7 @@ impl Object {
         match self {
             Object::Entity(_) => ObjectKind::Entity,
             Object::Source(_) => ObjectKind::Source,
+            Object::RequestSource(_) => ObjectKind::RequestSource,
             Object::FeatureView(_) => ObjectKind::FeatureView,
             Object::FeatureService(_) => ObjectKind::FeatureService,
         }
@@ -494,6 +567,7 @@ impl Object {
         match self {
             Object::Entity(e) => &e.name,
             Object::Source(s) => &s.name,
+            Object::RequestSource(s) => &s.name,
             Object::FeatureView(v) => &v.view.name,
             Object::FeatureService(s) => &s.name,
         }
@@ -525,7 +599,7 @@ impl Object {
     fn metadata_keys(&self) -> &'static [&'static str] {
         match self {
             Object::Entity(_) | Object::FeatureService(_) => &["comment"],
-            Object::Source(_) => &["comment"],
+            Object::Source(_) | Object::RequestSource(_) => &["comment"],
             Object::FeatureView(_) => &["comment", "tags", "owner", "online", "query"],
         }
     }
@@ -583,17 +657,19 @@ mod tests {
                     sources: vec![],
                     windows: vec![],
                     hop: None,
+                    on_demand: false,
                 },
                 schema: ViewSchema {
                     keys: vec![],
-                    timestamp: Column {
+                    timestamp: Some(Column {
                         name: "ts".into(),
                         data_type: "Timestamp".into(),
                         nullable: false,
-                    },
+                    }),
                     created: None,
                     features: vec![],
                     window: None,
+                    on_demand: None,
                 },
             })
         };

@@ -1,5 +1,5 @@
-//! The definition language: `CREATE ENTITY`, `CREATE SOURCE`, `CREATE FEATURE VIEW` and
-//! `CREATE FEATURE SERVICE` statements in `*.sql` files.
+//! The definition language: `CREATE ENTITY`, `CREATE SOURCE`, `CREATE REQUEST SOURCE`,
+//! `CREATE FEATURE VIEW` and `CREATE FEATURE SERVICE` statements in `*.sql` files.
 //!
 //! Statement headers are Quiver's own grammar, read token by token from `sqlparser`'s
 //! tokenizer; a view body (`AS SELECT …`) is handed to `sqlparser`'s own query parser, the
@@ -15,7 +15,7 @@ mod statement;
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::{Diagnostic, Diagnostics, FileId, Loc, SourceFile, SourceFiles};
-use crate::model::{Entity, FeatureService, FeatureView, Source};
+use crate::model::{Entity, FeatureService, FeatureView, RequestSource, Source};
 
 /// An entity with the places its parts were declared.
 #[derive(Debug, Clone)]
@@ -33,6 +33,14 @@ pub struct SourceDecl {
     pub path_at: Loc,
     pub timestamp_at: Loc,
     pub created_at: Option<Loc>,
+}
+
+/// A request source with the places its parts were declared.
+#[derive(Debug, Clone)]
+pub struct RequestSourceDecl {
+    pub def: RequestSource,
+    pub at: Loc,
+    pub field_locs: Vec<Loc>,
 }
 
 /// A feature view with the places its parts were declared.
@@ -61,6 +69,7 @@ pub struct Definitions {
     pub files: SourceFiles,
     pub entities: Vec<EntityDecl>,
     pub sources: Vec<SourceDecl>,
+    pub request_sources: Vec<RequestSourceDecl>,
     pub views: Vec<ViewDecl>,
     pub services: Vec<ServiceDecl>,
 }
@@ -72,6 +81,10 @@ impl Definitions {
 
     pub fn source(&self, name: &str) -> Option<&SourceDecl> {
         self.sources.iter().find(|s| s.def.name == name)
+    }
+
+    pub fn request_source(&self, name: &str) -> Option<&RequestSourceDecl> {
+        self.request_sources.iter().find(|s| s.def.name == name)
     }
 
     pub fn view(&self, name: &str) -> Option<&ViewDecl> {

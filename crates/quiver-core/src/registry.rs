@@ -19,7 +19,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
-pub use plan::{Action, Change, Plan};
+pub use plan::{Action, Change, Plan, content_hash};
 
 use crate::diagnostic::closest;
 use crate::model::{Object, ObjectKind};

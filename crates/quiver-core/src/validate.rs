@@ -33,6 +33,11 @@ fn check_unique_names(defs: &Definitions, diagnostics: &mut Diagnostics) {
                 .map(|s| (s.def.name.as_str(), ObjectKind::Source, s.at)),
         )
         .chain(
+            defs.request_sources
+                .iter()
+                .map(|s| (s.def.name.as_str(), ObjectKind::RequestSource, s.at)),
+        )
+        .chain(
             defs.views
                 .iter()
                 .map(|v| (v.def.name.as_str(), ObjectKind::FeatureView, v.at)),
@@ -47,7 +52,7 @@ fn check_unique_names(defs: &Definitions, diagnostics: &mut Diagnostics) {
             let first = defs.files.pointer(*first_at);
             diagnostics.push(
                 defs.error_at(at, format!("duplicate name `{name}`: {kind} `{name}` is already declared as {} {first_kind}", article(*first_kind)))
-                    .with_help(format!("first declared at {}:{}:{}; names are unique across entities, sources, views and services", first.path, first.line, first.column)),
+                    .with_help(format!("first declared at {}:{}:{}; names are unique across entities, sources, request sources, views and services", first.path, first.line, first.column)),
             );
         } else {
             seen.insert(name, (kind, at));
@@ -105,6 +110,10 @@ fn check_views(defs: &Definitions, diagnostics: &mut Diagnostics) {
     let entity_names: Vec<&str> = defs.entities.iter().map(|e| e.def.name.as_str()).collect();
     let source_names: Vec<&str> = defs.sources.iter().map(|s| s.def.name.as_str()).collect();
     for view in &defs.views {
+        if view.def.on_demand {
+            check_on_demand_inputs(defs, view, diagnostics);
+            continue;
+        }
         let mut key_columns: HashMap<&str, &str> = HashMap::new();
         let mut listed = HashSet::new();
         for (entity, at) in view.def.entities.iter().zip(&view.entity_locs) {
@@ -152,7 +161,12 @@ fn check_views(defs: &Definitions, diagnostics: &mut Diagnostics) {
         }
         for (source, at) in view.def.sources.iter().zip(&view.source_locs) {
             if defs.source(source).is_none() {
-                let message = if defs.view(source).is_some() {
+                let message = if defs.request_source(source).is_some() {
+                    format!(
+                        "feature view `{}` reads request source `{source}`; request fields feed on-demand views only",
+                        view.def.name
+                    )
+                } else if defs.view(source).is_some() {
                     format!(
                         "feature view `{}` reads feature view `{source}`; a view's query reads sources only",
                         view.def.name
@@ -166,6 +180,51 @@ fn check_views(defs: &Definitions, diagnostics: &mut Diagnostics) {
                 diagnostics.push(defs.error_at(*at, message));
             }
         }
+    }
+}
+
+/// The inputs of an on-demand view: request sources and views that are not on-demand.
+fn check_on_demand_inputs(
+    defs: &Definitions,
+    view: &crate::parser::ViewDecl,
+    diagnostics: &mut Diagnostics,
+) {
+    let name = &view.def.name;
+    if view.def.sources.is_empty() {
+        diagnostics.push(
+            defs.error_at(view.query_at, format!("on-demand feature view `{name}` reads no input"))
+                .with_help("list its inputs after FROM: request sources and feature views, e.g. FROM txn, user_profile"),
+        );
+    }
+    let candidates: Vec<&str> = defs
+        .request_sources
+        .iter()
+        .map(|s| s.def.name.as_str())
+        .chain(
+            defs.views
+                .iter()
+                .filter(|v| !v.def.on_demand)
+                .map(|v| v.def.name.as_str()),
+        )
+        .collect();
+    for (input, at) in view.def.sources.iter().zip(&view.source_locs) {
+        if defs.request_source(input).is_some() {
+            continue;
+        }
+        let message = match defs.view(input) {
+            Some(other) if other.def.on_demand => format!(
+                "on-demand feature view `{name}` reads on-demand feature view `{input}`; its inputs are request sources and row or aggregation views"
+            ),
+            Some(_) => continue,
+            None if defs.source(input).is_some() => format!(
+                "on-demand feature view `{name}` reads source `{input}`; its inputs are request sources and feature views (a source's rows need a view first)"
+            ),
+            None => format!(
+                "unknown input `{input}`{}",
+                suggestion_suffix(closest(input, candidates.iter().copied()))
+            ),
+        };
+        diagnostics.push(defs.error_at(*at, message));
     }
 }
 
@@ -213,7 +272,10 @@ pub fn check_services(defs: &Definitions, schemas: &HashMap<String, ViewSchema>)
                     ),
                 );
                 if schema.keys.iter().any(|k| &k.name == feature)
-                    || schema.timestamp.name == *feature
+                    || schema
+                        .timestamp
+                        .as_ref()
+                        .is_some_and(|t| t.name == *feature)
                 {
                     d = d.with_help(format!(
                         "`{feature}` is a key or timestamp column, not a feature"

@@ -202,10 +202,11 @@ impl OfflineEngine {
         }
         Ok(ViewSchema {
             keys,
-            timestamp,
+            timestamp: Some(timestamp),
             created,
             features,
             window: None,
+            on_demand: None,
         })
     }
 }

@@ -44,9 +44,17 @@ pub enum Error {
     #[error("feature view `{view}`: the query cannot be planned: {message}")]
     UnplannableView { view: String, message: String },
 
-    /// An aggregation view's query is not one Quiver can compute over windows.
+    /// An on-demand view's expressions failed on the values of a request or spine.
+    #[error("on-demand feature view `{view}` cannot be computed for these values: {message}{hint}")]
+    OnDemandEvaluation {
+        view: String,
+        message: String,
+        hint: &'static str,
+    },
+
+    /// An aggregation or on-demand view's query is not one Quiver can compute.
     #[error("feature view `{view}`: {message}")]
-    InvalidWindowView {
+    InvalidViewQuery {
         view: String,
         message: String,
         /// Where in the query text (1-based), when known.

@@ -11,6 +11,7 @@ pub mod export;
 pub mod latest;
 mod materialize;
 pub mod normalize;
+pub mod on_demand;
 pub mod pit;
 mod source;
 pub mod table;

@@ -57,7 +57,11 @@ impl ViewColumns {
                 .zip(key_types)
                 .map(|(c, t)| (c.name.clone(), key_data_type(*t)))
                 .collect(),
-            timestamp: schema.timestamp.name.clone(),
+            timestamp: schema
+                .timestamp
+                .as_ref()
+                .map(|t| t.name.clone())
+                .unwrap_or_default(),
             created: schema.created.as_ref().map(|c| c.name.clone()),
             features,
             sequence,

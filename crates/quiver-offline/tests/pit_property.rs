@@ -105,6 +105,7 @@ async fn engine_answer(
         sources: vec!["src".into()],
         windows: vec![],
         hop: None,
+        on_demand: false,
     };
     let column = |name: &str, t: &str| Column {
         name: name.into(),
@@ -113,10 +114,11 @@ async fn engine_answer(
     };
     let schema = ViewSchema {
         keys: vec![column("k", "Int64")],
-        timestamp: column("ts", "Timestamp"),
+        timestamp: Some(column("ts", "Timestamp")),
         created: Some(column("created", "Timestamp")),
         features: vec![column("value", "Int64")],
         window: None,
+        on_demand: None,
     };
     let columns = ViewColumns::new(&schema, &[KeyType::Int64]);
     let offline = dir.path().join("offline");

@@ -81,6 +81,7 @@ impl Fixture {
             sources: vec!["src".into()],
             windows: vec![],
             hop: None,
+            on_demand: false,
         };
         let column = |name: &str, t: &str| Column {
             name: name.into(),
@@ -89,10 +90,11 @@ impl Fixture {
         };
         let schema = ViewSchema {
             keys: vec![column("k", "Int64")],
-            timestamp: column("ts", "Timestamp"),
+            timestamp: Some(column("ts", "Timestamp")),
             created: None,
             features: vec![column("value", "Int64")],
             window: None,
+            on_demand: None,
         };
         let columns = ViewColumns::new(&schema, &[KeyType::Int64]);
         Fixture {

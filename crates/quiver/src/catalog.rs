@@ -14,9 +14,12 @@ use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 use quiver_core::diagnostic::closest;
-use quiver_core::model::{Entity, FeatureService, KeyType, Object, ResolvedView, Source};
+use quiver_core::model::{
+    Entity, FeatureService, KeyType, Object, RequestSource, ResolvedView, Source,
+};
 use quiver_core::registry::ObjectRecord;
 use quiver_offline::normalize::ViewColumns;
+use quiver_offline::on_demand::OnDemandProgram;
 use quiver_offline::window::WindowProgram;
 use quiver_offline::{OfflineEngine, ViewTable};
 use quiver_online::ViewRef;
@@ -37,6 +40,8 @@ pub struct CatalogView {
     columns: ViewColumns,
     /// For an aggregation view: its program, compiled once per catalog.
     window: Option<Result<Arc<WindowProgram>, String>>,
+    /// For an on-demand view: its program, compiled once per catalog on first use.
+    on_demand: Option<Arc<tokio::sync::OnceCell<Arc<OnDemandProgram>>>>,
 }
 
 impl CatalogView {
@@ -59,7 +64,13 @@ impl CatalogView {
                 .map(Arc::new)
                 .map_err(|e| e.to_string())
         });
+        let on_demand = view
+            .schema
+            .on_demand
+            .as_ref()
+            .map(|_| Arc::new(tokio::sync::OnceCell::new()));
         CatalogView {
+            on_demand,
             online: feature_types(&view).map(|features| ViewRef {
                 project: project.to_string(),
                 view: view.view.name.clone(),
@@ -86,6 +97,36 @@ impl CatalogView {
             None => Ok(None),
             Some(Ok(program)) => Ok(Some(program)),
             Some(Err(e)) => Err(Error::Task(e.clone())),
+        }
+    }
+
+    /// Whether this is an on-demand view (no table, no online rows).
+    pub fn is_on_demand(&self) -> bool {
+        self.on_demand.is_some()
+    }
+
+    /// The compiled program of an on-demand view (`None` for other views).
+    pub async fn on_demand_program(&self) -> Result<Option<Arc<OnDemandProgram>>> {
+        let (Some(cell), Some(schema)) = (&self.on_demand, &self.view.schema.on_demand) else {
+            return Ok(None);
+        };
+        let program = cell
+            .get_or_try_init(|| async {
+                OnDemandProgram::compile(self.name(), &self.view.view.query, schema)
+                    .await
+                    .map(Arc::new)
+            })
+            .await?;
+        Ok(Some(Arc::clone(program)))
+    }
+
+    /// The error for storing rows of an on-demand view (`action`: materialize, push, …).
+    pub fn no_rows(&self, action: &'static str) -> Error {
+        Error::OnDemandHasNoRows {
+            view: self.name().to_string(),
+            action,
+            inputs: self.view.view.sources.join(", "),
+            hint: "materialize, push or write its input views instead",
         }
     }
 
@@ -132,6 +173,7 @@ pub enum Purpose {
 pub struct Catalog {
     pub entities: BTreeMap<String, Entity>,
     pub sources: BTreeMap<String, Source>,
+    pub request_sources: BTreeMap<String, RequestSource>,
     /// Every live view at its applied version.
     pub views: BTreeMap<String, CatalogView>,
     pub services: BTreeMap<String, FeatureService>,
@@ -160,6 +202,9 @@ impl Catalog {
                 }
                 Object::Source(s) => {
                     catalog.sources.insert(s.name.clone(), s);
+                }
+                Object::RequestSource(s) => {
+                    catalog.request_sources.insert(s.name.clone(), s);
                 }
                 Object::FeatureView(v) => views.push((v, record.version)),
                 Object::FeatureService(s) => {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use quiver_core::diagnostic::Diagnostic;
-use quiver_core::model::{Object, ResolvedView, ViewSchema};
+use quiver_core::model::{Object, OnDemandInputKind, ResolvedView, ViewSchema};
 use quiver_core::parser::{Definitions, SourceDecl, ViewDecl, parse_repository};
 use quiver_core::validate::{check_definitions, check_services, source_path_exists};
 use quiver_offline::OfflineEngine;
@@ -35,7 +35,7 @@ pub(crate) async fn load(repo_root: &Path, entries: &[String]) -> Result<Vec<Obj
     }
 
     let mut schemas: HashMap<String, ViewSchema> = HashMap::new();
-    for view in &defs.views {
+    for view in defs.views.iter().filter(|v| !v.def.on_demand) {
         let entities: Option<Vec<_>> = view
             .def
             .entities
@@ -57,6 +57,16 @@ pub(crate) async fn load(repo_root: &Path, entries: &[String]) -> Result<Vec<Obj
             Err(e) => diagnostics.push(view_diagnostic(&defs, view, e)),
         }
     }
+    // On-demand views last: they are typed over the other views' schemas.
+    for view in defs.views.iter().filter(|v| v.def.on_demand) {
+        match on_demand_schema(&defs, view, &schemas).await {
+            Ok(Some(schema)) => {
+                schemas.insert(view.def.name.clone(), schema);
+            }
+            Ok(None) => {} // an input failed: already reported
+            Err(e) => diagnostics.push(view_diagnostic(&defs, view, e)),
+        }
+    }
     for d in check_services(&defs, &schemas).0 {
         diagnostics.push(d);
     }
@@ -66,19 +76,105 @@ pub(crate) async fn load(repo_root: &Path, entries: &[String]) -> Result<Vec<Obj
     Ok(objects(defs, schemas))
 }
 
+/// The schema of an on-demand view over its inputs' (`None` when an input has none:
+/// its error is reported already). Its keys are those of its input views, in order.
+async fn on_demand_schema(
+    defs: &Definitions,
+    view: &ViewDecl,
+    schemas: &HashMap<String, ViewSchema>,
+) -> std::result::Result<Option<ViewSchema>, quiver_offline::Error> {
+    use quiver_offline::on_demand::{AvailableInput, analyze};
+    let typed = |c: &quiver_core::model::Column| {
+        (
+            c.name.clone(),
+            c.data_type
+                .parse::<arrow::datatypes::DataType>()
+                .unwrap_or(arrow::datatypes::DataType::Null),
+        )
+    };
+    if view.def.sources.is_empty() {
+        return Ok(None); // reported: it reads no input
+    }
+    let mut inputs = Vec::new();
+    let mut keys: Vec<quiver_core::model::Column> = Vec::new();
+    for name in &view.def.sources {
+        if let Some(request) = defs.request_source(name) {
+            inputs.push(AvailableInput {
+                name: name.clone(),
+                kind: OnDemandInputKind::Request,
+                columns: request.def.fields.iter().map(typed).collect(),
+            });
+        } else if let Some(schema) = schemas.get(name) {
+            for key in &schema.keys {
+                if !keys.iter().any(|k| k.name == key.name) {
+                    keys.push(key.clone());
+                }
+            }
+            inputs.push(AvailableInput {
+                name: name.clone(),
+                kind: OnDemandInputKind::View,
+                columns: schema.features.iter().map(typed).collect(),
+            });
+        } else {
+            return Ok(None);
+        }
+    }
+    let (features, on_demand) = analyze(&view.def.name, &view.def.query, &inputs).await?;
+    Ok(Some(ViewSchema {
+        keys,
+        timestamp: None,
+        created: None,
+        features,
+        window: None,
+        on_demand: Some(on_demand),
+    }))
+}
+
 fn objects(defs: Definitions, mut schemas: HashMap<String, ViewSchema>) -> Vec<Object> {
     let mut out = Vec::new();
     out.extend(defs.entities.into_iter().map(|e| Object::Entity(e.def)));
     out.extend(defs.sources.into_iter().map(|s| Object::Source(s.def)));
-    for view in defs.views {
-        let schema = schemas
-            .remove(&view.def.name)
-            .expect("every view has a schema once validation passed");
-        out.push(Object::FeatureView(ResolvedView {
-            view: view.def,
-            schema,
-        }));
+    out.extend(
+        defs.request_sources
+            .into_iter()
+            .map(|s| Object::RequestSource(s.def)),
+    );
+    let mut views: Vec<ResolvedView> = defs
+        .views
+        .into_iter()
+        .map(|view| {
+            let schema = schemas
+                .remove(&view.def.name)
+                .expect("every view has a schema once validation passed");
+            ResolvedView {
+                view: view.def,
+                schema,
+            }
+        })
+        .collect();
+    // An on-demand view's entities are its input views'; its identity includes theirs,
+    // so a new version of an input makes a new version of the on-demand view.
+    let mut inputs: HashMap<String, (Vec<String>, String)> = HashMap::new();
+    for view in views.iter().filter(|v| !v.view.on_demand) {
+        let hash = quiver_core::registry::content_hash(&Object::FeatureView(view.clone()));
+        inputs.insert(view.view.name.clone(), (view.view.entities.clone(), hash));
     }
+    for view in views.iter_mut().filter(|v| v.view.on_demand) {
+        let Some(schema) = view.schema.on_demand.as_mut() else {
+            continue;
+        };
+        for input in &mut schema.inputs {
+            if let Some((entities, hash)) = inputs.get(&input.name) {
+                input.identity = Some(hash.clone());
+                for entity in entities {
+                    if !view.view.entities.contains(entity) {
+                        view.view.entities.push(entity.clone());
+                    }
+                }
+            }
+        }
+    }
+    out.extend(views.into_iter().map(Object::FeatureView));
     out.extend(
         defs.services
             .into_iter()
@@ -125,7 +221,7 @@ fn view_diagnostic(
         }
         _ => None,
     };
-    if let E::InvalidWindowView {
+    if let E::InvalidViewQuery {
         message,
         line,
         column,

@@ -162,6 +162,34 @@ pub enum Error {
     #[error("push: {message}")]
     BadPush { message: String },
 
+    /// Materializing, pushing into or writing an on-demand view: it has no rows.
+    #[error(
+        "on-demand feature view `{view}` has no rows to {action}: it is computed at request time from its inputs ({inputs}); {hint}"
+    )]
+    OnDemandHasNoRows {
+        view: String,
+        action: &'static str,
+        inputs: String,
+        hint: &'static str,
+    },
+
+    /// A lookup of an on-demand view without the request fields it reads. The message
+    /// has the shape of Feast's `RequestDataNotFoundInEntityRowsException`.
+    #[error(
+        "required request data {fields:?} not found in the entity rows, but required by on-demand feature view `{view}`; send them beside the entity keys"
+    )]
+    MissingRequestData { fields: Vec<String>, view: String },
+
+    /// An export of an on-demand view whose spine lacks a request field.
+    #[error(
+        "the spine has no column `{field}`, a field of request source `{source_name}` that on-demand feature view `{view}` reads; add it to the spine"
+    )]
+    SpineLacksRequestField {
+        field: String,
+        source_name: String,
+        view: String,
+    },
+
     /// A background task panicked or was cancelled.
     #[error("internal error: {0}")]
     Task(String),
@@ -178,7 +206,10 @@ impl Error {
             | Error::MissingEntityColumn { .. }
             | Error::BadEntityValue { .. }
             | Error::BadPush { .. }
-            | Error::PushIntoAggregatingView { .. } => ErrorKind::InvalidArgument,
+            | Error::PushIntoAggregatingView { .. }
+            | Error::OnDemandHasNoRows { .. }
+            | Error::MissingRequestData { .. }
+            | Error::SpineLacksRequestField { .. } => ErrorKind::InvalidArgument,
             Error::RepositoryExists { .. } => ErrorKind::AlreadyExists,
             Error::DropServingVersion { .. } => ErrorKind::InvalidArgument,
             Error::UnknownFeatureView { .. }

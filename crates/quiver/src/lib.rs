@@ -23,6 +23,8 @@ mod push;
 mod store;
 mod windows;
 
+/// The Arrow crate the facade speaks (record batches, arrays, data types).
+pub use arrow;
 pub use error::{Error, Result};
 pub use offline::{
     Export, ExportBuilder, ExportSummary, MaterializeOptions, MaterializeReport, Spine,

@@ -18,6 +18,9 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::{Catalog, CatalogView, Purpose};
 use crate::{Error, FeatureStore, Result};
+use quiver_core::model::OnDemandInputKind;
+use quiver_offline::on_demand::OnDemandProgram;
+use std::collections::HashMap;
 
 /// What to materialize: `[start, end]` of event time (both inclusive, as in Feast) (default: all history up to now)
 /// for the named views (default: all).
@@ -226,11 +229,19 @@ fn check_interval(start: Option<DateTime<Utc>>, end: DateTime<Utc>) -> Result<()
 
 fn select_views<'c>(catalog: &'c Catalog, names: &[String]) -> Result<Vec<&'c CatalogView>> {
     let views: Vec<&CatalogView> = if names.is_empty() {
-        catalog.views.values().collect()
+        // On-demand views have nothing to materialize.
+        catalog
+            .views
+            .values()
+            .filter(|v| !v.is_on_demand())
+            .collect()
     } else {
         let mut views: Vec<&CatalogView> = Vec::new();
         for name in names {
             let view = catalog.view(name)?;
+            if view.is_on_demand() {
+                return Err(view.no_rows("materialize"));
+            }
             if !views.iter().any(|v| v.name() == view.name()) {
                 views.push(view); // a view named twice runs once
             }
@@ -384,7 +395,16 @@ impl<'a> ExportBuilder<'a> {
         let catalog = self.store.catalog().await?;
         let selected =
             catalog.resolve_features(self.service.as_deref(), &self.features, Purpose::Offline)?;
-        let views: Vec<&CatalogView> = selected.iter().map(|(v, _)| *v).collect();
+        // The views whose tables are read: those selected and on-demand views' inputs.
+        let mut views: Vec<&CatalogView> = Vec::new();
+        for (view, _) in &selected {
+            views.push(view);
+            for input in view.view.schema.on_demand.iter().flat_map(|s| &s.inputs) {
+                if input.kind == OnDemandInputKind::View {
+                    views.push(catalog.view(&input.name)?);
+                }
+            }
+        }
         let engine = match &self.spine {
             Some(Spine::Sql(_)) => catalog.engine_with_all_sources(self.store.root()).await?,
             _ => catalog.engine(self.store.root(), &views).await?,
@@ -409,43 +429,19 @@ impl<'a> ExportBuilder<'a> {
         let min_t = times.iter().flatten().min().copied();
         let max_t = times.iter().flatten().max().copied();
 
-        let offline_root = self.store.offline_root();
-        let mut requests = Vec::new();
+        let mut steps = Vec::new();
         let mut materialized = Vec::new();
         let mut output_names: Vec<(String, String)> = Vec::new();
-        for (view, features) in &selected {
-            let ttl = view.view.view.ttl.map(|t| t.micros());
-            // How far back a spine row looks: its TTL, or an aggregation view's longest
-            // window plus its hop (the window's start is hop-aligned).
-            let lookback = match view.window()? {
-                Some(program) => program
-                    .windows
-                    .iter()
-                    .map(|w| w.length.saturating_add(w.hop))
-                    .max(),
-                None => ttl,
-            };
-            let table = OfflineTable::new(&offline_root, view.name(), view.version);
-            if let (Some(min_t), Some(max_t)) = (min_t, max_t) {
-                let needed = Interval {
-                    start: lookback.map(|l| min_t.saturating_sub(l)),
-                    end: max_t,
-                };
-                if !table.snapshot()?.covers(needed.start, needed.end) {
-                    if !self.materialize_missing {
-                        return Err(Error::OfflineTableIncomplete {
-                            view: view.name().to_string(),
-                            version: view.version,
-                            command: materialize_command(view.name(), needed),
-                        });
-                    }
-                    materialized.push(self.store.materialize_view(&engine, view, needed).await?);
-                }
+        let mut read_views: Vec<String> = Vec::new();
+        let mut read = |view: &CatalogView| {
+            let label = format!("{}:{}", view.name(), view.version);
+            if !read_views.contains(&label) {
+                read_views.push(label);
             }
-            // The files of one snapshot: commits made while the export reads do not
-            // disturb it.
-            let files = table.snapshot()?.files();
-            let columns = view.columns();
+        };
+        let span = min_t.zip(max_t);
+        for (view, features) in &selected {
+            read(view);
             let features: Vec<(String, String)> = features
                 .iter()
                 .map(|f| {
@@ -458,37 +454,124 @@ impl<'a> ExportBuilder<'a> {
                     (f.clone(), output)
                 })
                 .collect();
-            requests.push(match view.window()? {
-                Some(program) => Join::Window(WindowRequest {
-                    view: view.name().to_string(),
-                    program: Arc::clone(program),
-                    columns: columns.clone(),
-                    files,
-                    features,
-                }),
-                None => Join::Rows(ViewRequest {
-                    view: view.name().to_string(),
-                    files,
-                    keys: columns.keys.clone(),
-                    timestamp: columns.timestamp.clone(),
-                    features,
-                    ttl_micros: ttl,
-                }),
+            let Some(program) = view.on_demand_program().await? else {
+                let join = self
+                    .join_of(&engine, view, features, span, &mut materialized)
+                    .await?;
+                steps.push(Step::Join {
+                    join,
+                    internal: false,
+                });
+                continue;
+            };
+            // An on-demand view: its input views joined under internal names, then its
+            // program over those and the spine's request columns.
+            let schema =
+                view.view.schema.on_demand.as_ref().ok_or_else(|| {
+                    Error::Task(format!("`{}` has no on-demand schema", view.name()))
+                })?;
+            let mut sources = Vec::with_capacity(schema.inputs.len());
+            for input in &schema.inputs {
+                let mut columns = Vec::with_capacity(input.columns.len());
+                match input.kind {
+                    OnDemandInputKind::Request => {
+                        for column in &input.columns {
+                            if spine.column_by_name(&column.name).is_none() {
+                                return Err(Error::SpineLacksRequestField {
+                                    field: column.name.clone(),
+                                    source_name: input.name.clone(),
+                                    view: view.name().to_string(),
+                                });
+                            }
+                            columns.push(column.name.clone());
+                        }
+                    }
+                    OnDemandInputKind::View => {
+                        let input_view = catalog.view(&input.name)?;
+                        read(input_view);
+                        let internal: Vec<(String, String)> = input
+                            .columns
+                            .iter()
+                            .map(|c| {
+                                let name = format!(
+                                    "__on_demand__{}__{}__{}",
+                                    view.name(),
+                                    input.name,
+                                    c.name
+                                );
+                                (c.name.clone(), name)
+                            })
+                            .collect();
+                        columns.extend(internal.iter().map(|(_, name)| name.clone()));
+                        let join = self
+                            .join_of(&engine, input_view, internal, span, &mut materialized)
+                            .await?;
+                        steps.push(Step::Join {
+                            join,
+                            internal: true,
+                        });
+                    }
+                }
+                sources.push(columns);
+            }
+            steps.push(Step::OnDemand {
+                program,
+                sources,
+                features,
             });
         }
         check_output_names(&spine, &output_names, self.full_names)?;
         let times = Arc::new(spine_times(&spine, &self.timestamp_column)?);
         let mut fields: Vec<Arc<Field>> = spine.schema().fields().iter().cloned().collect();
         let mut columns: Vec<ArrayRef> = spine.columns().to_vec();
-        for request in &requests {
-            let (arrays, names) = match request {
-                Join::Rows(r) => (
-                    join_view(&spine, &times, r, self.memory_budget).await?,
-                    &r.features,
-                ),
-                Join::Window(r) => (join_windows(&spine, &times, r).await?, &r.features),
+        let mut internal_columns: HashMap<String, ArrayRef> = HashMap::new();
+        for step in &steps {
+            let outputs: Vec<(String, ArrayRef)> = match step {
+                Step::Join { join, internal } => {
+                    let (arrays, names) = match join {
+                        Join::Rows(r) => (
+                            join_view(&spine, &times, r, self.memory_budget).await?,
+                            &r.features,
+                        ),
+                        Join::Window(r) => (join_windows(&spine, &times, r).await?, &r.features),
+                    };
+                    let named = names.iter().map(|(_, output)| output.clone()).zip(arrays);
+                    if *internal {
+                        internal_columns.extend(named);
+                        continue;
+                    }
+                    named.collect()
+                }
+                Step::OnDemand {
+                    program,
+                    sources,
+                    features,
+                } => {
+                    let arrays = program.evaluate(spine.num_rows(), |input, column| {
+                        let name = &sources[input][column];
+                        internal_columns
+                            .get(name)
+                            .or_else(|| spine.column_by_name(name))
+                            .cloned()
+                            .ok_or_else(|| quiver_offline::Error::TableIo {
+                                path: name.clone(),
+                                message: "an on-demand input column is missing".to_string(),
+                            })
+                    })?;
+                    features
+                        .iter()
+                        .map(|(feature, output)| {
+                            let index = program
+                                .outputs
+                                .iter()
+                                .position(|(name, _)| name == feature)
+                                .ok_or_else(|| Error::Task(format!("no output `{feature}`")))?;
+                            Ok((output.clone(), Arc::clone(&arrays[index])))
+                        })
+                        .collect::<Result<_>>()?
+                }
             };
-            for ((_, output), array) in names.iter().zip(arrays) {
+            for (output, array) in outputs {
                 fields.push(Arc::new(Field::new(
                     output,
                     array.data_type().clone(),
@@ -505,10 +588,7 @@ impl<'a> ExportBuilder<'a> {
         }
         let summary = ExportSummary {
             rows: batch.num_rows(),
-            views: selected
-                .iter()
-                .map(|(v, _)| format!("{}:{}", v.name(), v.version))
-                .collect(),
+            views: read_views,
             features: output_names.iter().map(|(_, r)| r.clone()).collect(),
             spine: spine_label,
             spine_sha256,
@@ -526,6 +606,82 @@ impl<'a> ExportBuilder<'a> {
 enum Join {
     Rows(ViewRequest),
     Window(WindowRequest),
+}
+
+/// What an export computes, in output order.
+enum Step {
+    /// A view joined onto the spine; `internal`: an on-demand view's input, not output.
+    Join { join: Join, internal: bool },
+    /// An on-demand view: its program, where each of its input columns is (an internal
+    /// join's output or a spine column), and its (feature, output name) pairs.
+    OnDemand {
+        program: Arc<OnDemandProgram>,
+        sources: Vec<Vec<String>>,
+        features: Vec<(String, String)>,
+    },
+}
+
+impl ExportBuilder<'_> {
+    /// The join of `view`'s `(feature, output name)` pairs onto a spine spanning `span`
+    /// (min and max time), after materializing what its table lacks if asked to.
+    async fn join_of(
+        &self,
+        engine: &quiver_offline::OfflineEngine,
+        view: &CatalogView,
+        features: Vec<(String, String)>,
+        span: Option<(i64, i64)>,
+        materialized: &mut Vec<MaterializeStats>,
+    ) -> Result<Join> {
+        let ttl = view.view.view.ttl.map(|t| t.micros());
+        // How far back a spine row looks: its TTL, or an aggregation view's longest
+        // window plus its hop (the window's start is hop-aligned).
+        let lookback = match view.window()? {
+            Some(program) => program
+                .windows
+                .iter()
+                .map(|w| w.length.saturating_add(w.hop))
+                .max(),
+            None => ttl,
+        };
+        let table = OfflineTable::new(&self.store.offline_root(), view.name(), view.version);
+        if let Some((min_t, max_t)) = span {
+            let needed = Interval {
+                start: lookback.map(|l| min_t.saturating_sub(l)),
+                end: max_t,
+            };
+            if !table.snapshot()?.covers(needed.start, needed.end) {
+                if !self.materialize_missing {
+                    return Err(Error::OfflineTableIncomplete {
+                        view: view.name().to_string(),
+                        version: view.version,
+                        command: materialize_command(view.name(), needed),
+                    });
+                }
+                materialized.push(self.store.materialize_view(engine, view, needed).await?);
+            }
+        }
+        // The files of one snapshot: commits made while the export reads do not
+        // disturb it.
+        let files = table.snapshot()?.files();
+        let columns = view.columns();
+        Ok(match view.window()? {
+            Some(program) => Join::Window(WindowRequest {
+                view: view.name().to_string(),
+                program: Arc::clone(program),
+                columns: columns.clone(),
+                files,
+                features,
+            }),
+            None => Join::Rows(ViewRequest {
+                view: view.name().to_string(),
+                files,
+                keys: columns.keys.clone(),
+                timestamp: columns.timestamp.clone(),
+                features,
+                ttl_micros: ttl,
+            }),
+        })
+    }
 }
 
 fn check_output_names(

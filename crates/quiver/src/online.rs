@@ -21,6 +21,8 @@ use serde::Serialize;
 
 use crate::catalog::{CatalogView, Purpose};
 use crate::{Error, FeatureStore, Result};
+use quiver_core::model::OnDemandInputKind;
+use quiver_offline::on_demand::OnDemandProgram;
 
 /// The embedded online store's file inside the state folder.
 pub const EMBEDDED_FILE: &str = "online.db";
@@ -177,8 +179,8 @@ impl FeatureStore {
     }
 
     /// Plans a lookup: which view versions and features it reads, and which input
-    /// columns (entity keys, with their types) the entity rows must hold. A plan is cheap
-    /// and meant for one request.
+    /// columns (entity keys, with their types, and the request fields of on-demand views)
+    /// the entity rows must hold. A plan is cheap and meant for one request.
     pub async fn lookup_plan(
         &self,
         features: &[String],
@@ -187,20 +189,17 @@ impl FeatureStore {
     ) -> Result<LookupPlan> {
         let catalog = self.catalog().await?;
         let selected = catalog.resolve_features(service, features, Purpose::Online)?;
-        let mut inputs: Vec<(String, DataType)> = Vec::new();
+        let mut plan = LookupPlan {
+            views: Vec::new(),
+            on_demand: Vec::new(),
+            outputs: Vec::new(),
+            inputs: Vec::new(),
+            feature_names: Vec::new(),
+            requested: Vec::new(),
+        };
         let mut names: HashMap<String, String> = HashMap::new();
-        let mut views = Vec::new();
-        let mut outputs = Vec::new();
         for (view, features) in &selected {
-            let view_ref = view.online_ref()?.clone();
-            let mut keys = Vec::new();
-            for (column, key_type) in view.view.schema.keys.iter().zip(&view.key_types) {
-                let data_type = key_data_type(*key_type);
-                if !inputs.iter().any(|(name, _)| *name == column.name) {
-                    inputs.push((column.name.clone(), data_type.clone()));
-                }
-                keys.push((column.name.clone(), data_type));
-            }
+            plan.requested.push((view.name().to_string(), view.version));
             let mut columns = Vec::new();
             for feature in features {
                 let name = if full_feature_names {
@@ -217,27 +216,36 @@ impl FeatureStore {
                         full_names: full_feature_names,
                     });
                 }
-                let index = view_ref.features.iter().position(|(f, _)| f == feature);
-                columns.push((name.clone(), index));
-                outputs.push(name);
+                plan.feature_names.push(name.clone());
+                columns.push((name, feature.clone()));
             }
-            views.push(PlannedView {
-                view: view_ref,
-                keys,
-                columns,
-                window: view.window()?.cloned(),
-            });
+            match view.on_demand_program().await? {
+                Some(program) => {
+                    let planned = plan.plan_on_demand(&catalog, view, program, columns)?;
+                    plan.outputs.push(PlannedOutput::OnDemand(planned));
+                }
+                None => {
+                    let index = plan.plan_view(view)?;
+                    let view_ref = &plan.views[index].view;
+                    let columns = columns
+                        .into_iter()
+                        .map(|(name, feature)| {
+                            let position =
+                                view_ref.features.iter().position(|(f, _)| *f == feature);
+                            (name, position)
+                        })
+                        .collect();
+                    plan.outputs.push(PlannedOutput::View { index, columns });
+                }
+            }
         }
-        Ok(LookupPlan {
-            views,
-            inputs,
-            feature_names: outputs,
-        })
+        Ok(plan)
     }
 
     /// Looks up the latest values of the planned features for each row of `entities`
     /// (a batch holding the plan's input columns; other types are cast, a value that does
-    /// not fit is an error naming its column and row). One round trip to the store.
+    /// not fit is an error naming its column and row). One round trip to the store; the
+    /// on-demand views are then evaluated over the request fields and what was read.
     pub async fn get_online_features(
         &self,
         plan: &LookupPlan,
@@ -246,6 +254,20 @@ impl FeatureStore {
         let rows = entities.num_rows();
         if rows == 0 {
             return Err(Error::NoEntities);
+        }
+        for planned in &plan.on_demand {
+            let missing: Vec<String> = planned
+                .request_fields
+                .iter()
+                .filter(|(name, _)| entities.column_by_name(name).is_none())
+                .map(|(name, _)| name.clone())
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::MissingRequestData {
+                    fields: missing,
+                    view: planned.view.clone(),
+                });
+            }
         }
         let mut view_keys = Vec::with_capacity(plan.views.len());
         for planned in &plan.views {
@@ -275,78 +297,155 @@ impl FeatureStore {
         let now = self.clock().now().timestamp_micros();
         let found = self.online_store().await?.read(&reads, now).await?;
 
-        let mut columns = Vec::with_capacity(plan.feature_names.len());
+        // Every feature of every view read, as served (NULL unless PRESENT).
+        let mut read: Vec<Vec<FeatureColumn>> = Vec::with_capacity(plan.views.len());
         for (planned, values) in plan.views.iter().zip(&found) {
+            let mut columns = Vec::with_capacity(planned.view.features.len());
             if let Some(program) = &planned.window {
                 let (arrays, latest) = crate::windows::lookup_features(program, &values.raw, now)?;
-                for (name, index) in &planned.columns {
-                    let array = index.and_then(|i| arrays.get(i));
-                    columns.push(match array {
-                        Some(array) => FeatureColumn {
-                            name: name.clone(),
-                            values: Arc::clone(array),
-                            // What export gives is what is served: COUNT 0 is a value.
-                            statuses: (0..rows)
-                                .map(|r| {
-                                    if array.is_null(r) {
-                                        FeatureStatus::NullValue
-                                    } else {
-                                        FeatureStatus::Present
-                                    }
-                                })
-                                .collect(),
-                            event_timestamps: latest.clone(),
-                        },
-                        None => FeatureColumn {
-                            name: name.clone(),
-                            values: arrow::array::new_null_array(&DataType::Null, rows),
-                            statuses: vec![FeatureStatus::NotFound; rows],
-                            event_timestamps: vec![None; rows],
-                        },
+                for ((name, _), array) in planned.view.features.iter().zip(arrays) {
+                    columns.push(FeatureColumn {
+                        name: name.clone(),
+                        // What export gives is what is served: COUNT 0 is a value.
+                        statuses: (0..rows)
+                            .map(|r| {
+                                if array.is_null(r) {
+                                    FeatureStatus::NullValue
+                                } else {
+                                    FeatureStatus::Present
+                                }
+                            })
+                            .collect(),
+                        values: array,
+                        event_timestamps: latest.clone(),
                     });
                 }
-                continue;
-            }
-            for (name, index) in &planned.columns {
-                let column = match index {
-                    Some(index) => {
-                        let array = &values.features[*index];
-                        let statuses = statuses(values, array, planned.view.ttl_micros, now);
-                        FeatureColumn {
-                            name: name.clone(),
-                            values: only_present(array, &statuses)?,
-                            statuses,
-                            event_timestamps: values.event_ts.clone(),
-                        }
-                    }
-                    // A feature the serving version does not have yet.
-                    None => FeatureColumn {
+            } else {
+                for ((name, _), array) in planned.view.features.iter().zip(&values.features) {
+                    let statuses = statuses(values, array, planned.view.ttl_micros, now);
+                    columns.push(FeatureColumn {
                         name: name.clone(),
-                        values: arrow::array::new_null_array(&DataType::Null, rows),
-                        statuses: vec![FeatureStatus::NotFound; rows],
-                        event_timestamps: vec![None; rows],
-                    },
-                };
-                columns.push(column);
+                        values: only_present(array, &statuses)?,
+                        statuses,
+                        event_timestamps: values.event_ts.clone(),
+                    });
+                }
+            }
+            read.push(columns);
+        }
+
+        let mut columns = Vec::with_capacity(plan.feature_names.len());
+        for output in &plan.outputs {
+            match output {
+                PlannedOutput::View {
+                    index,
+                    columns: wanted,
+                } => {
+                    for (name, position) in wanted {
+                        columns.push(match position {
+                            Some(position) => FeatureColumn {
+                                name: name.clone(),
+                                ..read[*index][*position].clone()
+                            },
+                            // A feature the serving version does not have yet.
+                            None => not_found(name, rows),
+                        });
+                    }
+                }
+                PlannedOutput::OnDemand(index) => {
+                    columns.extend(evaluate_on_demand(
+                        &plan.on_demand[*index],
+                        entities,
+                        &read,
+                        rows,
+                    )?);
+                }
             }
         }
         Ok(OnlineFeatures {
             columns,
-            views: plan
-                .views
-                .iter()
-                .map(|v| (v.view.view.clone(), v.view.version))
-                .collect(),
+            views: plan.requested.clone(),
         })
     }
+}
+
+fn not_found(name: &str, rows: usize) -> FeatureColumn {
+    FeatureColumn {
+        name: name.to_string(),
+        values: arrow::array::new_null_array(&DataType::Null, rows),
+        statuses: vec![FeatureStatus::NotFound; rows],
+        event_timestamps: vec![None; rows],
+    }
+}
+
+/// The outputs of one on-demand view: its program over the request fields and the
+/// features read. A value is PRESENT unless NULL; its event time is the newest of its
+/// input views' rows.
+fn evaluate_on_demand(
+    planned: &PlannedOnDemand,
+    entities: &RecordBatch,
+    read: &[Vec<FeatureColumn>],
+    rows: usize,
+) -> Result<Vec<FeatureColumn>> {
+    let arrays = planned.program.evaluate(rows, |input, column| {
+        Ok(match &planned.sources[input][column] {
+            InputColumn::Request(name) => entities
+                .column_by_name(name)
+                .cloned()
+                .unwrap_or_else(|| arrow::array::new_null_array(&DataType::Null, rows)),
+            InputColumn::View {
+                index,
+                position: Some(position),
+            } => Arc::clone(&read[*index][*position].values),
+            InputColumn::View { position: None, .. } => {
+                arrow::array::new_null_array(&DataType::Null, rows)
+            }
+        })
+    })?;
+    let mut times: Vec<Option<i64>> = vec![None; rows];
+    for index in &planned.views {
+        if let Some(first) = read[*index].first() {
+            for (time, t) in times.iter_mut().zip(&first.event_timestamps) {
+                *time = (*time).max(*t);
+            }
+        }
+    }
+    Ok(planned
+        .outputs
+        .iter()
+        .map(|(name, output)| {
+            let values = Arc::clone(&arrays[*output]);
+            FeatureColumn {
+                name: name.clone(),
+                statuses: (0..rows)
+                    .map(|r| {
+                        if values.is_null(r) {
+                            FeatureStatus::NullValue
+                        } else {
+                            FeatureStatus::Present
+                        }
+                    })
+                    .collect(),
+                values,
+                event_timestamps: times.clone(),
+            }
+        })
+        .collect())
 }
 
 /// What a lookup reads, planned once per request by [`FeatureStore::lookup_plan`].
 #[derive(Debug, Clone)]
 pub struct LookupPlan {
+    /// The view versions read from the store, each once (requested or read for an
+    /// on-demand view).
     views: Vec<PlannedView>,
+    on_demand: Vec<PlannedOnDemand>,
+    /// The features answered, in request order.
+    outputs: Vec<PlannedOutput>,
     inputs: Vec<(String, DataType)>,
     feature_names: Vec<String>,
+    /// The (view, version) pairs requested, in request order.
+    requested: Vec<(String, u32)>,
 }
 
 #[derive(Debug, Clone)]
@@ -354,16 +453,154 @@ struct PlannedView {
     view: ViewRef,
     /// The view's key columns and their types.
     keys: Vec<(String, DataType)>,
-    /// Output name, and the feature's position in the view version (`None`: the version
-    /// lookups read does not have it).
-    columns: Vec<(String, Option<usize>)>,
     /// An aggregation view's program: its entities' states are merged at lookup time.
     window: Option<Arc<quiver_offline::window::WindowProgram>>,
 }
 
+#[derive(Debug, Clone)]
+enum PlannedOutput {
+    /// Features of `views[index]`: output name, and the feature's position in the view
+    /// version read (`None`: that version does not have it).
+    View {
+        index: usize,
+        columns: Vec<(String, Option<usize>)>,
+    },
+    /// `on_demand[index]`.
+    OnDemand(usize),
+}
+
+#[derive(Debug, Clone)]
+struct PlannedOnDemand {
+    view: String,
+    program: Arc<OnDemandProgram>,
+    /// Per input and column of the program's schema, where its values come from.
+    sources: Vec<Vec<InputColumn>>,
+    /// The request fields it reads, typed.
+    request_fields: Vec<(String, DataType)>,
+    /// The `views` it reads (for event times).
+    views: Vec<usize>,
+    /// Output name and the program's output index, in request order.
+    outputs: Vec<(String, usize)>,
+}
+
+#[derive(Debug, Clone)]
+enum InputColumn {
+    Request(String),
+    View {
+        index: usize,
+        position: Option<usize>,
+    },
+}
+
 impl LookupPlan {
-    /// The columns the entity rows must hold (entity keys), with the types they are read
-    /// as, in the order the request's views name them.
+    /// Adds a view version to read (once) and its keys to the inputs; its index.
+    fn plan_view(&mut self, view: &CatalogView) -> Result<usize> {
+        if let Some(index) = self
+            .views
+            .iter()
+            .position(|v| v.view.view == view.name() && v.view.version == view.version)
+        {
+            return Ok(index);
+        }
+        let mut keys = Vec::new();
+        for (column, key_type) in view.view.schema.keys.iter().zip(&view.key_types) {
+            let data_type = key_data_type(*key_type);
+            if !self.inputs.iter().any(|(name, _)| *name == column.name) {
+                self.inputs.push((column.name.clone(), data_type.clone()));
+            }
+            keys.push((column.name.clone(), data_type));
+        }
+        self.views.push(PlannedView {
+            view: view.online_ref()?.clone(),
+            keys,
+            window: view.window()?.cloned(),
+        });
+        Ok(self.views.len() - 1)
+    }
+
+    /// Plans an on-demand view: its input views (at their serving versions) and request
+    /// fields; returns its index in `on_demand`.
+    fn plan_on_demand(
+        &mut self,
+        catalog: &crate::catalog::Catalog,
+        view: &CatalogView,
+        program: Arc<OnDemandProgram>,
+        columns: Vec<(String, String)>,
+    ) -> Result<usize> {
+        let schema = view
+            .view
+            .schema
+            .on_demand
+            .as_ref()
+            .ok_or_else(|| Error::Task(format!("`{}` has no on-demand schema", view.name())))?;
+        let mut sources = Vec::with_capacity(schema.inputs.len());
+        let mut request_fields = Vec::new();
+        let mut views = Vec::new();
+        for input in &schema.inputs {
+            let mut columns = Vec::with_capacity(input.columns.len());
+            match input.kind {
+                OnDemandInputKind::Request => {
+                    for column in &input.columns {
+                        let data_type = column.data_type.parse::<DataType>().map_err(|_| {
+                            Error::Task(format!(
+                                "request field `{}` has an unreadable type {}",
+                                column.name, column.data_type
+                            ))
+                        })?;
+                        if !self.inputs.iter().any(|(name, _)| *name == column.name) {
+                            self.inputs.push((column.name.clone(), data_type.clone()));
+                        }
+                        request_fields.push((column.name.clone(), data_type));
+                        columns.push(InputColumn::Request(column.name.clone()));
+                    }
+                }
+                OnDemandInputKind::View => {
+                    let read =
+                        catalog.view_at(&input.name, catalog.serving_version(&input.name)?)?;
+                    let index = self.plan_view(read)?;
+                    views.push(index);
+                    for column in &input.columns {
+                        let position = self.views[index]
+                            .view
+                            .features
+                            .iter()
+                            .position(|(f, _)| *f == column.name);
+                        columns.push(InputColumn::View { index, position });
+                    }
+                }
+            }
+            sources.push(columns);
+        }
+        let outputs = columns
+            .into_iter()
+            .map(|(name, feature)| {
+                let output = program
+                    .outputs
+                    .iter()
+                    .position(|(f, _)| *f == feature)
+                    .ok_or_else(|| {
+                        Error::Task(format!(
+                            "on-demand view `{}` has no output `{feature}`",
+                            view.name()
+                        ))
+                    })?;
+                Ok((name, output))
+            })
+            .collect::<Result<_>>()?;
+        self.on_demand.push(PlannedOnDemand {
+            view: view.name().to_string(),
+            program,
+            sources,
+            request_fields,
+            views,
+            outputs,
+        });
+        Ok(self.on_demand.len() - 1)
+    }
+
+    /// The columns the entity rows must hold (entity keys, and request fields of
+    /// on-demand views), with the types they are read as, in the order the request's
+    /// views name them.
     pub fn inputs(&self) -> &[(String, DataType)] {
         &self.inputs
     }
@@ -373,11 +610,9 @@ impl LookupPlan {
         &self.feature_names
     }
 
-    /// The (view, version) pairs the lookup reads.
+    /// The (view, version) pairs the lookup answers for, in request order.
     pub fn views(&self) -> impl Iterator<Item = (&str, u32)> {
-        self.views
-            .iter()
-            .map(|v| (v.view.view.as_str(), v.view.version))
+        self.requested.iter().map(|(v, n)| (v.as_str(), *n))
     }
 }
 

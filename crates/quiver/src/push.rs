@@ -107,6 +107,11 @@ impl FeatureStore {
     pub async fn push_schema(&self, target: &str) -> Result<PushSchema> {
         let catalog = self.catalog().await?;
         if let Some(view) = catalog.views.get(target)
+            && view.is_on_demand()
+        {
+            return Err(view.no_rows("push"));
+        }
+        if let Some(view) = catalog.views.get(target)
             && view.view.view.is_windowed()
         {
             return Err(Error::BadPush {

@@ -133,9 +133,13 @@ impl FeatureStore {
     /// A view's event-time column and created column (when its source has one).
     pub async fn view_time_columns(&self, view: &str) -> Result<(String, Option<String>)> {
         let catalog = self.catalog().await?;
-        let schema = &catalog.view(view)?.view.schema;
+        let view = catalog.view(view)?;
+        let schema = &view.view.schema;
+        let Some(timestamp) = &schema.timestamp else {
+            return Err(view.no_rows("write"));
+        };
         Ok((
-            schema.timestamp.name.clone(),
+            timestamp.name.clone(),
             schema.created.as_ref().map(|c| c.name.clone()),
         ))
     }

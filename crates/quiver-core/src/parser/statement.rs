@@ -10,11 +10,11 @@ use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
-use super::{Definitions, EntityDecl, ServiceDecl, SourceDecl, ViewDecl, loc};
+use super::{Definitions, EntityDecl, RequestSourceDecl, ServiceDecl, SourceDecl, ViewDecl, loc};
 use crate::diagnostic::{Diagnostic, Diagnostics, FileId, Loc};
 use crate::model::{
-    Entity, EntityKey, FeatureSelection, FeatureService, FeatureView, KeyType, Source,
-    SourceFormat, Ttl, check_name,
+    Column, Entity, EntityKey, FeatureSelection, FeatureService, FeatureView, KeyType,
+    RequestSource, Source, SourceFormat, Ttl, check_name, request_field_type,
 };
 
 const DIALECT: GenericDialect = GenericDialect {};
@@ -278,8 +278,7 @@ impl StatementParser<'_> {
     }
 
     fn statement(&mut self, defs: &mut Definitions) -> PResult<()> {
-        const WHAT: &str =
-            "CREATE ENTITY, CREATE SOURCE, CREATE FEATURE VIEW or CREATE FEATURE SERVICE";
+        const WHAT: &str = "CREATE ENTITY, CREATE SOURCE, CREATE REQUEST SOURCE, CREATE FEATURE VIEW or CREATE FEATURE SERVICE";
         if !self.eat_keyword("CREATE") {
             return self.expected(WHAT);
         }
@@ -293,6 +292,14 @@ impl StatementParser<'_> {
                 self.parser.next_token();
                 let source = self.source()?;
                 defs.sources.push(source);
+            }
+            Some("REQUEST") => {
+                self.parser.next_token();
+                if !self.eat_keyword("SOURCE") {
+                    return self.expected("SOURCE after CREATE REQUEST");
+                }
+                let source = self.request_source()?;
+                defs.request_sources.push(source);
             }
             Some("FEATURE") => {
                 self.parser.next_token();
@@ -308,7 +315,7 @@ impl StatementParser<'_> {
             }
             _ => {
                 return self.expected(&format!(
-                    "ENTITY, SOURCE, FEATURE VIEW or FEATURE SERVICE after CREATE ({WHAT})"
+                    "ENTITY, SOURCE, REQUEST SOURCE, FEATURE VIEW or FEATURE SERVICE after CREATE ({WHAT})"
                 ));
             }
         }
@@ -479,6 +486,81 @@ impl StatementParser<'_> {
         })
     }
 
+    /// `CREATE REQUEST SOURCE name (field TYPE [, field TYPE…]) [COMMENT '…']`
+    fn request_source(&mut self) -> PResult<RequestSourceDecl> {
+        const TYPES: &str = "BIGINT, INT, DOUBLE, FLOAT, BOOLEAN, VARCHAR or TIMESTAMP";
+        let (name, at) = self.object_name("a request source name")?;
+        self.expect_token(Token::LParen)?;
+        let mut fields: Vec<Column> = Vec::new();
+        let mut field_locs = Vec::new();
+        loop {
+            let (field, field_at) = self.name("a field name")?;
+            if fields.iter().any(|f| f.name == field) {
+                return Err(self.error(
+                    field_at,
+                    format!("field `{field}` is declared twice in request source `{name}`"),
+                ));
+            }
+            let (mut type_name, type_at) = self.name(&format!("a field type ({TYPES})"))?;
+            if type_name.eq_ignore_ascii_case("DOUBLE") && self.eat_keyword("PRECISION") {
+                type_name.push_str(" PRECISION");
+            }
+            // Tolerate a length such as VARCHAR(64).
+            if self.parser.consume_token(&Token::LParen) {
+                while !self.parser.consume_token(&Token::RParen) {
+                    if self.peek().token == Token::EOF {
+                        return self.expected("`)`");
+                    }
+                    self.parser.next_token();
+                }
+            }
+            let Some(data_type) = request_field_type(&type_name) else {
+                return Err(self
+                    .error(
+                        type_at,
+                        format!(
+                            "type `{}` cannot be a request field",
+                            type_name.to_ascii_uppercase()
+                        ),
+                    )
+                    .with_help(format!("use {TYPES}")));
+            };
+            fields.push(Column {
+                name: field,
+                data_type: data_type.to_string(),
+                nullable: true,
+            });
+            field_locs.push(field_at);
+            if self.parser.consume_token(&Token::RParen) {
+                break;
+            }
+            if !self.parser.consume_token(&Token::Comma) {
+                return self.expected("`,` or `)` in the field list");
+            }
+        }
+        let mut comment = None;
+        while let Some(keyword) = self.peek_keyword() {
+            let clause_at = self.here();
+            match keyword.as_str() {
+                "COMMENT" => {
+                    self.once(&comment, "COMMENT", clause_at)?;
+                    self.parser.next_token();
+                    comment = Some(self.string("a quoted comment")?.0);
+                }
+                _ => return self.expected("COMMENT or `;`"),
+            }
+        }
+        Ok(RequestSourceDecl {
+            def: RequestSource {
+                name,
+                fields,
+                comment,
+            },
+            at,
+            field_locs,
+        })
+    }
+
     /// `CREATE FEATURE VIEW name ENTITY e [, e…] [TTL '…'] [TAGS (…)] [OWNER '…']
     ///  [COMMENT '…'] [ONLINE true|false] AS SELECT …`
     fn view(&mut self) -> PResult<ViewDecl> {
@@ -492,9 +574,19 @@ impl StatementParser<'_> {
         let mut windows: Option<(Vec<u64>, Loc)> = None;
         let mut hop: Option<(u64, Loc)> = None;
         let mut ttl_at: Option<Loc> = None;
+        let mut online_at: Option<Loc> = None;
+        let mut on_demand: Option<Loc> = None;
         loop {
             let clause_at = self.here();
             match self.peek_keyword().as_deref() {
+                Some("ON") => {
+                    self.once(&on_demand, "ON DEMAND", clause_at)?;
+                    self.parser.next_token();
+                    if !self.eat_keyword("DEMAND") {
+                        return self.expected("DEMAND after ON");
+                    }
+                    on_demand = Some(clause_at);
+                }
                 Some("WINDOWS") => {
                     self.once(&windows, "WINDOWS", clause_at)?;
                     self.parser.next_token();
@@ -570,6 +662,7 @@ impl StatementParser<'_> {
                 }
                 Some("ONLINE") => {
                     self.once(&online, "ONLINE", clause_at)?;
+                    online_at = Some(clause_at);
                     self.parser.next_token();
                     online = Some(self.boolean("true or false after ONLINE")?);
                 }
@@ -579,9 +672,45 @@ impl StatementParser<'_> {
                 }
                 _ => {
                     return self.expected(
-                        "ENTITY, TTL, WINDOWS, HOP, TAGS, OWNER, COMMENT, ONLINE or AS SELECT …",
+                        "ENTITY, TTL, WINDOWS, HOP, ON DEMAND, TAGS, OWNER, COMMENT, ONLINE or AS SELECT …",
                     );
                 }
+            }
+        }
+        if on_demand.is_some() {
+            // What an on-demand view cannot have: it has no rows of its own.
+            let conflict = [
+                (
+                    entities.as_ref().and_then(|e| e.first().map(|(_, at)| *at)),
+                    "ENTITY",
+                    "its entities are those of the views it reads",
+                ),
+                (ttl_at, "TTL", "the TTLs of the views it reads apply"),
+                (
+                    windows.as_ref().map(|(_, at)| *at),
+                    "WINDOWS",
+                    "read an aggregation view's features instead",
+                ),
+                (
+                    hop.as_ref().map(|(_, at)| *at),
+                    "HOP",
+                    "read an aggregation view's features instead",
+                ),
+                (
+                    online_at,
+                    "ONLINE",
+                    "it is computed at request time, never stored",
+                ),
+            ];
+            if let Some((Some(at), clause, why)) =
+                conflict.into_iter().find(|(at, _, _)| at.is_some())
+            {
+                return Err(self
+                    .error(
+                        at,
+                        format!("on-demand feature view `{name}` cannot have {clause}"),
+                    )
+                    .with_help(format!("leave out {clause}: {why}")));
             }
         }
         let windows = match (windows, hop, ttl_at) {
@@ -618,10 +747,16 @@ impl StatementParser<'_> {
             (Some((list, _)), None, _) => list,
             (None, None, _) => Vec::new(),
         };
-        let Some(entities) = entities else {
-            return Err(self
-                .error(at, format!("feature view `{name}` has no ENTITY clause"))
-                .with_help("add ENTITY <entity name> before AS"));
+        let entities = match (entities, on_demand) {
+            (Some(entities), _) => entities,
+            (None, Some(_)) => Vec::new(), // filled in from its input views at apply
+            (None, None) => {
+                return Err(self
+                    .error(at, format!("feature view `{name}` has no ENTITY clause"))
+                    .with_help(
+                        "add ENTITY <entity name> before AS (or ON DEMAND for request-time features)",
+                    ));
+            }
         };
         let query_at = self.here();
         let query_start = query_at;
@@ -638,12 +773,13 @@ impl StatementParser<'_> {
                 tags: tags.unwrap_or_default(),
                 owner,
                 comment,
-                online: online.unwrap_or(true),
+                online: online.unwrap_or(on_demand.is_none()),
                 query: text,
                 normalized_query: query.to_string(),
                 sources,
                 windows,
                 hop: hop.map(|(seconds, _)| seconds),
+                on_demand: on_demand.is_some(),
             },
             at,
             entity_locs,

@@ -32,7 +32,7 @@ use crate::{Error, Result};
 
 /// An error in a view's query, at a position within the query text (1-based).
 fn invalid(view: &str, at: Option<(u64, u64)>, message: impl Into<String>, help: &str) -> Error {
-    Error::InvalidWindowView {
+    Error::InvalidViewQuery {
         view: view.to_string(),
         message: message.into(),
         line: at.map(|a| a.0),
@@ -625,7 +625,7 @@ pub async fn analyze(
         .collect::<Result<Vec<_>>>()?;
     Ok(ViewSchema {
         keys,
-        timestamp,
+        timestamp: Some(timestamp),
         created,
         features,
         window: Some(WindowSchema {
@@ -634,6 +634,7 @@ pub async fn analyze(
             aggregates: typed,
             outputs: window_outputs,
         }),
+        on_demand: None,
     })
 }
 
