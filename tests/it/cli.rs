@@ -115,7 +115,7 @@ fn new_user_flow_init_plan_apply_describe() {
     snapshot!("ls", ok(&repo, &["ls"]), &repo);
 
     let listed = json(&ok(&repo, &["ls", "--json"]));
-    assert_eq!(listed.as_array().unwrap().len(), 9);
+    assert_eq!(listed.as_array().unwrap().len(), 12);
     let described = json(&ok(&repo, &["describe", "driver_hourly_stats", "--json"]));
     assert_eq!(described["version"], 1);
     assert_eq!(
@@ -257,12 +257,12 @@ fn concurrent_applies_do_not_corrupt_the_registry() {
         let plan = json(&stdout(output));
         let changes = plan["changes"].as_array().unwrap().len();
         assert!(
-            changes == 0 || changes == 9,
+            changes == 0 || changes == 12,
             "each apply sees all or nothing: {plan}"
         );
         added += changes;
     }
-    assert_eq!(added, 9, "exactly one apply wins");
+    assert_eq!(added, 12, "exactly one apply wins");
     for name in [
         "driver",
         "driver_stats",
@@ -378,8 +378,8 @@ fn quickstart_runs_the_pipeline() {
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
-    assert!(text.contains("9 added"), "{text}");
-    assert!(text.contains("Wrote 1000 rows x 11 columns"), "{text}");
+    assert!(text.contains("12 added"), "{text}");
+    assert!(text.contains("Wrote 1000 rows x 13 columns"), "{text}");
     assert!(repo.join("data/training_set.parquet").is_file());
 }
 
@@ -432,7 +432,7 @@ fn materialize_and_export_end_to_end() {
     );
 
     let out = ok(&repo, &[&export[..], &["--show", "3"]].concat());
-    assert!(out.contains("Wrote 1000 rows x 11 columns"), "{out}");
+    assert!(out.contains("Wrote 1000 rows x 13 columns"), "{out}");
     assert!(
         out.contains("| driver_id | customer_id | event_timestamp"),
         "{out}"
@@ -667,7 +667,9 @@ fn exports_refuse_hostile_outputs_and_spine_queries() {
     );
     let csv = std::fs::read_to_string(repo.join("t.csv")).unwrap();
     assert!(
-        csv.starts_with("driver_id,customer_id,event_timestamp,trip_completed,conv_rate"),
+        csv.starts_with(
+            "driver_id,customer_id,event_timestamp,trip_completed,fare_estimate,distance_km,conv_rate"
+        ),
         "{csv}"
     );
     assert_eq!(csv.lines().count(), 1001);
@@ -883,7 +885,7 @@ fn windowed_features_export_and_get_end_to_end() {
             "windows.parquet",
         ],
     );
-    assert!(out.contains("Wrote 1000 rows x 7 columns"), "{out}");
+    assert!(out.contains("Wrote 1000 rows x 9 columns"), "{out}");
 
     let fares = trips(&repo, "fare");
     let distances = trips(&repo, "distance_km");

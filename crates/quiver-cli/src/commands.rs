@@ -306,6 +306,21 @@ async fn quickstart(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     };
     let entity_columns = request.entities.0.len();
     let online = lookup(&store, request).await?;
+    // The on-demand view: request fields travel beside the keys.
+    let pricing_request = wire::LookupRequest {
+        features: Vec::new(),
+        feature_service: Some("ride_pricing".to_string()),
+        entities: wire::Columns(vec![
+            ("driver_id".to_string(), vec![1001.into()]),
+            ("customer_id".to_string(), vec![10001.into()]),
+            ("fare_estimate".to_string(), vec![42.5.into()]),
+            ("distance_km".to_string(), vec![12.0.into()]),
+        ]),
+        full_feature_names: false,
+        include_feature_view_version_metadata: false,
+    };
+    let pricing_columns = pricing_request.entities.0.len();
+    let pricing = lookup(&store, pricing_request).await?;
     if json {
         return render::json(&serde_json::json!({
             "repository": dir,
@@ -314,6 +329,7 @@ async fn quickstart(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
             "materialized": materialized,
             "export": export.summary,
             "online": online,
+            "pricing": pricing,
         }));
     }
     outln!("== quiver init {}", dir.display());
@@ -331,6 +347,10 @@ async fn quickstart(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         "\n== quiver get --service driver_ranking --entity driver_id=1001,customer_id=10001 (and two more)"
     );
     render::online(&online, entity_columns, false)?;
+    outln!(
+        "\n== quiver get --service ride_pricing --entity driver_id=1001,customer_id=10001,fare_estimate=42.5,distance_km=12"
+    );
+    render::online(&pricing, pricing_columns, false)?;
     outln!(
         "\nThe repository is in {}; try `quiver --repo {} describe driver_hourly_stats`.",
         dir.display(),

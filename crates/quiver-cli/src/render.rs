@@ -178,7 +178,12 @@ pub fn plan(store: &FeatureStore, plan: &Plan, applied: bool, as_json: bool) -> 
     let summary: Vec<String> = counts
         .iter()
         .filter(|(n, _)| *n > 0)
-        .map(|(n, what)| format!("{n} {what}"))
+        .map(|(n, what)| match (*n, *what) {
+            (1, _) | (_, "added" | "metadata only" | "removed" | "restored") => {
+                format!("{n} {what}")
+            }
+            _ => format!("{n} {what}s"),
+        })
         .collect();
     outln!("{}; {} unchanged.", summary.join(", "), plan.unchanged);
     if !applied {

@@ -162,11 +162,17 @@ impl ExampleData {
                 false,
             ),
             Field::new("trip_completed", DataType::Boolean, false),
+            // The request fields of `trip_quote` (the on-demand view): what the app
+            // knew when it asked.
+            Field::new("fare_estimate", DataType::Float64, false),
+            Field::new("distance_km", DataType::Float64, false),
         ]));
         let file = File::create(path).map_err(|e| failed(e.to_string()))?;
         let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), None)
             .map_err(|e| failed(e.to_string()))?;
         let mut rng = SplitMix64(self.seed ^ 0x5151);
+        // A stream of its own, so the other columns stay what they were.
+        let mut quotes = SplitMix64(self.seed ^ 0x9e37);
         let span_us = (self.days as i64) * 86_400_000_000;
         let start_us = self.end.timestamp_micros() - span_us;
         let mut written = 0;
@@ -176,17 +182,23 @@ impl ExampleData {
             let mut customers = Int64Builder::new();
             let mut times = TimestampMicrosecondBuilder::new().with_timezone("UTC");
             let mut labels = BooleanBuilder::new();
+            let mut fares = Float64Builder::new();
+            let mut distances = Float64Builder::new();
             for _ in 0..n {
                 drivers.append_value(1001 + (rng.next() % self.drivers.max(1)) as i64);
                 customers.append_value(10_001 + (rng.next() % self.customers.max(1)) as i64);
                 times.append_value(start_us + (rng.next() % span_us as u64) as i64);
                 labels.append_value(rng.next().is_multiple_of(2));
+                fares.append_value(5.0 + (quotes.next() % 6_000) as f64 / 100.0);
+                distances.append_value(0.5 + (quotes.next() % 3_000) as f64 / 100.0);
             }
             let columns: Vec<ArrayRef> = vec![
                 Arc::new(drivers.finish()),
                 Arc::new(customers.finish()),
                 Arc::new(times.finish()),
                 Arc::new(labels.finish()),
+                Arc::new(fares.finish()),
+                Arc::new(distances.finish()),
             ];
             let batch = RecordBatch::try_new(Arc::clone(&schema), columns)
                 .expect("builders match the spine schema");

@@ -125,7 +125,8 @@ impl FeatureStore {
         let catalog = self.catalog().await?;
         let now = self.clock().now().timestamp_micros();
         let mut out = Vec::new();
-        for view in catalog.views.values() {
+        // On-demand views have no rows, so no freshness of their own.
+        for view in catalog.views.values().filter(|v| !v.is_on_demand()) {
             let registry = self.registry().clone();
             let (name, version) = (view.name().to_string(), view.version);
             let watermark = tokio::task::spawn_blocking(move || registry.watermark(&name, version))
@@ -145,6 +146,9 @@ impl FeatureStore {
     pub async fn drop_online_version(&self, view: &str, version: u32, force: bool) -> Result<u64> {
         let catalog = self.catalog().await?;
         let current = catalog.view(view)?;
+        if current.is_on_demand() {
+            return Err(current.no_rows("drop from the online store"));
+        }
         let registry = self.registry().clone();
         let name = view.to_string();
         let versions = tokio::task::spawn_blocking(move || {

@@ -16,3 +16,8 @@ CREATE SOURCE trips
   TIMESTAMP event_timestamp
   CREATED created
   COMMENT 'Completed trips: one event per trip';
+
+-- A request source: fields that arrive with each lookup (beside the entity keys) and,
+-- in training sets, as spine columns of the same names.
+CREATE REQUEST SOURCE ride_request (fare_estimate DOUBLE, distance_km DOUBLE)
+  COMMENT 'What the app knows when it asks for a driver';

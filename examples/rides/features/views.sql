@@ -33,3 +33,14 @@ AS SELECT customer_id,
           STDDEV(fare) AS fare_std
    FROM trips
    GROUP BY customer_id;
+
+-- An on-demand view: computed for each request from its fields and the features of
+-- other views, by the same compiled expressions in lookups and in exports.
+CREATE FEATURE VIEW trip_quote ON DEMAND
+  COMMENT 'The requested trip against the customer''s history and the driver'
+AS SELECT ride_request.fare_estimate / NULLIF(customer_trips.fare_avg_7d, 0) AS fare_vs_avg_7d,
+          ride_request.distance_km > COALESCE(customer_trips.longest_km_7d, 0) AS longest_yet,
+          ride_request.fare_estimate / NULLIF(ride_request.distance_km, 0) AS fare_per_km,
+          driver_hourly_stats.acc_rate * (1 - driver_hourly_stats.conv_rate) AS accept_no_convert,
+          customer_trips.trips_1d + 1 AS trips_today_with_this
+   FROM ride_request, customer_trips, driver_hourly_stats;
