@@ -1,5 +1,6 @@
-//! Benchmark of windowed aggregations as a user runs them: the release `quiver` binary as
-//! a whole process, beside DuckDB computing the same values in the same run.
+//! Benchmark of windowed aggregations and on-demand views as a user runs them: the
+//! release `quiver` binary as a whole process, beside DuckDB computing the same values in
+//! the same run.
 //!
 //! ```sh
 //! cargo bench -p quiver-cli --bench windows -- --scale large
@@ -20,6 +21,10 @@
 //!    lookups of the row view `customer_profile` (1 customer × 3 features), one
 //!    connection (latency) and 16 (throughput); pushes of 1 000 trips per request to
 //!    the `trips` source (events per second into the tiles in Redis).
+//! 4. On-demand: the example's `trip_quote` (5 expressions over `customer_trips` and
+//!    `driver_hourly_stats` and two request fields): a lookup of its inputs' features
+//!    with and without `trip_quote:*`, in-process (the library, on the same Redis) and
+//!    over HTTP (`wrk`, one connection), p50 and p99 side by side.
 //!
 //! Options: `--scale small|medium|large` (default `large`), `--runs N` exports (default
 //! 3), `--seconds N` per `wrk` run (default 10), `--python PATH` (a Python with `duckdb`;
@@ -253,6 +258,84 @@ end
     path
 }
 
+/// The features `trip_quote` reads, as a lookup without it would ask for them.
+const QUOTE_INPUTS: [&str; 5] = [
+    "customer_trips:fare_avg_7d",
+    "customer_trips:longest_km_7d",
+    "customer_trips:trips_1d",
+    "driver_hourly_stats:acc_rate",
+    "driver_hourly_stats:conv_rate",
+];
+
+/// A wrk script looking up driver, customer (and, `with_quote`, the request fields and
+/// `trip_quote:*`) for drivers and customers in turn.
+fn quote_script(dir: &Path, with_quote: bool, drivers: u64, customers: u64) -> PathBuf {
+    let mut features: Vec<String> = QUOTE_INPUTS.iter().map(|f| format!("\"{f}\"")).collect();
+    let mut request = String::new();
+    if with_quote {
+        features.push("\"trip_quote:*\"".to_string());
+        request = r#", "fare_estimate": [42.5], "distance_km": [12.0]"#.to_string();
+    }
+    let name = if with_quote { "quote" } else { "quote_inputs" };
+    let path = dir.join(format!("{name}.lua"));
+    let script = format!(
+        r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  local driver = 1001 + (n * 31) % {drivers}
+  local customer = 10001 + (n * 7919) % {customers}
+  return wrk.format(nil, "/get-online-features", nil,
+    string.format('{{"features": [{features}], "entities": {{"driver_id": [%d], "customer_id": [%d]{request}}}}}', driver, customer))
+end
+"#,
+        features = features.join(", ")
+    );
+    std::fs::write(&path, script).unwrap();
+    path
+}
+
+/// p50 and p99 (µs) of `n` in-process lookups of `QUOTE_INPUTS` (and `trip_quote:*`).
+async fn quote_in_process(
+    store: &quiver::FeatureStore,
+    with_quote: bool,
+    n: usize,
+    drivers: u64,
+    customers: u64,
+) -> (f64, f64) {
+    let mut features: Vec<String> = QUOTE_INPUTS.iter().map(|f| f.to_string()).collect();
+    if with_quote {
+        features.push("trip_quote:*".to_string());
+    }
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let mut columns = vec![
+            (
+                "driver_id".to_string(),
+                vec![serde_json::Value::from(1001 + (i * 31) % drivers)],
+            ),
+            (
+                "customer_id".to_string(),
+                vec![serde_json::Value::from(10_001 + (i * 7919) % customers)],
+            ),
+        ];
+        if with_quote {
+            columns.push(("fare_estimate".to_string(), vec![42.5.into()]));
+            columns.push(("distance_km".to_string(), vec![12.0.into()]));
+        }
+        let entities = quiver_server::wire::Columns(columns);
+        let started = Instant::now();
+        let plan = store.lookup_plan(&features, None, false).await.unwrap();
+        let batch = entities.to_batch("entities", plan.inputs()).unwrap();
+        let found = store.get_online_features(&plan, &batch).await.unwrap();
+        times.push(started.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(found.columns.len(), if with_quote { 10 } else { 5 });
+    }
+    times.sort_by(f64::total_cmp);
+    (times[n / 2], times[(n * 99 / 100).min(n - 1)])
+}
+
 /// A wrk script posting pre-built pushes of `events` trips each (random customers, the
 /// last ten minutes), `bodies` different ones in turn.
 fn push_script(dir: &Path, customers: u64, events: usize, bodies: usize) -> PathBuf {
@@ -439,9 +522,17 @@ fn main() {
         after.saturating_sub(before) as f64 / entities.max(1) as f64,
         after.saturating_sub(before)
     );
-    let run = quiver(&dir, &["--json", "materialize", "customer_profile"]);
+    let run = quiver(
+        &dir,
+        &[
+            "--json",
+            "materialize",
+            "customer_profile",
+            "driver_hourly_stats",
+        ],
+    );
     println!(
-        "materialize customer_profile (row view) into Redis: {:.2} s wall",
+        "materialize customer_profile and driver_hourly_stats (row views) into Redis: {:.2} s wall",
         run.seconds
     );
 
@@ -497,6 +588,52 @@ fn main() {
             load.errors
         );
     }
+
+    // On-demand: the same lookup with and without `trip_quote:*`, in the same run.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = quiver::FeatureStore::open(&dir).unwrap();
+    runtime.block_on(async {
+        // Warm up: catalog, program compilation, connections.
+        quote_in_process(&store, true, 200, data.drivers, data.customers).await;
+        quote_in_process(&store, false, 200, data.drivers, data.customers).await;
+        let n = 5_000;
+        let without = quote_in_process(&store, false, n, data.drivers, data.customers).await;
+        let with = quote_in_process(&store, true, n, data.drivers, data.customers).await;
+        println!(
+            "lookup in-process (Redis), 1 driver + 1 customer: inputs only (5 features) p50 {:.0} µs, p99 {:.0} µs; with trip_quote (5 expressions) p50 {:.0} µs, p99 {:.0} µs; ratio p50 {:.2}x, p99 {:.2}x",
+            without.0, without.1, with.0, with.1, with.0 / without.0, with.1 / without.1
+        );
+    });
+    let scripts = [
+        (
+            "inputs only, 5 features",
+            quote_script(&scratch, false, data.drivers, data.customers),
+        ),
+        (
+            "with trip_quote, 5 + 5 features",
+            quote_script(&scratch, true, data.drivers, data.customers),
+        ),
+    ];
+    for (_, script) in &scripts {
+        wrk(server.port, script, 4, 2);
+    }
+    let mut results = Vec::new();
+    for (name, script) in &scripts {
+        let load = wrk(server.port, script, 1, args.seconds);
+        println!(
+            "lookup over HTTP ({name}), 1 connection: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs {}",
+            load.requests_per_second, load.p50_us, load.p99_us, load.errors
+        );
+        results.push(load);
+    }
+    println!(
+        "  on-demand / inputs only over HTTP: p50 {:.2}x, p99 {:.2}x",
+        results[1].p50_us / results[0].p50_us,
+        results[1].p99_us / results[0].p99_us
+    );
     drop(server);
     std::fs::write(&config_path, config).unwrap();
 }
