@@ -7,6 +7,7 @@
 mod cli;
 mod definitions;
 mod on_demand;
+mod on_demand_property;
 mod online;
 mod pit;
 mod readme;

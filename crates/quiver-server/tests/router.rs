@@ -1562,3 +1562,122 @@ async fn windowed_over_http(online: &str) {
         "names the source to push to instead: {refused}"
     );
 }
+
+/// An on-demand view over HTTP: request fields travel in `entities` beside the keys and
+/// come back like entity columns; the served values are the export's for the same keys,
+/// time and request values; a missing request field is a 400 naming it.
+#[tokio::test]
+async fn on_demand_view_over_http() {
+    let now: chrono::DateTime<chrono::Utc> = "2026-03-10T12:34:56.789Z".parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    quiver::example::init_repository(dir.path(), now).unwrap();
+    let store = store_at(dir.path(), &now.to_rfc3339());
+    store.apply().await.unwrap();
+    store
+        .materialize(MaterializeOptions::default())
+        .await
+        .unwrap();
+    let app = router(AppState::new(store.clone()).unwrap());
+    let body = r#"{"feature_service": "ride_pricing", "entities": {
+        "driver_id": [1001, 1002, 9999], "customer_id": [10001, 10002, 77777],
+        "fare_estimate": [42.5, 10, null], "distance_km": [12, 0, 3.5]}}"#;
+    let (status, response) = send(&app, "POST", "/get-online-features", body, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    let names = response["metadata"]["feature_names"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        names[..4],
+        [
+            json!("driver_id"),
+            json!("customer_id"),
+            json!("fare_estimate"),
+            json!("distance_km")
+        ],
+        "request fields come back like entity columns: {names:?}"
+    );
+    assert_eq!(response["results"][2]["values"], json!([42.5, 10.0, null]));
+
+    let spine = format!(
+        "SELECT * FROM (VALUES (1001, 10001, TIMESTAMP '{t}', 42.5, 12.0), (1002, 10002, TIMESTAMP '{t}', 10.0, 0.0), (9999, 77777, TIMESTAMP '{t}', CAST(NULL AS DOUBLE), 3.5)) AS s(driver_id, customer_id, event_timestamp, fare_estimate, distance_km)",
+        t = now.format("%Y-%m-%d %H:%M:%S%.6f")
+    );
+    let export = store
+        .export()
+        .with_spine_sql(spine)
+        .with_service("ride_pricing")
+        .execute()
+        .await
+        .unwrap();
+    let mut checked = 0;
+    for (index, name) in names.iter().enumerate().skip(4) {
+        let name = name.as_str().unwrap();
+        let column = export.batch.column_by_name(name).unwrap();
+        let served = &response["results"][index];
+        for row in 0..3 {
+            let exported = quiver_server::wire::json_value(column, row);
+            let value = &served["values"][row];
+            let same = match (value.as_f64(), exported.as_f64()) {
+                (Some(a), Some(b)) => (a - b).abs() <= 1e-12 * a.abs().max(b.abs()),
+                _ => *value == exported,
+            };
+            assert!(
+                same,
+                "{name} row {row}: served {value}, exported {exported}"
+            );
+            // Computed values (and windowed ones) are PRESENT unless NULL; a row view's
+            // unknown driver is NOT_FOUND.
+            if name != "conv_rate" {
+                let status = if value.is_null() {
+                    "NULL_VALUE"
+                } else {
+                    "PRESENT"
+                };
+                assert_eq!(served["statuses"][row], status, "{name} row {row}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 7 * 3);
+    // fare_per_km: 42.5 / 12; a zero distance is NULL (NULLIF), not an error.
+    let per_km = names.iter().position(|n| n == "fare_per_km").unwrap();
+    assert_eq!(response["results"][per_km]["values"][1], Value::Null);
+    assert_eq!(response["results"][per_km]["statuses"][1], "NULL_VALUE");
+
+    let missing = r#"{"features": ["trip_quote:fare_per_km"], "entities": {"driver_id": [1001], "customer_id": [10001], "fare_estimate": [1.0]}}"#;
+    let (status, response) = send(&app, "POST", "/get-online-features", missing, &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{response}");
+    assert_eq!(response["kind"], "invalid_argument");
+    let message = response["error"].as_str().unwrap();
+    assert!(
+        message.contains("[\"distance_km\"] not found in the entity rows")
+            && message.contains("`trip_quote`"),
+        "{message}"
+    );
+    // Not a feature view to push into, write to or materialize.
+    for (uri, body) in [
+        (
+            "/push",
+            r#"{"feature_view": "trip_quote", "df": {"driver_id": [1]}}"#,
+        ),
+        (
+            "/write-to-online-store",
+            r#"{"feature_view_name": "trip_quote", "df": {"driver_id": [1]}}"#,
+        ),
+        (
+            "/materialize",
+            r#"{"feature_views": ["trip_quote"], "disable_event_timestamp": true}"#,
+        ),
+    ] {
+        let (status, response) = send(&app, "POST", uri, body, &[]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {response}");
+        assert!(
+            response["error"]
+                .as_str()
+                .unwrap()
+                .contains("on-demand feature view `trip_quote` has no rows"),
+            "{uri}: {response}"
+        );
+    }
+}
