@@ -92,7 +92,7 @@ pub fn document() -> Value {
                 "OnlineRequest": {"type": "object", "required": ["entities"], "description": "other fields are ignored, as Feast's server ignores them", "properties": {
                     "features": {"type": ["array", "null"], "items": {"type": "string"}, "description": "view:feature (not with feature_service)"},
                     "feature_service": {"type": "string"},
-                    "entities": {"type": "object", "additionalProperties": {"type": "array"}},
+                    "entities": {"type": "object", "additionalProperties": {"type": "array"}, "description": "columns of entity keys and, for on-demand views, request fields: name -> one value per entity row"},
                     "full_feature_names": {"type": "boolean", "default": false},
                     "include_feature_view_version_metadata": {"type": "boolean", "default": false}}},
                 "OnlineResponse": {"type": "object", "properties": {

@@ -564,7 +564,7 @@ async fn health_metrics_openapi_and_registry() {
     );
 
     let (_, views) = call(&store, "GET", "/api/v1/feature-views", "", &[]).await;
-    assert_eq!(views.as_array().unwrap().len(), 3);
+    assert_eq!(views.as_array().unwrap().len(), 4);
     let (_, view) = call(
         &store,
         "GET",
@@ -989,11 +989,10 @@ async fn concurrent_materialization_of_a_view_is_409() {
         .unwrap();
     lock.lock().unwrap();
     let first = tokio::spawn(app.clone().oneshot(request()));
-    // On this single-threaded runtime the spawned request runs up to its first wait
-    // (for the lock), having claimed the view, before the test continues.
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
+    // On this single-threaded runtime the spawned request runs while the test sleeps: it
+    // checks the request (reading the registry on a blocking thread), claims the view and
+    // then waits for the lock.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let conflict = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         app.clone().oneshot(request()),
