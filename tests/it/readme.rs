@@ -89,3 +89,24 @@ fn readme_aggregation_view_applies_and_exports() {
     }
     assert_eq!(export.batch.num_rows(), 1000);
 }
+
+/// The README's request source and on-demand view are the example repository's, word
+/// for word (so the example the quickstart runs is the one the README explains).
+#[test]
+fn readme_on_demand_view_is_the_examples() {
+    let block = blocks("sql")
+        .into_iter()
+        .find(|b| b.contains("ON DEMAND"))
+        .expect("the README shows an on-demand view");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rides/features");
+    let files = ["sources.sql", "views.sql"]
+        .map(|f| std::fs::read_to_string(example.join(f)).unwrap())
+        .join("\n");
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    for statement in block.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        assert!(
+            squash(&files).contains(&squash(statement)),
+            "not in examples/rides: {statement}"
+        );
+    }
+}

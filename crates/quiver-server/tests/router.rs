@@ -1031,15 +1031,26 @@ fn readme_curls() -> Vec<Curl> {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
             .unwrap();
-    let section = readme
-        .split("## HTTP feature server")
-        .nth(1)
-        .expect("the README has an HTTP section");
-    let block = section
+    // Every `curl` line of every sh block (other commands in a block are skipped).
+    let block: String = readme
         .split("```sh\n")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .expect("the HTTP section starts with a sh block");
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .flat_map(|b| b.split("\n"))
+        .scan(false, |in_curl, line| {
+            if line.starts_with("curl ") {
+                *in_curl = true;
+            } else if !line.starts_with(' ') {
+                *in_curl = false;
+            }
+            Some((*in_curl).then(|| format!("{line}\n")))
+        })
+        .flatten()
+        .collect();
+    assert!(
+        block.matches("curl -s ").count() >= 10,
+        "the README shows the endpoints with curl"
+    );
     let mut out = Vec::new();
     for command in block.split("curl -s ").skip(1) {
         let command = command.trim().trim_end_matches(';');
