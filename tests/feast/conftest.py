@@ -40,6 +40,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -307,7 +308,10 @@ def feast_template(workdir: Path, base_repo: Path) -> Path:
     drivers.to_parquet(dest / "data" / "driver_stats.parquet", index=False)
     shutil.copy(base_repo / "data" / "customer_stats.parquet", dest / "data" / "customer_stats.parquet")
     render_yaml(dest, "http://127.0.0.1:9")
-    feast_cli_in_process(dest, "apply")
+    with warnings.catch_warnings():
+        # Feast's apply warns that on-demand views are experimental (trip_quote).
+        warnings.filterwarnings("ignore", "On demand feature view is an experimental feature", RuntimeWarning)
+        feast_cli_in_process(dest, "apply")
     return dest
 
 

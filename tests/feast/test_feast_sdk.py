@@ -37,6 +37,7 @@ import pytest
 feast = pytest.importorskip("feast")
 import pandas as pd  # noqa: E402  (feast brings pandas)
 from feast.data_source import PushMode  # noqa: E402
+from feast.on_demand_feature_view import OnDemandFeatureView  # noqa: E402
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus  # noqa: E402
 
 from conftest import feast_cli_in_process, run_feast  # noqa: E402
@@ -54,7 +55,8 @@ CUSTOMER_FEATURES = [
     "customer_profile:avg_passenger_count",
     "customer_profile:lifetime_trip_count",
 ]
-INT_FEATURES = {"avg_daily_trips", "lifetime_trip_count"}
+INT_FEATURES = {"avg_daily_trips", "lifetime_trip_count", "trips_with_this"}
+BOOL_FEATURES = {"long_trip"}
 READ_DRIVERS = [1001, 1002, 1003, 1004, 1005]
 READ_CUSTOMERS = [10001, 10002, 10003, 10004, 10005]
 UNKNOWN_DRIVER = 999_999
@@ -112,7 +114,7 @@ def assert_same_features(sdk, expected, entity_columns, rows):
         want = expected[name]
         assert got["values"] == want["values"], f"{name}: SDK {got['values']} vs quiver get {want['values']}"
         assert got["statuses"] == want["statuses"], f"{name}: SDK {got['statuses']} vs quiver get {want['statuses']}"
-        kind = int if short(name) in INT_FEATURES else float
+        kind = int if short(name) in INT_FEATURES else bool if short(name) in BOOL_FEATURES else float
         for value in got["values"]:
             if value is not None:
                 assert type(value) is kind, f"{name}: {value!r} should be {kind.__name__}"
@@ -274,6 +276,165 @@ def test_unknown_feature_is_a_prompt_404(served, wire, feature, named):
     assert body["kind"] == "not_found" and f"`{named}`" in body["error"], body
     assert wire.attempts.count(("POST", "/get-online-features")) == 1, wire.attempts
     assert [e.status for e in wire.to("/get-online-features")] == [404]
+    assert elapsed < 2, f"took {elapsed:.1f} s"
+
+
+# --------------------------------------------------------------------------- on-demand views
+
+# trip_quote (sdk_repo: RequestSource ride_request + @on_demand_feature_view in
+# definitions.py, CREATE REQUEST SOURCE + CREATE FEATURE VIEW ... ON DEMAND in
+# quiver_definitions.sql) over customer_profile and driver_hourly_stats.
+TRIP_QUOTE = ["fare_per_km", "fare_vs_balance", "accept_no_convert", "trips_with_this", "long_trip"]
+TRIP_QUOTE_FEATURES = [f"trip_quote:{name}" for name in TRIP_QUOTE]
+REQUEST_FIELDS = ["fare_estimate", "distance_km"]
+KEYS = ["driver_id", "customer_id"]
+# The request fields ride in the entity rows beside the keys, as a Feast user sends them.
+QUOTE_ROWS = [
+    {"driver_id": 1001, "customer_id": 10001, "fare_estimate": 42.5, "distance_km": 12.0},
+    # distance 0: fare_per_km = fare / NULLIF(0, 0) is NULL (not an error, not infinity)
+    {"driver_id": 1002, "customer_id": 10002, "fare_estimate": 18.0, "distance_km": 0.0},
+    # long_trip = distance > 10: false at 10
+    {"driver_id": 1003, "customer_id": 10003, "fare_estimate": 7.25, "distance_km": 10.0},
+    # unknown driver: accept_no_convert (its inputs) is NULL, the rest is computed
+    {"driver_id": UNKNOWN_DRIVER, "customer_id": 10004, "fare_estimate": 25.0, "distance_km": 3.5},
+    # unknown customer: fare_vs_balance and trips_with_this are NULL
+    {"driver_id": 1005, "customer_id": UNKNOWN_CUSTOMER, "fare_estimate": 60.0, "distance_km": 30.0},
+]
+
+
+@pytest.fixture
+def no_feast_transformations(monkeypatch):
+    """Makes Feast's own on-demand evaluation raise: every mode (python, pandas,
+    substrait) goes through OnDemandFeatureView.transform_dict or transform_arrow."""
+
+    def not_called(*args, **kwargs):
+        raise AssertionError("Feast ran an on-demand transformation itself")
+
+    monkeypatch.setattr(OnDemandFeatureView, "transform_dict", not_called)
+    monkeypatch.setattr(OnDemandFeatureView, "transform_arrow", not_called)
+
+
+def cell(sdk, name, row):
+    return sdk[name]["values"][row], sdk[name]["statuses"][row]
+
+
+@pytest.mark.parametrize("full_feature_names", [False, True], ids=["short-names", "full-names"])
+def test_on_demand_view_lookup(quiver, served, wire, no_feast_transformations, full_feature_names):
+    """store.get_online_features(features=[trip_quote's features, input features],
+    entity_rows=[keys + request fields]) → POST /get-online-features {"features": [...],
+    "entities": {"driver_id", "customer_id", "fare_estimate", "distance_km"}}: the remote
+    online store sends the whole request (RemoteOnlineStore.get_online_features overrides
+    the OnlineStore method that would run the function), so Quiver evaluates its SQL and
+    Feast's function never runs (made to raise here). Same values, statuses and Python
+    types as `quiver --json get` with the same keys and request values."""
+    features = TRIP_QUOTE_FEATURES + ["driver_hourly_stats:conv_rate", "customer_profile:current_balance"]
+    sdk, _ = sdk_lookup(served.store(), features, QUOTE_ROWS, full_feature_names=full_feature_names)
+    expected = quiver_lookup(quiver, served.repo, QUOTE_ROWS, features=features, full_feature_names=full_feature_names)
+    assert_same_features(sdk, expected, KEYS, QUOTE_ROWS)
+    (exchange,) = wire.to("/get-online-features")
+    assert exchange.body["features"] == features
+    assert exchange.body["entities"] == {k: [row[k] for row in QUOTE_ROWS] for k in QUOTE_ROWS[0]}
+
+    def name(view, feature):
+        return f"{view}__{feature}" if full_feature_names else feature
+
+    def quote(feature):
+        return name("trip_quote", feature)
+
+    # What the rows were built for (the rest is whatever quiver get says).
+    assert cell(sdk, quote("fare_per_km"), 0) == (42.5 / 12.0, "PRESENT")
+    assert cell(sdk, quote("long_trip"), 0) == (True, "PRESENT")
+    assert cell(sdk, quote("fare_per_km"), 1) == (None, "NULL_VALUE")
+    assert cell(sdk, quote("long_trip"), 2) == (False, "PRESENT")
+    assert cell(sdk, quote("accept_no_convert"), 3) == (None, "NULL_VALUE")
+    assert cell(sdk, name("driver_hourly_stats", "conv_rate"), 3) == (None, "NOT_FOUND")
+    assert cell(sdk, quote("fare_per_km"), 3) == (25.0 / 3.5, "PRESENT")
+    assert cell(sdk, quote("fare_vs_balance"), 4) == (None, "NULL_VALUE")
+    assert cell(sdk, quote("trips_with_this"), 4) == (None, "NULL_VALUE")
+    assert cell(sdk, name("customer_profile", "current_balance"), 4) == (None, "NOT_FOUND")
+    for row in (0, 1, 2, 3):
+        assert cell(sdk, quote("trips_with_this"), row)[1] == "PRESENT"
+
+
+def test_on_demand_request_fields_come_back(served, wire, no_feast_transformations):
+    """Quiver answers the request fields like entity columns: after the keys, in request
+    order, PRESENT, converted to the request source's types (DOUBLE: an int 40 comes back
+    40.0; None stays None and makes the outputs that read it NULL). Columnar entity rows.
+    NOTE: Feast 0.67's own server does not send them back (utils._drop_unneeded_columns
+    keeps only the keys and the requested features), so `to_dict()` has two more keys
+    with Quiver than with Feast."""
+    rows = {"driver_id": [1001, 1002], "customer_id": [10001, 10002], "fare_estimate": [40, None], "distance_km": [12.5, 8]}
+    store = served.store()
+    sdk, response = sdk_lookup(store, TRIP_QUOTE_FEATURES, rows)
+    (exchange,) = wire.to("/get-online-features")
+    assert exchange.body["entities"] == rows
+    assert list(sdk) == [*rows, *TRIP_QUOTE]
+    assert response.to_dict()["fare_estimate"] == [40.0, None]
+    assert sdk["fare_estimate"] == {"values": [40.0, None], "statuses": ["PRESENT", "PRESENT"]}
+    assert sdk["distance_km"] == {"values": [12.5, 8.0], "statuses": ["PRESENT", "PRESENT"]}
+    assert [type(v) for v in sdk["fare_estimate"]["values"] + sdk["distance_km"]["values"]] == [float, type(None), float, float]
+    # The None fare: what reads it is NULL, what does not is computed.
+    assert cell(sdk, "fare_per_km", 1) == (None, "NULL_VALUE")
+    assert cell(sdk, "fare_vs_balance", 1) == (None, "NULL_VALUE")
+    assert cell(sdk, "long_trip", 1) == (False, "PRESENT")
+    assert cell(sdk, "fare_per_km", 0) == (40.0 / 12.5, "PRESENT")
+
+
+def test_on_demand_view_in_feature_service(quiver, served, wire, no_feast_transformations):
+    """The service ride_pricing (trip_quote.* with two input features) by name: the SDK
+    sends {"feature_service": "ride_pricing"} and the request fields beside the keys."""
+    store = served.store()
+    sdk, _ = sdk_lookup(store, store.get_feature_service("ride_pricing"), QUOTE_ROWS)
+    expected = quiver_lookup(quiver, served.repo, QUOTE_ROWS, service="ride_pricing")
+    assert_same_features(sdk, expected, KEYS, QUOTE_ROWS)
+    assert set(sdk) == {*KEYS, *REQUEST_FIELDS, *TRIP_QUOTE, "current_balance", "conv_rate"}
+    (exchange,) = wire.to("/get-online-features")
+    assert exchange.body["feature_service"] == "ride_pricing" and "features" not in exchange.body
+    assert cell(sdk, "fare_per_km", 1) == (None, "NULL_VALUE")
+    assert cell(sdk, "conv_rate", 3) == (None, "NOT_FOUND")
+
+
+def test_on_demand_view_agrees_with_feast_function(served):
+    """definitions.py's trip_quote as Feast loads it from its registry (the function a
+    Feast server would run), applied to the input features Quiver serves, gives what
+    Quiver's SQL gives: the two sides of sdk_repo define the same view. (Statuses are not
+    compared: Feast's server marks every on-demand value PRESENT, None included.)"""
+    store = served.store()
+    inputs = {
+        "driver_hourly_stats": ["conv_rate", "acc_rate"],
+        "customer_profile": ["current_balance", "lifetime_trip_count"],
+    }
+    refs = TRIP_QUOTE_FEATURES + [f"{view}:{f}" for view, names in inputs.items() for f in names]
+    got = store.get_online_features(features=refs, entity_rows=QUOTE_ROWS).to_dict()
+    columns = REQUEST_FIELDS + [f for names in inputs.values() for f in names]
+    feast_says = store.get_on_demand_feature_view("trip_quote").transform_dict({c: got[c] for c in columns})
+    for feature in TRIP_QUOTE:
+        assert got[feature] == feast_says[feature], f"{feature}: Quiver {got[feature]} vs Feast's function {feast_says[feature]}"
+    assert any(v is not None for v in got["accept_no_convert"])
+
+
+@pytest.mark.parametrize("by", ["features", "service"])
+def test_on_demand_missing_request_field_is_a_prompt_400(served, wire, by):
+    """A lookup of trip_quote without fare_estimate: with Feast's default client retries
+    the SDK raises at once (one attempt), RuntimeError with 400 and Quiver's message
+    naming the missing field and the view. (Feast's own server raises
+    RequestDataNotFoundInEntityRowsException, "Required request data source features
+    ['fare_estimate'] not found in the entity rows, ...".)"""
+    store = served.store(feast_default_retries=True)
+    features = store.get_feature_service("ride_pricing") if by == "service" else TRIP_QUOTE_FEATURES[:1]
+    rows = [{"driver_id": READ_DRIVERS[0], "customer_id": READ_CUSTOMERS[0], "distance_km": 12.0}]
+    started = time.monotonic()
+    with pytest.raises(RuntimeError) as info:
+        store.get_online_features(features=features, entity_rows=rows)
+    elapsed = time.monotonic() - started
+    message = str(info.value)
+    assert message.startswith("Failed to get online features: 400 "), message
+    body = quiver_error(message, 400)
+    assert body["kind"] == "invalid_argument", body
+    assert '["fare_estimate"]' in body["error"] and "`trip_quote`" in body["error"], body
+    assert "distance_km" not in body["error"], body
+    assert wire.attempts.count(("POST", "/get-online-features")) == 1, wire.attempts
+    assert [e.status for e in wire.to("/get-online-features")] == [400]
     assert elapsed < 2, f"took {elapsed:.1f} s"
 
 
