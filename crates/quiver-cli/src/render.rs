@@ -38,9 +38,15 @@ pub fn json(value: &impl Serialize) -> anyhow::Result<()> {
 pub fn error(error: &anyhow::Error, as_json: bool) {
     let quiver_error = error.downcast_ref::<quiver::Error>();
     if as_json {
-        let kind = quiver_error
-            .map(|e| e.kind())
-            .unwrap_or(quiver::ErrorKind::Internal);
+        // A request the wire layer refused (a value of the wrong type) is the caller's.
+        let kind = match (
+            quiver_error,
+            error.downcast_ref::<quiver_server::wire::WireError>(),
+        ) {
+            (Some(e), _) => e.kind(),
+            (None, Some(_)) => quiver::ErrorKind::InvalidArgument,
+            (None, None) => quiver::ErrorKind::Internal,
+        };
         let mut body = serde_json::json!({ "error": error.to_string(), "kind": kind });
         if let Some(quiver::Error::Core(quiver_core::Error::InvalidDefinitions(d))) = quiver_error {
             body["diagnostics"] = serde_json::to_value(d).unwrap_or_default();

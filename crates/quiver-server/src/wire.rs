@@ -367,12 +367,13 @@ pub fn lookup_response(
     let rows = entities.num_rows();
     let mut names = Vec::with_capacity(request.entities.0.len() + found.columns.len());
     let mut results = Vec::with_capacity(names.capacity());
-    for (name, values) in &request.entities.0 {
-        // Entity columns come back converted to their key types, as Feast answers.
-        let values = match entities.column_by_name(name) {
-            Some(array) => (0..rows).map(|row| json_value(array, row)).collect(),
-            None => values.clone(),
+    for (name, _) in &request.entities.0 {
+        // Entity columns (and request fields) come back converted to their types, as
+        // Feast answers; columns the lookup does not read are left out, as Feast does.
+        let Some(array) = entities.column_by_name(name) else {
+            continue;
         };
+        let values = (0..rows).map(|row| json_value(array, row)).collect();
         names.push(name.clone());
         results.push(FeatureVector {
             values,
@@ -606,9 +607,16 @@ pub fn to_array(
         DataType::Float32 | DataType::Float64 => {
             let mut out = Vec::with_capacity(values.len());
             for (row, v) in values.iter().enumerate() {
+                // Entity rows may carry numbers as strings (Feast's CLI sends every
+                // value so); pushed rows may not.
+                let text = (context == "entity").then(|| v.as_str()).flatten();
                 out.push(match v {
                     Value::Null => None,
-                    _ => Some(v.as_f64().ok_or_else(|| bad(row, v, "a number"))?),
+                    _ => Some(
+                        v.as_f64()
+                            .or_else(|| text.and_then(|t| t.trim().parse::<f64>().ok()))
+                            .ok_or_else(|| bad(row, v, "a number"))?,
+                    ),
                 });
             }
             if data_type == &DataType::Float32 {
@@ -628,6 +636,9 @@ pub fn to_array(
                 match v {
                     Value::Null => b.append_null(),
                     Value::Bool(x) => b.append_value(*x),
+                    Value::String(t) if context == "entity" && (t == "true" || t == "false") => {
+                        b.append_value(t == "true")
+                    }
                     _ => return Err(bad(row, v, "true or false")),
                 }
             }

@@ -1655,6 +1655,23 @@ async fn on_demand_view_over_http() {
     assert_eq!(response["results"][per_km]["values"][1], Value::Null);
     assert_eq!(response["results"][per_km]["statuses"][1], "NULL_VALUE");
 
+    // Feast's CLI sends every value as a string; a column the lookup does not read is
+    // not echoed (Feast ignores it too).
+    let strings = r#"{"features": ["trip_quote:fare_per_km"], "entities": {"driver_id": ["1001"], "customer_id": ["10001"], "fare_estimate": ["42.5"], "distance_km": ["12"], "foo": [1]}}"#;
+    let (status, response) = send(&app, "POST", "/get-online-features", strings, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(
+        response["metadata"]["feature_names"],
+        json!([
+            "driver_id",
+            "customer_id",
+            "fare_estimate",
+            "distance_km",
+            "fare_per_km"
+        ])
+    );
+    assert_eq!(response["results"][4]["values"], json!([42.5 / 12.0]));
+
     let missing = r#"{"features": ["trip_quote:fare_per_km"], "entities": {"driver_id": [1001], "customer_id": [10001], "fare_estimate": [1.0]}}"#;
     let (status, response) = send(&app, "POST", "/get-online-features", missing, &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{response}");
