@@ -285,6 +285,26 @@ fn events() -> impl Strategy<Value = Vec<Event>> {
     prop::collection::vec(event, 0..60)
 }
 
+/// Many events per tile (a few keys, six hours, any minute): exports read the tile
+/// files then, and of the events only those in the tile each window ends in.
+fn dense_events() -> impl Strategy<Value = Vec<Event>> {
+    let event = (
+        0i64..2,
+        0i64..(6 * 60),
+        0i64..3,
+        prop::option::weighted(0.85, -50i64..50),
+        prop::option::weighted(0.85, 0.0f64..100.0),
+    )
+        .prop_map(|(key, minute, created, amount, price)| Event {
+            key,
+            minute,
+            created,
+            amount,
+            price,
+        });
+    prop::collection::vec(event, 200..400)
+}
+
 fn windows() -> impl Strategy<Value = (Vec<i64>, Option<i64>)> {
     let choices = prop::sample::subsequence(vec![30i64, 60, 180, 720, 1440, 2880], 1..4);
     (
@@ -305,6 +325,17 @@ proptest! {
     fn export_equals_brute_force(events in events(), (windows, hop) in windows(), rows in spine_rows()) {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         runtime.block_on(check_export(events, windows, hop, rows))?;
+    }
+
+    #[test]
+    fn export_equals_brute_force_with_dense_tiles(
+        events in dense_events(),
+        windows in prop::sample::subsequence(vec![60i64, 180, 720], 1..4),
+        hop in prop::sample::select(vec![15i64, 30]),
+        rows in prop::collection::vec((0i64..3, 0i64..(8 * 60)), 1..25),
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(check_export(events, windows, Some(hop), rows))?;
     }
 }
 

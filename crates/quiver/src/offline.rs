@@ -533,7 +533,10 @@ impl<'a> ExportBuilder<'a> {
                             join_view(&spine, &times, r, self.memory_budget).await?,
                             &r.features,
                         ),
-                        Join::Window(r) => (join_windows(&spine, &times, r).await?, &r.features),
+                        Join::Window(r) => (
+                            join_windows(&spine, &times, r, self.memory_budget).await?,
+                            &r.features,
+                        ),
                     };
                     let named = names.iter().map(|(_, output)| output.clone()).zip(arrays);
                     if *internal {

@@ -247,14 +247,21 @@ impl WindowProgram {
     /// The features of rows whose merged states are `states[window][row]` (one state per
     /// aggregate): one array per feature, in [`features`](Self::features) order.
     pub fn finalize(&self, states: &[Vec<Vec<State>>]) -> Result<Vec<ArrayRef>> {
+        let rows = states.first().map_or(0, Vec::len);
+        let flat: Vec<Vec<State>> = states.iter().map(|w| w.concat()).collect();
+        self.finalize_flat(&flat, rows)
+    }
+
+    /// As [`finalize`](Self::finalize), with each window's states flat: `rows` rows of
+    /// one state per aggregate, row after row.
+    pub fn finalize_flat(&self, states: &[Vec<State>], rows: usize) -> Result<Vec<ArrayRef>> {
+        let width = self.aggregates.len();
         let mut out = Vec::new();
         for window_states in states {
-            let rows = window_states.len();
-            let mut columns = Vec::with_capacity(self.aggregates.len());
+            let mut columns = Vec::with_capacity(width);
             for (i, (kind, _)) in self.aggregates.iter().enumerate() {
-                let values: Vec<Scalar> = window_states
-                    .iter()
-                    .map(|row| row[i].finalize(*kind))
+                let values: Vec<Scalar> = (0..rows)
+                    .map(|row| window_states[row * width + i].finalize(*kind))
                     .collect();
                 columns.push(to_array(&values, &self.aggregate_types[i])?);
             }
