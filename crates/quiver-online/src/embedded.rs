@@ -69,11 +69,14 @@ struct Inner {
     /// How messages name the file (relative to the repository), never an absolute path.
     display: String,
     state: Mutex<Connections>,
+    /// The writer connection and the generation it was opened in, under a lock of its
+    /// own: a write waiting for SQLite's lock (another process writing) holds only this
+    /// one, never the readers'.
+    writer: Mutex<Option<(u64, Connection)>>,
 }
 
 #[derive(Debug)]
 struct Connections {
-    writer: Option<Connection>,
     readers: Vec<Connection>,
     identity: Option<FileIdentity>,
     checked: Instant,
@@ -103,12 +106,12 @@ impl EmbeddedStore {
             path: path.to_path_buf(),
             display: display.to_string(),
             state: Mutex::new(Connections {
-                writer: None,
                 readers: Vec::new(),
                 identity: None,
                 checked: Instant::now(),
                 generation: 0,
             }),
+            writer: Mutex::new(None),
         };
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| inner.error(e.to_string()))?;
@@ -122,11 +125,8 @@ impl EmbeddedStore {
                 "the file is corrupt ({check}); remove it and materialize again"
             )));
         }
-        {
-            let mut state = inner.lock();
-            state.identity = identity(path);
-            state.writer = Some(writer);
-        }
+        inner.lock().identity = identity(path);
+        *inner.lock_writer() = Some((0, writer));
         Ok(EmbeddedStore {
             inner: Arc::new(inner),
         })
@@ -146,6 +146,10 @@ impl EmbeddedStore {
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, Connections> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Option<(u64, Connection)>> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn error(&self, message: String) -> Error {
@@ -204,7 +208,6 @@ impl Inner {
         if now.is_some() && now == state.identity {
             return Ok(());
         }
-        state.writer = None;
         state.readers.clear();
         state.generation += 1;
         state.identity = None;
@@ -214,16 +217,24 @@ impl Inner {
         )))
     }
 
-    /// Runs `f` with the writer connection (opened again after a reopen).
+    /// Runs `f` with the writer connection (opened again after a reopen). Only the
+    /// writer's lock is held while `f` runs.
     fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let mut state = self.lock();
-        self.check_identity(&mut state, true)?;
-        if state.writer.is_none() || state.identity.is_none() {
-            state.writer = Some(self.connect_writer()?);
-            state.identity = identity(&self.path);
+        let generation = {
+            let mut state = self.lock();
+            self.check_identity(&mut state, true)?;
+            state.generation
+        };
+        let mut writer = self.lock_writer();
+        if !matches!(&*writer, Some((opened, _)) if *opened == generation) {
+            *writer = Some((generation, self.connect_writer()?));
+            let mut state = self.lock();
+            if state.generation == generation && state.identity.is_none() {
+                state.identity = identity(&self.path);
+            }
         }
-        let writer = state.writer.as_mut().expect("opened above");
-        f(writer)
+        let (_, conn) = writer.as_mut().expect("opened above");
+        f(conn)
     }
 
     /// Runs `f` with a pooled read connection; writes never hold it up.
@@ -232,8 +243,9 @@ impl Inner {
             let mut state = self.lock();
             self.check_identity(&mut state, false)?;
             if state.identity.is_none() {
-                // Reopened: create the file (and schema) before readers open it.
-                state.writer = Some(self.connect_writer()?);
+                // Reopened: create the file (and schema) before readers open it; the
+                // writer opens its own connection on its next write.
+                drop(self.connect_writer()?);
                 state.identity = identity(&self.path);
             }
             (state.readers.pop(), state.generation)

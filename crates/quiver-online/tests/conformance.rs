@@ -445,14 +445,35 @@ async fn embedded_store_survives_its_file_being_removed_and_never_waits_for_writ
         .await
         .unwrap();
 
-    // Another process holds the write lock: lookups still answer at once.
+    // Another process holds the write lock, and this store's own write waits for it:
+    // lookups still answer at once, and the write goes through once the lock is free.
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        let v = v.clone();
+        async move {
+            store
+                .write(
+                    &v,
+                    &rows(&[1], &[NOW + 1], &[0], &[Some(0.6)], &[None]),
+                    NOW,
+                )
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the write should wait for the other writer"
+    );
     let started = std::time::Instant::now();
     assert_eq!(read_one(&store, &v, &[Some(1)]).await.0, vec![Some(0.5)]);
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
     other.execute_batch("ROLLBACK").unwrap();
     drop(other);
+    waiting.await.unwrap().unwrap();
+    assert_eq!(read_one(&store, &v, &[Some(1)]).await.0, vec![Some(0.6)]);
 
     // The file is removed under the store: health says so (without the absolute path),
     // then the store reopens the file where it is now.
