@@ -61,8 +61,13 @@ impl fmt::Display for ObjectKind {
 /// The longest name an object (entity, source, feature view, feature service) may have.
 pub const MAX_NAME_CHARS: usize = 128;
 
+/// The most bytes (UTF-8) a name may take: a view's name is a folder name of its offline
+/// table, and file systems allow 255 bytes there.
+pub const MAX_NAME_BYTES: usize = 255;
+
 /// Checks that `name` is an identifier: letters (of any script), digits and `_`, starting
-/// with a letter or `_`, at most [`MAX_NAME_CHARS`] characters. Object names become folder
+/// with a letter or `_`, at most [`MAX_NAME_CHARS`] characters and [`MAX_NAME_BYTES`]
+/// bytes. Object names become folder
 /// names of offline tables, parts of online keys and metric labels, so anything else
 /// (`/`, `..`, `:`, quotes, an empty name) could escape a folder or collide with another
 /// object; the message says what is wrong.
@@ -75,6 +80,12 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if count > MAX_NAME_CHARS {
         return Err(format!(
             "the name is {count} characters long; names have at most {MAX_NAME_CHARS}"
+        ));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "the name takes {} bytes in UTF-8; names take at most {MAX_NAME_BYTES} (a folder name's limit), so use fewer or shorter characters",
+            name.len()
         ));
     }
     if !(first.is_alphabetic() || first == '_') {

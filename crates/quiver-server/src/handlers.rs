@@ -440,7 +440,12 @@ pub async fn health(State(state): State<AppState>) -> Response {
         Ok(()) => Json(serde_json::json!({ "status": "ok" })).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "unavailable", "error": e.to_string() })),
+            // `kind` as in every other error body.
+            Json(serde_json::json!({
+                "status": "unavailable",
+                "error": e.to_string(),
+                "kind": "unavailable",
+            })),
         )
             .into_response(),
     }

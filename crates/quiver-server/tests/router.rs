@@ -602,6 +602,7 @@ async fn health_is_503_when_redis_is_down() {
     let store = FeatureStore::open(dir.path()).unwrap();
     let (status, response) = call(&store, "GET", "/health", "", &[]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{response}");
+    assert_eq!(response["kind"], "unavailable", "{response}");
     assert!(
         response["error"]
             .as_str()

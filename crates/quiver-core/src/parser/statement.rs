@@ -187,7 +187,7 @@ impl StatementParser<'_> {
         let (name, at) = self.name(what)?;
         check_name(&name).map_err(|message| {
             self.error(at, format!("invalid name: {message}"))
-                .with_help("names are letters, digits and `_`, start with a letter or `_`, and have at most 128 characters")
+                .with_help("names are letters, digits and `_`, start with a letter or `_`, and have at most 128 characters (255 bytes)")
         })?;
         Ok((name, at))
     }
