@@ -21,8 +21,8 @@ JSON-string `{"module", "class", "message"}` (a deliberate decision), so the SDK
 RuntimeError with the status and Quiver's message instead of e.g.
 FeatureViewNotFoundException; the tests check that status and message.
 
-A known Quiver bug is written as an `xfail(strict=True)` test: a fix makes it XPASS, which
-fails the run until the mark is removed.
+A known Quiver bug is written as an `xfail(strict=True)` test (none is open today): a fix
+makes it XPASS, which fails the run until the mark is removed.
 """
 
 from __future__ import annotations
@@ -719,8 +719,9 @@ def test_materialize_names_the_applied_version(quiver, served, versioned, wire):
     store.materialize(end - timedelta(days=3), end, feature_views=["driver_hourly_stats"], version="v2")
     assert [(e.body["version"], e.status) for e in wire.to("/materialize")] == [("v1", 400), ("v2", 200)]
     assert serving_version(quiver, versioned.repo, "driver_hourly_stats") == 2
-    # The server re-reads its catalog at most once a second (and, see
-    # test_lookup_right_after_materializing_a_new_version, not after its own runs).
+    # The server serves a new version at once after its own runs
+    # (test_lookup_right_after_materializing_a_new_version); waiting also tolerates its
+    # once-a-second catalog recheck.
     response = wait_for_version(store, "driver_hourly_stats", 2)
     assert view_versions(response) == {"driver_hourly_stats": 2}
     # Same rows (only the query text changed): v2 serves what v1 served.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
-use chrono::{Duration, Utc};
+use chrono::{Duration, Timelike, Utc};
 use quiver::{FeatureStatus, FeatureStore, MaterializeOptions, PushTo};
 
 /// The example repository, applied and materialized.
@@ -370,4 +370,179 @@ async fn event_times_in_the_future_cannot_pin_an_entity() {
             "{view}: the watermark is {seconds} s from now"
         );
     }
+}
+
+/// `driver_hourly_stats:quality` for drivers 1001..=1100, looked up through `service`
+/// (or by the feature when `None`), and the version read.
+async fn quality(store: &FeatureStore, service: Option<&str>) -> (Vec<Option<f64>>, u32) {
+    let features = match service {
+        Some(_) => Vec::new(),
+        None => vec!["driver_hourly_stats:quality".to_string()],
+    };
+    let plan = store.lookup_plan(&features, service, false).await.unwrap();
+    let ids: Vec<i64> = (1001..=1100).collect();
+    let found = store
+        .get_online_features(&plan, &drivers(&ids))
+        .await
+        .unwrap();
+    let column = found.columns.iter().find(|c| c.name == "quality").unwrap();
+    let values = column.values.as_primitive::<Float64Type>();
+    let version = found
+        .views
+        .iter()
+        .find(|(view, _)| view == "driver_hourly_stats")
+        .unwrap()
+        .1;
+    (
+        (0..values.len())
+            .map(|i| values.is_valid(i).then(|| values.value(i)))
+            .collect(),
+        version,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_pinned_to_a_version_keeps_reading_it_online_and_offline() {
+    let (dir, store) = example().await;
+    let services = dir.path().join("features/services.sql");
+    let mut text = std::fs::read_to_string(&services).unwrap();
+    text.push_str("\nCREATE FEATURE SERVICE pinned (driver_hourly_stats@v1.quality);\n");
+    std::fs::write(&services, text).unwrap();
+    store.apply().await.unwrap();
+    let (v1_online, version) = quality(&store, Some("pinned")).await;
+    assert_eq!(version, 1);
+    assert!(v1_online.iter().filter(|v| v.is_some()).count() > 50);
+    let spine = || {
+        let at = (Utc::now() - Duration::minutes(1)).timestamp_micros();
+        let ts = arrow::array::TimestampMicrosecondArray::from(vec![at; 100]).with_timezone("UTC");
+        let ids: Vec<i64> = (1001..=1100).collect();
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("driver_id", DataType::Int64, false),
+                Field::new("event_timestamp", ts.data_type().clone(), false),
+            ])),
+            vec![Arc::new(Int64Array::from(ids)), Arc::new(ts)],
+        )
+        .unwrap()
+    };
+    let export_quality = |export: quiver::Export| {
+        let values = export
+            .batch
+            .column_by_name("quality")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .clone();
+        (0..values.len())
+            .map(|i| values.is_valid(i).then(|| values.value(i)))
+            .collect::<Vec<_>>()
+    };
+    let v1_offline = export_quality(
+        store
+            .export()
+            .with_spine(spine())
+            .with_service("pinned")
+            .execute()
+            .await
+            .unwrap(),
+    );
+
+    // Version 2 computes `quality` differently, and is materialized: it serves.
+    let views = dir.path().join("features/views.sql");
+    let text = std::fs::read_to_string(&views).unwrap();
+    std::fs::write(
+        &views,
+        text.replace(
+            "conv_rate * acc_rate AS quality",
+            "conv_rate + acc_rate AS quality",
+        ),
+    )
+    .unwrap();
+    store.apply().await.unwrap();
+    store
+        .materialize(MaterializeOptions {
+            views: vec!["driver_hourly_stats".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (v2_online, version) = quality(&store, None).await;
+    assert_eq!(version, 2);
+    assert_ne!(v2_online, v1_online);
+
+    // The pinned service still reads version 1, online and in exports.
+    assert_eq!(quality(&store, Some("pinned")).await, (v1_online, 1));
+    let pinned = store
+        .export()
+        .with_spine(spine())
+        .with_service("pinned")
+        .execute()
+        .await
+        .unwrap();
+    assert!(
+        pinned
+            .summary
+            .views
+            .contains(&"driver_hourly_stats:1".to_string()),
+        "{:?}",
+        pinned.summary.views
+    );
+    assert_eq!(export_quality(pinned), v1_offline);
+    let latest = store
+        .export()
+        .with_spine(spine())
+        .with_features(["driver_hourly_stats:quality"])
+        .execute()
+        .await
+        .unwrap();
+    assert_ne!(export_quality(latest), v1_offline);
+}
+
+#[tokio::test]
+async fn csv_and_json_spines_keep_their_timestamps_as_utc_timestamps() {
+    let (dir, store) = example().await;
+    let at = (Utc::now() - Duration::hours(2))
+        .with_nanosecond(0)
+        .unwrap();
+    let text = at.to_rfc3339();
+    let spines = [
+        (
+            "spine.csv",
+            format!("driver_id,event_timestamp\n1001,{text}\n1002,{text}\n"),
+        ),
+        (
+            "spine.json",
+            format!(
+                "{{\"driver_id\": 1001, \"event_timestamp\": \"{text}\"}}\n{{\"driver_id\": 1002, \"event_timestamp\": \"{text}\"}}\n"
+            ),
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (name, body) in spines {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        let export = store
+            .export()
+            .with_spine_file(&path)
+            .with_features(["driver_hourly_stats:conv_rate"])
+            .execute()
+            .await
+            .unwrap();
+        let ts = export.batch.column_by_name("event_timestamp").unwrap();
+        assert_eq!(
+            ts.data_type(),
+            &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
+            "{name}"
+        );
+        let ts = ts.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        assert_eq!(
+            ts.values().to_vec(),
+            vec![at.timestamp_micros(); 2],
+            "{name}"
+        );
+        answers.push(Arc::clone(
+            export.batch.column_by_name("conv_rate").unwrap(),
+        ));
+    }
+    assert_eq!(answers[0].as_ref(), answers[1].as_ref());
 }

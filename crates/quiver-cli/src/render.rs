@@ -649,3 +649,26 @@ fn time(micros: i64) -> String {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
         .unwrap_or_else(|| micros.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::flag_hint;
+
+    /// The library's messages never name this binary's flags; the CLI adds the flag that
+    /// fixes the error as a hint.
+    #[test]
+    fn library_errors_speak_of_fields_and_the_cli_adds_flags() {
+        let cases = [
+            (quiver::Error::NoFeaturesRequested, "--features"),
+            (quiver::Error::NoSpine, "--spine"),
+        ];
+        for (error, flag) in cases {
+            let message = error.to_string();
+            assert!(!message.contains("--"), "{message}");
+            assert!(
+                flag_hint(&error).is_some_and(|hint| hint.contains(flag)),
+                "{message}"
+            );
+        }
+    }
+}
