@@ -31,7 +31,7 @@ pub struct ViewTable<'a> {
     pub version: u32,
     pub query: &'a str,
     pub columns: &'a ViewColumns,
-    pub window: Option<&'a WindowProgram>,
+    pub window: Option<&'a Arc<WindowProgram>>,
 }
 
 /// The batch engine of one feature repository.

@@ -2,10 +2,11 @@
 //! materialization writes to the online store.
 //!
 //! Offline tables are date partitions, each sorted by (keys, event time, created) and
-//! unique on those columns. Walking the dates newest first, the last row of each key's
-//! run inside a date is that key's latest row in the date, and the first date in which a
-//! key appears holds its latest row overall. So memory holds one date at a time plus the
-//! set of keys already answered.
+//! unique on those columns. The last row of each key's run inside a date is that key's
+//! latest row in the date, and the newest date in which a key appears holds its latest
+//! row overall. Dates are read and reduced to their last rows a few at a time, one per
+//! core, then merged newest first; memory holds those dates plus the set of keys already
+//! answered. Dates whose files lie wholly outside the interval are not read.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::TimestampMicrosecondType;
-use arrow::row::{RowConverter, SortField};
+use arrow::row::{RowConverter, Rows, SortField};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::table::{DataFile, Interval};
@@ -27,62 +28,107 @@ pub fn latest_rows(
     timestamp: &str,
     interval: Interval,
 ) -> Result<Option<RecordBatch>> {
+    let meets = |files: &&Vec<DataFile>| {
+        files
+            .iter()
+            .any(|f| f.max_ts >= interval.start.unwrap_or(i64::MIN) && f.min_ts <= interval.end)
+    };
+    let dates: Vec<&Vec<DataFile>> = dates.iter().filter(meets).rev().collect();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut seen: HashSet<Box<[u8]>> = HashSet::new();
     let mut out: Vec<RecordBatch> = Vec::new();
-    let mut converter: Option<RowConverter> = None;
-    for files in dates.iter().rev() {
-        let Some(batch) = read_date(files)? else {
-            continue;
-        };
-        let ts = batch
-            .column_by_name(timestamp)
-            .ok_or_else(|| missing(timestamp))?
-            .as_primitive::<TimestampMicrosecondType>()
-            .clone();
-        let in_interval: BooleanArray = (0..batch.num_rows())
-            .map(|i| {
-                let t = ts.value(i);
-                Some(ts.is_valid(i) && interval.start.is_none_or(|s| t >= s) && t <= interval.end)
-            })
-            .collect();
-        let batch = filter_record_batch(&batch, &in_interval).map_err(arrow_error)?;
-        if batch.num_rows() == 0 {
-            continue;
+    for group in dates.chunks(workers) {
+        let lasts: Vec<Result<Option<DateLasts>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = group
+                .iter()
+                .map(|files| scope.spawn(|| last_of_runs(files, keys, timestamp, interval)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(worker_panicked())))
+                .collect()
+        });
+        // Newest date first: a key's first appearance is its latest row.
+        for date in lasts {
+            let Some(date) = date? else { continue };
+            let picked: Vec<u32> = (0..date.batch.num_rows())
+                .filter(|i| seen.insert(date.keys.row(*i).as_ref().into()))
+                .map(|i| i as u32)
+                .collect();
+            out.push(
+                take_record_batch(&date.batch, &UInt32Array::from(picked)).map_err(arrow_error)?,
+            );
         }
-        let key_columns: Vec<ArrayRef> = keys
-            .iter()
-            .map(|k| batch.column_by_name(k).cloned().ok_or_else(|| missing(k)))
-            .collect::<Result<_>>()?;
-        let converter = match &mut converter {
-            Some(c) => c,
-            None => converter.insert(
-                RowConverter::new(
-                    key_columns
-                        .iter()
-                        .map(|a| SortField::new(a.data_type().clone()))
-                        .collect(),
-                )
-                .map_err(arrow_error)?,
-            ),
-        };
-        let rows = converter
-            .convert_columns(&key_columns)
-            .map_err(arrow_error)?;
-        let n = batch.num_rows();
-        let mut picked = Vec::new();
-        for i in 0..n {
-            let last_of_run = i + 1 == n || rows.row(i) != rows.row(i + 1);
-            if last_of_run && seen.insert(rows.row(i).as_ref().into()) {
-                picked.push(i as u32);
-            }
-        }
-        out.push(take_record_batch(&batch, &UInt32Array::from(picked)).map_err(arrow_error)?);
     }
     match out.first() {
         None => Ok(None),
         Some(first) => Ok(Some(
             concat_batches(&first.schema(), &out).map_err(arrow_error)?,
         )),
+    }
+}
+
+/// The last row of each key inside one date (and the interval), with its encoded keys.
+struct DateLasts {
+    batch: RecordBatch,
+    keys: Rows,
+}
+
+fn last_of_runs(
+    files: &[DataFile],
+    keys: &[String],
+    timestamp: &str,
+    interval: Interval,
+) -> Result<Option<DateLasts>> {
+    let Some(batch) = read_date(files)? else {
+        return Ok(None);
+    };
+    let ts = batch
+        .column_by_name(timestamp)
+        .ok_or_else(|| missing(timestamp))?
+        .as_primitive::<TimestampMicrosecondType>()
+        .clone();
+    let in_interval: BooleanArray = (0..batch.num_rows())
+        .map(|i| {
+            let t = ts.value(i);
+            Some(ts.is_valid(i) && interval.start.is_none_or(|s| t >= s) && t <= interval.end)
+        })
+        .collect();
+    let batch = filter_record_batch(&batch, &in_interval).map_err(arrow_error)?;
+    if batch.num_rows() == 0 {
+        return Ok(None);
+    }
+    let key_columns = |batch: &RecordBatch| -> Result<Vec<ArrayRef>> {
+        keys.iter()
+            .map(|k| batch.column_by_name(k).cloned().ok_or_else(|| missing(k)))
+            .collect()
+    };
+    let converter = RowConverter::new(
+        key_columns(&batch)?
+            .iter()
+            .map(|a| SortField::new(a.data_type().clone()))
+            .collect(),
+    )
+    .map_err(arrow_error)?;
+    let rows = converter
+        .convert_columns(&key_columns(&batch)?)
+        .map_err(arrow_error)?;
+    let n = batch.num_rows();
+    let last: Vec<u32> = (0..n)
+        .filter(|&i| i + 1 == n || rows.row(i) != rows.row(i + 1))
+        .map(|i| i as u32)
+        .collect();
+    let batch = take_record_batch(&batch, &UInt32Array::from(last)).map_err(arrow_error)?;
+    let keys = converter
+        .convert_columns(&key_columns(&batch)?)
+        .map_err(arrow_error)?;
+    Ok(Some(DateLasts { batch, keys }))
+}
+
+fn worker_panicked() -> Error {
+    Error::TableIo {
+        path: "offline table".to_string(),
+        message: "a reader thread panicked".to_string(),
     }
 }
 

@@ -23,10 +23,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::SortOptions;
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMicrosecondType, UInt64Type};
 use arrow::row::{RowConverter, SortField};
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::functions_window::expr_fn::row_number;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use datafusion::prelude::{DataFrame, Expr, ParquetReadOptions, SessionContext, cast, ident, lit};
 use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
@@ -91,7 +97,7 @@ pub(crate) async fn materialize(
     fresh: DataFrame,
     source_pushes: SourcePushes,
     columns: &ViewColumns,
-    window: Option<&WindowProgram>,
+    window: Option<&Arc<WindowProgram>>,
     interval: Interval,
     options: WriteOptions,
 ) -> Result<MaterializeStats> {
@@ -213,7 +219,7 @@ pub(crate) async fn push(
     ordered: &SessionContext,
     table: &OfflineTable,
     columns: &ViewColumns,
-    window: Option<&WindowProgram>,
+    window: Option<&Arc<WindowProgram>>,
     rows: RecordBatch,
     log: PushLog,
     options: WriteOptions,
@@ -443,6 +449,7 @@ impl TimeRange {
 }
 
 /// The files a rewrite wrote, and what it counted on the way.
+#[derive(Default)]
 struct Written {
     files: BTreeMap<String, Vec<FileEntry>>,
     /// Rows that came from the view's query (not kept or pushed rows).
@@ -452,6 +459,15 @@ struct Written {
 }
 
 impl Written {
+    /// Adds what another writer of the same rewrite wrote (its dates are its own).
+    fn merge(&mut self, other: Written) {
+        for (date, files) in other.files {
+            self.files.entry(date).or_default().extend(files);
+        }
+        self.fresh_rows += other.fresh_rows;
+        self.skipped_future += other.skipped_future;
+    }
+
     fn rows(&self) -> u64 {
         self.files
             .values()
@@ -465,6 +481,10 @@ impl Written {
 /// Sorts `fresh` (which carries [`SEQ`]) together with the rows of the `touched`
 /// partitions that pass `keep_old` (all when `None`), drops superseded rows and writes
 /// new files per date. The manifest is not changed.
+///
+/// The rows are split by date over one stream per core (a date never spans two), each
+/// sorted and written by its own task: sorting and Parquet encoding, the bulk of a run,
+/// use every core while the scan feeds them.
 #[allow(clippy::too_many_arguments)]
 async fn rewrite_partitions(
     ordered: &SessionContext,
@@ -477,7 +497,7 @@ async fn rewrite_partitions(
     sequence: u64,
     max_event_time: i64,
     view_name: &str,
-    window: Option<&WindowProgram>,
+    window: Option<&Arc<WindowProgram>>,
 ) -> Result<Written> {
     // Tile files are derived from the events: they are written again, never read here.
     let old_files: Vec<String> = touched
@@ -496,7 +516,8 @@ async fn rewrite_partitions(
         }
         all = all.union(with_seq_zero(old)?)?;
     }
-    let mut order = vec![cast(ident(&columns.timestamp), DataType::Date32).sort(true, false)];
+    let date = cast(ident(&columns.timestamp), DataType::Date32);
+    let mut order = vec![date.clone().sort(true, false)];
     order.extend(
         columns
             .identity()
@@ -507,13 +528,60 @@ async fn rewrite_partitions(
         // (An aggregation view's identity already ends with its stored sequence.)
         order.push(ident(SEQ).sort(true, false));
     }
-    let mut stream = all.sort(order)?.execute_stream().await?;
-
-    let mut writer = PartitionWriter::new(table, sequence, columns, max_event_time, window)?;
-    while let Some(batch) = stream.next().await {
-        writer.push(batch.map_err(|e| failed(view_name, e))?)?;
+    // Planned here, after DataFusion's optimizer: its one-partition session would
+    // otherwise drop the split (or pass the union's inputs on as they are).
+    let schema = all.schema().clone();
+    let physical = |e: &Expr| ordered.create_physical_expr(e.clone(), &schema);
+    let mut ordering = Vec::new();
+    for sort in &order {
+        ordering.push(PhysicalSortExpr::new(
+            physical(&sort.expr)?,
+            SortOptions::new(false, false),
+        ));
     }
-    writer.finish()
+    let by_date = Arc::new(RepartitionExec::try_new(
+        all.create_physical_plan().await?,
+        Partitioning::Hash(vec![physical(&date)?], writer_count()),
+    )?);
+    let ordering = LexOrdering::new(ordering).expect("the order starts with the date");
+    let sorted: Arc<dyn ExecutionPlan> =
+        Arc::new(SortExec::new(ordering, by_date).with_preserve_partitioning(true));
+
+    let mut tasks = Vec::new();
+    for partition in 0..sorted.output_partitioning().partition_count() {
+        let mut stream = sorted.execute(partition, ordered.task_ctx())?;
+        let table = table.clone();
+        let columns = columns.clone();
+        let window = window.cloned();
+        let view_name = view_name.to_string();
+        tasks.push(SpawnedTask::spawn(async move {
+            let mut writer = PartitionWriter::new(
+                &table,
+                sequence,
+                &columns,
+                max_event_time,
+                window.as_deref(),
+            )?;
+            while let Some(batch) = stream.next().await {
+                writer.push(batch.map_err(|e| failed(&view_name, e))?)?;
+            }
+            writer.finish()
+        }));
+    }
+    let mut written = Written::default();
+    for task in tasks {
+        let part = task.join().await.map_err(|e| Error::MaterializeFailed {
+            view: view_name.to_string(),
+            message: format!("a writer task failed: {e}"),
+        })??;
+        written.merge(part);
+    }
+    Ok(written)
+}
+
+/// How many streams a rewrite sorts and writes at once: one per core.
+fn writer_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Swaps the files of the rewritten partitions for the new ones; returns the files

@@ -141,7 +141,7 @@ impl CatalogView {
             version: self.version,
             query,
             columns: &self.columns,
-            window: self.window()?.map(|p| p.as_ref()),
+            window: self.window()?,
         })
     }
 
