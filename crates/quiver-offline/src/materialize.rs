@@ -28,6 +28,9 @@ use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMicrosecondType, UInt64Type};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::runtime::SpawnedTask;
+use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::MemoryLimit;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -528,6 +531,7 @@ async fn rewrite_partitions(
         // (An aggregation view's identity already ends with its stored sequence.)
         order.push(ident(SEQ).sort(true, false));
     }
+    let writers = writer_count();
     // Planned here, after DataFusion's optimizer: its one-partition session would
     // otherwise drop the split (or pass the union's inputs on as they are).
     let schema = all.schema().clone();
@@ -541,7 +545,7 @@ async fn rewrite_partitions(
     }
     let by_date = Arc::new(RepartitionExec::try_new(
         all.create_physical_plan().await?,
-        Partitioning::Hash(vec![physical(&date)?], writer_count()),
+        Partitioning::Hash(vec![physical(&date)?], writers),
     )?);
     let ordering = LexOrdering::new(ordering).expect("the order starts with the date");
     let sorted: Arc<dyn ExecutionPlan> =
@@ -549,7 +553,7 @@ async fn rewrite_partitions(
 
     let mut tasks = Vec::new();
     for partition in 0..sorted.output_partitioning().partition_count() {
-        let mut stream = sorted.execute(partition, ordered.task_ctx())?;
+        let mut stream = sorted.execute(partition, writer_context(ordered, writers)?)?;
         let table = table.clone();
         let columns = columns.clone();
         let window = window.cloned();
@@ -582,6 +586,20 @@ async fn rewrite_partitions(
 /// How many streams a rewrite sorts and writes at once: one per core.
 fn writer_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The context one of `writers` sort streams runs in: a memory pool of its own, an equal
+/// share of the session's. (Sorts sharing one pool fail instead of spilling when one
+/// holds memory for its in-memory merge while another grows.)
+fn writer_context(ordered: &SessionContext, writers: usize) -> Result<Arc<TaskContext>> {
+    let session = ordered.runtime_env();
+    let mut runtime = RuntimeEnvBuilder::from_runtime_env(&session);
+    if let MemoryLimit::Finite(bytes) = session.memory_pool.memory_limit() {
+        runtime = runtime.with_memory_limit(bytes / writers.max(1), 1.0);
+    }
+    Ok(Arc::new(
+        TaskContext::from(&ordered.state()).with_runtime(runtime.build_arc()?),
+    ))
 }
 
 /// Swaps the files of the rewritten partitions for the new ones; returns the files
