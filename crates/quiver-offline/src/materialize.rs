@@ -519,7 +519,11 @@ async fn rewrite_partitions(
         }
         all = all.union(with_seq_zero(old)?)?;
     }
-    let date = cast(ident(&columns.timestamp), DataType::Date32);
+    // The day of each row (days since the epoch, floored) by integer arithmetic: a cast
+    // to a date converts every timestamp through its time zone, a fifth of a run's CPU.
+    let micros = cast(ident(&columns.timestamp), DataType::Int64);
+    let day = lit(DAY_MICROS);
+    let date = (micros.clone() - (micros % day.clone() + day.clone()) % day.clone()) / day;
     let mut order = vec![date.clone().sort(true, false)];
     order.extend(
         columns
