@@ -45,11 +45,9 @@ impl FeatureStore {
             end: end.timestamp_micros(),
         };
         let engine = catalog.engine(self.root(), &views).await?;
-        let mut out = Vec::new();
-        for view in views {
-            out.push(self.materialize_both(&engine, view, interval).await?);
-        }
-        Ok(out)
+        let runs: Vec<(&CatalogView, Interval)> =
+            views.into_iter().map(|v| (v, interval)).collect();
+        self.materialize_runs(&engine, runs).await
     }
 
     /// What [`materialize`](Self::materialize) would run, checked without running it: the
@@ -78,7 +76,7 @@ impl FeatureStore {
         let views = select_views(&catalog, views)?;
         let end = end.unwrap_or_else(|| self.clock().now()).timestamp_micros();
         let engine = catalog.engine(self.root(), &views).await?;
-        let mut out = Vec::new();
+        let mut runs = Vec::new();
         for view in views {
             let registry = self.registry().clone();
             let (name, version) = (view.name().to_string(), view.version);
@@ -88,22 +86,60 @@ impl FeatureStore {
             if watermark.is_some_and(|w| w >= end) {
                 continue; // already up to date
             }
-            let interval = Interval {
-                start: watermark,
-                end,
+            runs.push((
+                view,
+                Interval {
+                    start: watermark,
+                    end,
+                },
+            ));
+        }
+        self.materialize_runs(&engine, runs).await
+    }
+
+    /// Materializes each (view, interval) in order: a view's offline table, then its
+    /// online write and watermark, which run while the next view's offline table is
+    /// written (the online write mostly waits on the store; the offline run has cores to
+    /// spare while it scans). Stops at the first error, after the step in flight beside
+    /// it finished.
+    async fn materialize_runs(
+        &self,
+        engine: &quiver_offline::OfflineEngine,
+        runs: Vec<(&CatalogView, Interval)>,
+    ) -> Result<Vec<MaterializeReport>> {
+        type Finishing<'f> = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<MaterializeReport>> + Send + 'f>,
+        >;
+        let mut out = Vec::with_capacity(runs.len());
+        let mut finishing: Option<Finishing<'_>> = None;
+        for (view, interval) in runs {
+            let offline = match finishing.take() {
+                None => self.materialize_view(engine, view, interval).await?,
+                Some(previous) => {
+                    let (offline, previous) =
+                        tokio::join!(self.materialize_view(engine, view, interval), previous);
+                    out.push(previous?);
+                    offline?
+                }
             };
-            out.push(self.materialize_both(&engine, view, interval).await?);
+            finishing = Some(Box::pin(
+                self.finish_materialization(view, offline, interval),
+            ));
+        }
+        if let Some(last) = finishing {
+            out.push(last.await?);
         }
         Ok(out)
     }
 
-    async fn materialize_both(
+    /// The second half of a view's materialization: its online write (for views with
+    /// `ONLINE true`), then its watermark.
+    async fn finish_materialization(
         &self,
-        engine: &quiver_offline::OfflineEngine,
         view: &CatalogView,
+        offline: MaterializeStats,
         interval: Interval,
     ) -> Result<MaterializeReport> {
-        let offline = self.materialize_view(engine, view, interval).await?;
         let online = match (view.view.view.online, view.window()?) {
             (false, _) => None,
             (true, Some(program)) => Some(
