@@ -64,6 +64,23 @@ fn driver_row(driver: i64, at: chrono::DateTime<Utc>, conv_rate: f64, view: bool
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
 }
 
+/// Applies a new version of `driver_hourly_stats` (its query with `from` replaced by `to`)
+/// and materializes it.
+async fn new_driver_version(dir: &tempfile::TempDir, store: &FeatureStore, from: &str, to: &str) {
+    let views = dir.path().join("features/views.sql");
+    let text = std::fs::read_to_string(&views).unwrap();
+    assert!(text.contains(from), "{from}");
+    std::fs::write(&views, text.replace(from, to)).unwrap();
+    store.apply().await.unwrap();
+    store
+        .materialize(MaterializeOptions {
+            views: vec!["driver_hourly_stats".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 /// The statuses of `driver_hourly_stats:conv_rate` for drivers 1001..=1100, and the
 /// version the lookup read.
 async fn conv_rate_statuses(store: &FeatureStore) -> (Vec<FeatureStatus>, u32) {
@@ -254,21 +271,13 @@ async fn a_row_pushed_into_a_source_reaches_view_versions_applied_later() {
         )
         .await
         .unwrap();
-    let views = dir.path().join("features/views.sql");
-    let text = std::fs::read_to_string(&views).unwrap();
-    std::fs::write(
-        &views,
-        text.replace("WHERE conv_rate IS NOT NULL", "WHERE conv_rate >= 0"),
+    new_driver_version(
+        &dir,
+        &store,
+        "WHERE conv_rate IS NOT NULL",
+        "WHERE conv_rate >= 0",
     )
-    .unwrap();
-    store.apply().await.unwrap();
-    store
-        .materialize(MaterializeOptions {
-            views: vec!["driver_hourly_stats".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    .await;
     let spine = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
             Field::new("driver_id", DataType::Int64, false),
@@ -447,24 +456,13 @@ async fn a_service_pinned_to_a_version_keeps_reading_it_online_and_offline() {
     );
 
     // Version 2 computes `quality` differently, and is materialized: it serves.
-    let views = dir.path().join("features/views.sql");
-    let text = std::fs::read_to_string(&views).unwrap();
-    std::fs::write(
-        &views,
-        text.replace(
-            "conv_rate * acc_rate AS quality",
-            "conv_rate + acc_rate AS quality",
-        ),
+    new_driver_version(
+        &dir,
+        &store,
+        "conv_rate * acc_rate AS quality",
+        "conv_rate + acc_rate AS quality",
     )
-    .unwrap();
-    store.apply().await.unwrap();
-    store
-        .materialize(MaterializeOptions {
-            views: vec!["driver_hourly_stats".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (v2_online, version) = quality(&store, None).await;
     assert_eq!(version, 2);
