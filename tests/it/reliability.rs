@@ -64,6 +64,17 @@ fn driver_row(driver: i64, at: chrono::DateTime<Utc>, conv_rate: f64, view: bool
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
 }
 
+/// Materializes `driver_hourly_stats` (all history up to now).
+async fn materialize_drivers(store: &FeatureStore) {
+    store
+        .materialize(MaterializeOptions {
+            views: vec!["driver_hourly_stats".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 /// Applies a new version of `driver_hourly_stats` (its query with `from` replaced by `to`)
 /// and materializes it.
 async fn new_driver_version(dir: &tempfile::TempDir, store: &FeatureStore, from: &str, to: &str) {
@@ -72,13 +83,7 @@ async fn new_driver_version(dir: &tempfile::TempDir, store: &FeatureStore, from:
     assert!(text.contains(from), "{from}");
     std::fs::write(&views, text.replace(from, to)).unwrap();
     store.apply().await.unwrap();
-    store
-        .materialize(MaterializeOptions {
-            views: vec!["driver_hourly_stats".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    materialize_drivers(store).await;
 }
 
 /// The statuses of `driver_hourly_stats:conv_rate` for drivers 1001..=1100, and the
@@ -113,13 +118,7 @@ async fn exports_never_fail_while_pushes_and_materializations_commit() {
                     .await
                     .unwrap();
                 if i % 6 == 0 {
-                    store
-                        .materialize(MaterializeOptions {
-                            views: vec!["driver_hourly_stats".into()],
-                            ..Default::default()
-                        })
-                        .await
-                        .unwrap();
+                    materialize_drivers(&store).await;
                 }
             }
         })
@@ -208,13 +207,7 @@ async fn apply_of_a_new_version_never_makes_lookups_not_found() {
         .await
         .unwrap();
     assert_eq!(found.columns[0].statuses, vec![FeatureStatus::NotFound]);
-    store
-        .materialize(MaterializeOptions {
-            views: vec!["driver_hourly_stats".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    materialize_drivers(&store).await;
     lookups.await.unwrap();
     // Served from v2 now (the catalog is rechecked within a second).
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
