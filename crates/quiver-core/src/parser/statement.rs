@@ -250,6 +250,24 @@ impl StatementParser<'_> {
         }
     }
 
+    /// The clauses of a statement that takes only `COMMENT '…'` (entities, request
+    /// sources, services): the comment, if given.
+    fn comment_clause(&mut self) -> PResult<Option<String>> {
+        let mut comment = None;
+        while let Some(keyword) = self.peek_keyword() {
+            let clause_at = self.here();
+            match keyword.as_str() {
+                "COMMENT" => {
+                    self.once(&comment, "COMMENT", clause_at)?;
+                    self.parser.next_token();
+                    comment = Some(self.string("a quoted comment")?.0);
+                }
+                _ => return self.expected("COMMENT or `;`"),
+            }
+        }
+        Ok(comment)
+    }
+
     /// Fails when a clause appears a second time.
     fn once<T>(&self, slot: &Option<T>, clause: &str, at: Loc) -> PResult<()> {
         if slot.is_some() {
@@ -369,18 +387,7 @@ impl StatementParser<'_> {
                 return self.expected("`,` or `)` in the key list");
             }
         }
-        let mut comment = None;
-        while let Some(keyword) = self.peek_keyword() {
-            let clause_at = self.here();
-            match keyword.as_str() {
-                "COMMENT" => {
-                    self.once(&comment, "COMMENT", clause_at)?;
-                    self.parser.next_token();
-                    comment = Some(self.string("a quoted comment")?.0);
-                }
-                _ => return self.expected("COMMENT or `;`"),
-            }
-        }
+        let comment = self.comment_clause()?;
         Ok(EntityDecl {
             def: Entity {
                 name,
@@ -538,18 +545,7 @@ impl StatementParser<'_> {
                 return self.expected("`,` or `)` in the field list");
             }
         }
-        let mut comment = None;
-        while let Some(keyword) = self.peek_keyword() {
-            let clause_at = self.here();
-            match keyword.as_str() {
-                "COMMENT" => {
-                    self.once(&comment, "COMMENT", clause_at)?;
-                    self.parser.next_token();
-                    comment = Some(self.string("a quoted comment")?.0);
-                }
-                _ => return self.expected("COMMENT or `;`"),
-            }
-        }
+        let comment = self.comment_clause()?;
         Ok(RequestSourceDecl {
             def: RequestSource {
                 name,
@@ -839,18 +835,7 @@ impl StatementParser<'_> {
                 return self.expected("`,` or `)` in the feature list");
             }
         }
-        let mut comment = None;
-        while let Some(keyword) = self.peek_keyword() {
-            let clause_at = self.here();
-            match keyword.as_str() {
-                "COMMENT" => {
-                    self.once(&comment, "COMMENT", clause_at)?;
-                    self.parser.next_token();
-                    comment = Some(self.string("a quoted comment")?.0);
-                }
-                _ => return self.expected("COMMENT or `;`"),
-            }
-        }
+        let comment = self.comment_clause()?;
         Ok(ServiceDecl {
             def: FeatureService {
                 name,
