@@ -331,17 +331,7 @@ fn read_file(
 
     // Skip row groups whose event times all fall outside the window.
     let metadata = Arc::clone(builder.metadata());
-    let row_groups: Vec<usize> = (0..metadata.num_row_groups())
-        .filter(
-            |&rg| match metadata.row_group(rg).column(ts_index).statistics() {
-                Some(Statistics::Int64(stats)) => match (stats.min_opt(), stats.max_opt()) {
-                    (Some(min), Some(max)) => *max >= window.0 && *min <= window.1,
-                    _ => true,
-                },
-                _ => true,
-            },
-        )
-        .collect();
+    let row_groups = row_groups_meeting(&metadata, ts_index, window);
     let mask = ProjectionMask::roots(
         metadata.file_metadata().schema_descr(),
         wanted.iter().copied(),
@@ -481,4 +471,24 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
 
 fn arrow_error(e: arrow::error::ArrowError) -> Error {
     Error::DataFusion(e.into())
+}
+
+/// The row groups of a file whose event times (column `ts_index`, by the row groups'
+/// statistics) can meet `[range.0, range.1]`; a row group without statistics can.
+pub(crate) fn row_groups_meeting(
+    metadata: &parquet::file::metadata::ParquetMetaData,
+    ts_index: usize,
+    range: (i64, i64),
+) -> Vec<usize> {
+    (0..metadata.num_row_groups())
+        .filter(
+            |&rg| match metadata.row_group(rg).column(ts_index).statistics() {
+                Some(Statistics::Int64(stats)) => match (stats.min_opt(), stats.max_opt()) {
+                    (Some(min), Some(max)) => *max >= range.0 && *min <= range.1,
+                    _ => true,
+                },
+                _ => true,
+            },
+        )
+        .collect()
 }

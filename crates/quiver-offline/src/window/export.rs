@@ -24,7 +24,6 @@ use arrow::util::display::FormatOptions;
 use futures::StreamExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::statistics::Statistics;
 
 use super::entity::decode_states;
 use super::program::{Event, TilesPerHop, WindowProgram, scalars};
@@ -541,17 +540,7 @@ fn read_events(
     wanted.sort_unstable();
     wanted.dedup();
     let metadata = Arc::clone(builder.metadata());
-    let row_groups: Vec<usize> = (0..metadata.num_row_groups())
-        .filter(
-            |&rg| match metadata.row_group(rg).column(ts_index).statistics() {
-                Some(Statistics::Int64(stats)) => match (stats.min_opt(), stats.max_opt()) {
-                    (Some(min), Some(max)) => *max >= reach.0 && *min <= reach.1,
-                    _ => true,
-                },
-                _ => true,
-            },
-        )
-        .collect();
+    let row_groups = crate::export::row_groups_meeting(&metadata, ts_index, reach);
     let mask = ProjectionMask::roots(metadata.file_metadata().schema_descr(), wanted);
     let reader = builder
         .with_projection(mask)
