@@ -13,7 +13,7 @@
 mod plan;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -161,8 +161,18 @@ impl Registry {
         let conn = Connection::open(&self.path).map_err(|e| self.db_error(e))?;
         conn.busy_timeout(Duration::from_secs(30))
             .map_err(|e| self.db_error(e))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| self.db_error(e))?;
+        // Switching a new file to WAL takes a lock SQLite may refuse at once instead of
+        // waiting the busy timeout (several first `apply`s at the same moment): retry.
+        let started = Instant::now();
+        loop {
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Ok(()) => break,
+                Err(e) if is_busy(&e) && started.elapsed() < BUSY_RETRY => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(self.db_error(e)),
+            }
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| self.db_error(e))?;
         Ok(conn)
@@ -536,4 +546,16 @@ impl Registry {
 /// RFC 3339 with microseconds and `Z`, as every Quiver timestamp is written.
 pub fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// How long opening the registry retries a lock SQLite refused without waiting.
+const BUSY_RETRY: Duration = Duration::from_secs(30);
+
+/// Whether SQLite refused a lock another connection holds.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
