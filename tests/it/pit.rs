@@ -21,9 +21,6 @@
 
 use std::path::Path;
 
-use arrow::array::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
-
 struct View {
     name: String,
     header: String,
@@ -114,33 +111,6 @@ fn definitions(case: &Case) -> String {
     sql
 }
 
-fn render(batch: &RecordBatch) -> String {
-    let options = FormatOptions::default().with_null("NULL");
-    let mut out = String::new();
-    let names: Vec<&str> = batch
-        .schema_ref()
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect();
-    out.push_str(&names.join(","));
-    out.push('\n');
-    let formatters: Vec<ArrayFormatter> = batch
-        .columns()
-        .iter()
-        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-        .collect();
-    for row in 0..batch.num_rows() {
-        let cells: Vec<String> = formatters
-            .iter()
-            .map(|f| f.value(row).to_string())
-            .collect();
-        out.push_str(&cells.join(","));
-        out.push('\n');
-    }
-    out
-}
-
 fn run(case: &Case) -> String {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -171,7 +141,7 @@ fn run(case: &Case) -> String {
                 export = export.with_memory_budget(1);
             }
             let result = export.execute().await?;
-            Ok::<_, quiver::Error>(render(&result.batch))
+            Ok::<_, quiver::Error>(crate::support::render(&result.batch))
         })
         .unwrap_or_else(|e| format!("error: {e}\n"))
 }
