@@ -34,13 +34,15 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark harness
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
-use quiver::example::{ExampleData, FILES};
-
+#[path = "support/process.rs"]
+mod process;
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
+
+use process::{Server, best_and_median, generate, json, quiver, use_redis};
 
 struct Args {
     scale: String,
@@ -74,169 +76,6 @@ fn args() -> Args {
         }
     }
     args
-}
-
-/// The release binary that `cargo bench` built beside this harness.
-const QUIVER: &str = env!("CARGO_BIN_EXE_quiver");
-
-/// One finished command: wall seconds, peak RSS (MiB, NaN without GNU time), stdout.
-struct Run {
-    seconds: f64,
-    peak_mib: f64,
-    stdout: String,
-}
-
-/// Runs `quiver ARGS` in `repo` under GNU time; panics with its stderr when it fails.
-fn quiver(repo: &Path, args: &[&str]) -> Run {
-    let report = repo.join(".time");
-    let timed = Path::new("/usr/bin/time").exists();
-    let mut command = if timed {
-        let mut c = Command::new("/usr/bin/time");
-        c.arg("-f").arg("%M").arg("-o").arg(&report).arg(QUIVER);
-        c
-    } else {
-        Command::new(QUIVER)
-    };
-    command.arg("--repo").arg(repo).args(args).current_dir(repo);
-    let started = Instant::now();
-    let output = command.output().unwrap();
-    let seconds = started.elapsed().as_secs_f64();
-    assert!(
-        output.status.success(),
-        "quiver {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let peak_mib = std::fs::read_to_string(&report)
-        .ok()
-        .and_then(|t| t.trim().lines().last()?.trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0);
-    Run {
-        seconds,
-        peak_mib,
-        stdout: String::from_utf8_lossy(&output.stdout).to_string(),
-    }
-}
-
-fn generate(dir: &Path, scale: &str) -> ExampleData {
-    // Whole seconds: the spine's and the data's times stay readable in reports.
-    let now = chrono::Utc::now();
-    let end = chrono::DateTime::from_timestamp(now.timestamp() - 60, 0).unwrap();
-    let data = ExampleData::scale(scale, end).expect("scale is small, medium or large");
-    let _ = std::fs::remove_dir_all(dir);
-    let started = Instant::now();
-    for (name, text) in FILES {
-        let path = dir.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-    data.write(&dir.join("data")).unwrap();
-    println!(
-        "generated {scale} data ending {end} in {:.1} s: {} customers x {} trips over {} days, {} spine rows",
-        started.elapsed().as_secs_f64(),
-        data.customers,
-        data.trips_per_customer,
-        data.days,
-        data.spine_rows
-    );
-    data
-}
-
-fn best_and_median(mut times: Vec<f64>) -> (f64, f64) {
-    times.sort_by(f64::total_cmp);
-    (times[0], times[times.len() / 2])
-}
-
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `quiver serve` on a free port, stopped (SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(repo: &Path) -> Server {
-        let port = free_port();
-        let child = Command::new(QUIVER)
-            .arg("--repo")
-            .arg(repo)
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "quiver serve did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server { child, port }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// What `wrk --latency` measured.
-#[derive(Debug)]
-struct Load {
-    requests_per_second: f64,
-    p50_us: f64,
-    p99_us: f64,
-    errors: String,
-}
-
-fn micros(text: &str) -> f64 {
-    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix("ms") {
-        (n, 1e3)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1e6)
-    } else {
-        (text, f64::NAN)
-    };
-    number.parse::<f64>().map_or(f64::NAN, |n| n * factor)
-}
-
-/// Runs `wrk` with a Lua script against the server.
-fn wrk(port: u16, script: &Path, connections: usize, seconds: u64) -> Load {
-    let output = Command::new("wrk")
-        .args(["-t1", "-c", &connections.to_string()])
-        .args(["-d", &format!("{seconds}s"), "--latency", "-s"])
-        .arg(script)
-        .arg(format!("http://127.0.0.1:{port}"))
-        .output()
-        .expect("wrk must be installed (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    let field = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
-    };
-    let errors = text
-        .lines()
-        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Load {
-        requests_per_second: field("Requests/sec:")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(f64::NAN),
-        p50_us: field("50%").map_or(f64::NAN, |v| micros(&v)),
-        p99_us: field("99%").map_or(f64::NAN, |v| micros(&v)),
-        errors,
-    }
 }
 
 /// A wrk script posting `body_format` (with `%d` for the customer) for customers in turn.
@@ -406,22 +245,14 @@ fn redis_used_memory(server: &redis_server::RedisServer) -> u64 {
         .unwrap_or(0)
 }
 
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
 fn main() {
     let args = args();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data");
+    let root = process::bench_data();
     let dir = root.join(format!("windows-{}", args.scale));
     let scratch = root.join(format!("windows-{}-out", args.scale));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).unwrap();
-    println!(
-        "machine: {} cores, {}; binary {QUIVER}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model()
-    );
+    process::print_machine();
     let data = generate(&dir, &args.scale);
 
     quiver(&dir, &["apply"]);
@@ -500,16 +331,7 @@ fn main() {
         return;
     }
     let redis = redis_server::RedisServer::start();
-    let config_path = dir.join("quiver.toml");
-    let config = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(
-        &config_path,
-        config.replace(
-            "type = \"embedded\"",
-            &format!("type = \"redis\"\nurl = \"{}\"", redis.url()),
-        ),
-    )
-    .unwrap();
+    let config = use_redis(&dir, &redis.url());
     let before = redis_used_memory(&redis);
     let run = quiver(&dir, &["--json", "materialize", "customer_trips"]);
     let after = redis_used_memory(&redis);
@@ -558,12 +380,12 @@ fn main() {
     ];
     // Warm up (connections, Redis, caches).
     for (_, script) in &scripts {
-        wrk(server.port, script, 4, 2);
+        process::wrk(&server.url(""), Some(script), 1, 4, 2);
     }
     for connections in [1, 16] {
         let mut results = Vec::new();
         for (name, script) in &scripts {
-            let load = wrk(server.port, script, connections, args.seconds);
+            let load = process::wrk(&server.url(""), Some(script), 1, connections, args.seconds);
             println!(
                 "lookup over HTTP ({name}), {connections} connection(s): {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs {}",
                 load.requests_per_second, load.p50_us, load.p99_us, load.errors
@@ -580,7 +402,7 @@ fn main() {
     let events = 1_000;
     let script = push_script(&scratch, data.customers, events, 20);
     for connections in [1, 2] {
-        let load = wrk(server.port, &script, connections, args.seconds);
+        let load = process::wrk(&server.url(""), Some(&script), 1, connections, args.seconds);
         println!(
             "push to the trips source (online: tiles in Redis), {events} events per request, {connections} connection(s): {:.0} events/s, p50 {:.1} ms per request {}",
             load.requests_per_second * events as f64,
@@ -618,11 +440,11 @@ fn main() {
         ),
     ];
     for (_, script) in &scripts {
-        wrk(server.port, script, 4, 2);
+        process::wrk(&server.url(""), Some(script), 1, 4, 2);
     }
     let mut results = Vec::new();
     for (name, script) in &scripts {
-        let load = wrk(server.port, script, 1, args.seconds);
+        let load = process::wrk(&server.url(""), Some(script), 1, 1, args.seconds);
         println!(
             "lookup over HTTP ({name}), 1 connection: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs {}",
             load.requests_per_second, load.p50_us, load.p99_us, load.errors
@@ -635,17 +457,5 @@ fn main() {
         results[1].p99_us / results[0].p99_us
     );
     drop(server);
-    std::fs::write(&config_path, config).unwrap();
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".to_string())
+    process::restore_config(&dir, &config);
 }

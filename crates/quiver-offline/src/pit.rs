@@ -8,10 +8,11 @@
 //! the last candidate is the answer, ties on event time go to the greatest `created`,
 //! and no sort of the feature side is needed.
 //!
-//! How: the spine's distinct keys get dense group ids (a hash map built once); feature
-//! rows are mapped to those ids as they stream in, and rows of keys the spine does not
-//! ask for are dropped at once; a stable counting sort groups the survivors by id; each
-//! spine row is then one hash lookup and one binary search. Memory is proportional to
+//! How: the spine's distinct keys get dense group ids (a hash map built once, or a table
+//! indexed by the key when integer keys are nearly consecutive); feature rows are mapped
+//! to those ids as they stream in, and rows of keys the spine does not ask for are
+//! dropped at once; a stable counting sort groups the survivors by id; each spine row is
+//! then one binary search in its group. Memory is proportional to
 //! the *matching* feature rows; [`KeyGroups::bucket`] splits the key space so a caller can
 //! process a history larger than memory in several passes.
 
@@ -56,7 +57,17 @@ impl std::hash::Hasher for IntHasher {
 
 type IntMap = HashMap<i64, u32, std::hash::BuildHasherDefault<IntHasher>>;
 
+/// The most slots a dense key table may have (256 MiB of `u32`).
+const DENSE_MAX_SLOTS: u64 = 1 << 26;
+
 enum KeyLookup {
+    /// One BIGINT key whose spine values span a range at most a few times their count
+    /// (ids handed out in sequence): the group is an index into a table, no hashing.
+    Dense {
+        min: i64,
+        /// Group of key `min + i` at `i`; `u32::MAX` for keys the spine does not ask for.
+        groups: Vec<u32>,
+    },
     /// One BIGINT key: the common case, hashed directly.
     Int64(IntMap),
     /// Any other key: Arrow's row format makes composite keys one comparable byte string.
@@ -87,7 +98,7 @@ impl KeyGroups {
             }
             let group_count = map.len() as u32;
             return Ok(KeyGroups {
-                lookup: KeyLookup::Int64(map),
+                lookup: dense_table(&map).unwrap_or(KeyLookup::Int64(map)),
                 spine_groups,
                 group_count,
             });
@@ -132,6 +143,21 @@ impl KeyGroups {
         let n = feature_keys.first().map_or(0, |a| a.len());
         let valid = |i: usize| feature_keys.iter().all(|a| a.is_valid(i));
         match &self.lookup {
+            KeyLookup::Dense { min, groups } => {
+                let values = feature_keys[0].as_primitive::<Int64Type>();
+                Ok((0..n)
+                    .map(|i| {
+                        if !valid(i) {
+                            return None;
+                        }
+                        let slot = values.value(i).wrapping_sub(*min) as u64;
+                        match groups.get(usize::try_from(slot).ok()?) {
+                            Some(&g) if g != u32::MAX => Some(g),
+                            _ => None,
+                        }
+                    })
+                    .collect())
+            }
             KeyLookup::Int64(map) => {
                 let values = feature_keys[0].as_primitive::<Int64Type>();
                 Ok((0..n)
@@ -163,6 +189,22 @@ impl KeyGroups {
     pub fn bucket(group: u32, buckets: u32) -> u32 {
         group % buckets
     }
+}
+
+/// A dense table for `map` when its keys span at most four slots per key (and at most
+/// [`DENSE_MAX_SLOTS`]); `None` when the keys are too sparse for one.
+fn dense_table(map: &IntMap) -> Option<KeyLookup> {
+    let min = *map.keys().min()?;
+    let max = *map.keys().max()?;
+    let span = (max as i128 - min as i128 + 1) as u64;
+    if span > DENSE_MAX_SLOTS || span > 4 * map.len() as u64 + 1024 {
+        return None;
+    }
+    let mut groups = vec![u32::MAX; span as usize];
+    for (key, group) in map {
+        groups[key.wrapping_sub(min) as u64 as usize] = *group;
+    }
+    Some(KeyLookup::Dense { min, groups })
 }
 
 /// Feature rows of one pass, grouped by key group, in table order within each group.
@@ -248,6 +290,66 @@ mod tests {
 
     fn groups(keys: Vec<Option<i64>>) -> KeyGroups {
         KeyGroups::new(&[Arc::new(Int64Array::from(keys)) as ArrayRef]).unwrap()
+    }
+
+    fn feature_groups(spine: &KeyGroups, keys: Vec<Option<i64>>) -> Vec<Option<u32>> {
+        spine
+            .feature_groups(&[Arc::new(Int64Array::from(keys)) as ArrayRef])
+            .unwrap()
+    }
+
+    #[test]
+    fn dense_and_hashed_keys_give_the_same_groups() {
+        // Sequential ids: a dense table; the same ids and one far away: a hash map.
+        let dense = groups(vec![Some(7), Some(5), None, Some(7), Some(9)]);
+        assert!(matches!(dense.lookup, KeyLookup::Dense { .. }));
+        let sparse = groups(vec![
+            Some(7),
+            Some(5),
+            None,
+            Some(7),
+            Some(9),
+            Some(i64::MAX),
+        ]);
+        assert!(matches!(sparse.lookup, KeyLookup::Int64(_)));
+        assert_eq!(
+            dense.spine_groups,
+            vec![Some(0), Some(1), None, Some(0), Some(2)]
+        );
+        let probe = vec![
+            Some(5),
+            Some(6),
+            Some(7),
+            Some(9),
+            Some(10),
+            Some(4),
+            None,
+            Some(i64::MIN),
+            Some(i64::MAX - 1),
+        ];
+        let expected = vec![
+            Some(1),
+            None,
+            Some(0),
+            Some(2),
+            None,
+            None,
+            None,
+            None,
+            None,
+        ];
+        assert_eq!(feature_groups(&dense, probe.clone()), expected);
+        assert_eq!(feature_groups(&sparse, probe), expected);
+        // Keys around the ends of the range do not wrap into the table.
+        let ends = groups(vec![Some(i64::MIN), Some(i64::MIN + 1)]);
+        assert!(matches!(ends.lookup, KeyLookup::Dense { .. }));
+        assert_eq!(
+            feature_groups(
+                &ends,
+                vec![Some(i64::MIN + 1), Some(i64::MAX), Some(i64::MIN)]
+            ),
+            vec![Some(1), None, Some(0)]
+        );
     }
 
     #[test]

@@ -561,19 +561,19 @@ impl<'a> ExportBuilder<'a> {
         let mut fields: Vec<Arc<Field>> = spine.schema().fields().iter().cloned().collect();
         let mut columns: Vec<ArrayRef> = spine.columns().to_vec();
         let mut internal_columns: HashMap<String, ArrayRef> = HashMap::new();
+        let mut joined = join_all(&spine, &times, &steps, self.memory_budget)
+            .await?
+            .into_iter();
         for step in &steps {
             let outputs: Vec<(String, ArrayRef)> = match step {
                 Step::Join { join, internal } => {
-                    let (arrays, names) = match join {
-                        Join::Rows(r) => (
-                            join_view(&spine, &times, r, self.memory_budget).await?,
-                            &r.features,
-                        ),
-                        Join::Window(r) => (
-                            join_windows(&spine, &times, r, self.memory_budget).await?,
-                            &r.features,
-                        ),
+                    let names = match join {
+                        Join::Rows(r) => &r.features,
+                        Join::Window(r) => &r.features,
                     };
+                    let arrays = joined
+                        .next()
+                        .ok_or_else(|| Error::Task("a join's result is missing".to_string()))?;
                     let named = names.iter().map(|(_, output)| output.clone()).zip(arrays);
                     if *internal {
                         internal_columns.extend(named);
@@ -642,9 +642,55 @@ impl<'a> ExportBuilder<'a> {
 }
 
 /// One view to join onto the spine.
+#[derive(Clone)]
 enum Join {
     Rows(ViewRequest),
     Window(WindowRequest),
+}
+
+/// The joins of `steps`, in order, each on a task of its own: their sequential parts
+/// (grouping the spine's keys, the per-row searches) run on different cores while the
+/// others read. Each gets an equal share of `memory_budget`.
+async fn join_all(
+    spine: &RecordBatch,
+    times: &Arc<Vec<Option<i64>>>,
+    steps: &[Step],
+    memory_budget: usize,
+) -> Result<Vec<Vec<ArrayRef>>> {
+    let joins: Vec<Join> = steps
+        .iter()
+        .filter_map(|step| match step {
+            Step::Join { join, .. } => Some(join.clone()),
+            Step::OnDemand { .. } => None,
+        })
+        .collect();
+    let budget = memory_budget / joins.len().max(1);
+    // Dropping the set (when a task panicked) aborts the joins still running.
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, join) in joins.into_iter().enumerate() {
+        let spine = spine.clone();
+        let times = Arc::clone(times);
+        tasks.spawn(async move {
+            let arrays = match &join {
+                Join::Rows(r) => join_view(&spine, &times, r, budget).await,
+                Join::Window(r) => join_windows(&spine, &times, r, budget).await,
+            };
+            (index, arrays)
+        });
+    }
+    let mut results: Vec<Option<quiver_offline::Result<Vec<ArrayRef>>>> =
+        (0..tasks.len()).map(|_| None).collect();
+    while let Some(done) = tasks.join_next().await {
+        let (index, arrays) = done.map_err(|e| Error::Task(format!("a join failed: {e}")))?;
+        results[index] = Some(arrays);
+    }
+    // The first failing view in the request's order is the error reported, whichever
+    // finished first: the same request always gets the same message.
+    let mut joined = Vec::with_capacity(results.len());
+    for result in results.into_iter().flatten() {
+        joined.push(result?);
+    }
+    Ok(joined)
 }
 
 /// What an export computes, in output order.

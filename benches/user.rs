@@ -1,0 +1,346 @@
+//! Quiver's three main jobs timed as a user runs them, next to the peer doing the same
+//! work in the same run, printing the ratios issue 13 set as targets:
+//!
+//! ```sh
+//! cargo bench -p quiver-cli --bench user -- --scale large --python /path/to/venv/bin/python
+//! cargo bench -p quiver-cli --bench user -- --scale small --seconds 3    # the regression guard, ~1 min
+//! ```
+//!
+//! 1. `quiver materialize driver_hourly_stats customer_profile` (offline tables and the
+//!    embedded online store): wall time, CPU (100 % = one core) and peak RSS of the
+//!    process.
+//! 2. `quiver export --spine … --features driver_hourly_stats:*,customer_profile:* --out
+//!    x.parquet`, the release binary as a whole process, best of `--runs`, beside
+//!    `benches/duckdb_asof.py` (DuckDB's ASOF JOIN with the same semantics on the same
+//!    files, written to Parquet too), which also compares every value of both outputs.
+//! 3. `quiver serve` on a private `redis-server` holding both views: `wrk` (2 threads)
+//!    with a Lua script asking for random entities (1 driver + 1 customer, 7 features of
+//!    2 views; then 100 + 100) beside `wrk` on `GET /health` of the same server, at 16
+//!    and 64 connections; the ratio of requests per second is the share of the HTTP
+//!    floor that lookups reach.
+//!
+//! Options: `--scale small|medium|large` (default `large`), `--runs N` exports (default
+//! 3), `--seconds N` per `wrk` run (default 10), `--python PATH` (a Python with `duckdb`;
+//! default `python3`), `--no-duckdb`, `--no-redis`. Needs `redis-server`, `wrk` and GNU
+//! time (`/usr/bin/time`).
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark harness
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[path = "support/process.rs"]
+mod process;
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
+
+use process::{Load, Server, best_and_median, generate, json, quiver, use_redis, wrk};
+
+struct Args {
+    scale: String,
+    runs: usize,
+    seconds: u64,
+    python: String,
+    duckdb: bool,
+    redis: bool,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        scale: "large".into(),
+        runs: 3,
+        seconds: 10,
+        python: "python3".into(),
+        duckdb: true,
+        redis: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--scale" => args.scale = it.next().unwrap(),
+            "--runs" => args.runs = it.next().unwrap().parse().unwrap(),
+            "--seconds" => args.seconds = it.next().unwrap().parse().unwrap(),
+            "--python" => args.python = it.next().unwrap(),
+            "--no-duckdb" => args.duckdb = false,
+            "--no-redis" => args.redis = false,
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    args
+}
+
+const FEATURES: &str = "driver_hourly_stats:*,customer_profile:*";
+
+/// The 7 features of both row views, as a Feast client lists them.
+const LOOKUP_FEATURES: [&str; 7] = [
+    "driver_hourly_stats:conv_rate",
+    "driver_hourly_stats:acc_rate",
+    "driver_hourly_stats:avg_daily_trips",
+    "driver_hourly_stats:quality",
+    "customer_profile:current_balance",
+    "customer_profile:avg_passenger_count",
+    "customer_profile:lifetime_trip_count",
+];
+
+/// A wrk script asking for `entities` random drivers and customers per request; each
+/// wrk thread draws its own sequence.
+fn lookup_script(dir: &Path, entities: usize, drivers: u64, customers: u64) -> PathBuf {
+    let path = dir.join(format!("lookup-{entities}.lua"));
+    let features = LOOKUP_FEATURES
+        .iter()
+        .map(|f| format!("\"{f}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let script = format!(
+        r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("seed", threads)
+end
+function init(args)
+  math.randomseed(7919 * seed)
+end
+request = function()
+  local drivers, customers = {{}}, {{}}
+  for i = 1, {entities} do
+    drivers[i] = math.random(1001, {last_driver})
+    customers[i] = math.random(10001, {last_customer})
+  end
+  return wrk.format(nil, "/get-online-features", nil,
+    '{{"features": [{features}], "entities": {{"driver_id": [' .. table.concat(drivers, ",")
+    .. '], "customer_id": [' .. table.concat(customers, ",") .. ']}}}}')
+end
+"#,
+        last_driver = 1000 + drivers,
+        last_customer = 10_000 + customers,
+    );
+    std::fs::write(&path, script).unwrap();
+    path
+}
+
+fn print_load(what: &str, connections: usize, load: &Load) {
+    println!(
+        "  {what}, {connections} connections: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms {}",
+        load.requests_per_second,
+        load.p50_us / 1e3,
+        load.p99_us / 1e3,
+        load.errors
+    );
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
+
+fn main() {
+    let args = args();
+    let root = process::bench_data();
+    let dir = root.join(format!("user-{}", args.scale));
+    let scratch = root.join(format!("user-{}-out", args.scale));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    process::print_machine();
+    let data = generate(&dir, &args.scale);
+    let mut summary = Vec::new();
+
+    quiver(&dir, &["apply"]);
+    let run = quiver(
+        &dir,
+        &[
+            "--json",
+            "materialize",
+            "driver_hourly_stats",
+            "customer_profile",
+        ],
+    );
+    let rows: u64 = json(&run.stdout)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["offline"]["table_rows"].as_u64().unwrap_or(0))
+        .sum();
+    println!(
+        "materialize driver_hourly_stats customer_profile (offline + embedded online): {:.2} s wall, {:.0} % CPU, peak RSS {:.0} MiB; {rows} offline rows",
+        run.seconds, run.cpu_percent, run.peak_mib
+    );
+    summary.push(format!(
+        "materialize: {:.2} s at {:.0} % CPU, peak {:.0} MiB (large: <= 10 s, >= 180 %, <= 2048 MiB)",
+        run.seconds, run.cpu_percent, run.peak_mib
+    ));
+
+    let quiver_out = scratch.join("quiver_export.parquet");
+    let mut times = Vec::new();
+    let mut peak: f64 = 0.0;
+    for _ in 0..args.runs {
+        let run = quiver(
+            &dir,
+            &[
+                "export",
+                "--spine",
+                "data/spine.parquet",
+                "--features",
+                FEATURES,
+                "--out",
+                quiver_out.to_str().unwrap(),
+            ],
+        );
+        times.push(run.seconds);
+        peak = peak.max(run.peak_mib);
+    }
+    let (best, median) = best_and_median(times);
+    println!(
+        "export (quiver, whole process, {} spine rows x 7 features, to Parquet): best {best:.2} s, median {median:.2} s over {} runs, peak RSS {peak:.0} MiB",
+        data.spine_rows, args.runs
+    );
+
+    if args.duckdb {
+        let duck_out = scratch.join("duckdb_export.parquet");
+        let output = Command::new(&args.python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/duckdb_asof.py"))
+            .arg(&dir)
+            .arg(args.runs.to_string())
+            .arg("--out")
+            .arg(&duck_out)
+            .arg("--compare")
+            .arg(&quiver_out)
+            .arg("--json")
+            .output()
+            .expect("a python3 with duckdb (--python PATH)");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "duckdb_asof.py failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let duck = json(text.trim());
+        let duck_best = duck["best"].as_f64().unwrap();
+        println!(
+            "export ({}, to Parquet, deduplicating in the query: {}): best {duck_best:.2} s, median {:.2} s, peak RSS {:.0} MiB; fingerprint {}",
+            duck["engine"].as_str().unwrap(),
+            duck["deduplicated_in_query"],
+            duck["median"].as_f64().unwrap(),
+            duck["peak_rss_mib"].as_f64().unwrap(),
+            duck["fingerprint"]
+        );
+        let mismatches = duck["mismatches"].as_u64().unwrap();
+        assert_eq!(
+            mismatches, 0,
+            "Quiver's export and DuckDB's differ in {mismatches} values"
+        );
+        let ratio = duck_best / best;
+        println!(
+            "  ratio duckdb / quiver (best): {ratio:.2}x; {} rows x 7 features compared, 0 differ",
+            duck["rows"]
+        );
+        summary.push(format!(
+            "export: {best:.2} s vs DuckDB {duck_best:.2} s = {ratio:.2}x (large: >= 4x, {})",
+            verdict(ratio >= 4.0)
+        ));
+    }
+
+    if !args.redis {
+        print_summary(&summary);
+        return;
+    }
+    let redis = redis_server::RedisServer::start();
+    let config = use_redis(&dir, &redis.url());
+    let run = quiver(
+        &dir,
+        &[
+            "--json",
+            "materialize",
+            "driver_hourly_stats",
+            "customer_profile",
+        ],
+    );
+    println!(
+        "materialize both views into a private Redis (for the lookups): {:.2} s wall, {:.0} % CPU",
+        run.seconds, run.cpu_percent
+    );
+    let server = Server::start(&dir);
+    let one = lookup_script(&scratch, 1, data.drivers, data.customers);
+    let hundred = lookup_script(&scratch, 100, data.drivers, data.customers);
+    check_lookup(&server, data.drivers, data.customers);
+    // Warm up: connections, Redis, the catalog.
+    wrk(&server.url(""), Some(&one), 2, 16, 2);
+    wrk(&server.url("/health"), None, 2, 16, 2);
+    println!("lookups over HTTP (wrk -t2, random entities) beside GET /health of the same server:");
+    for connections in [16, 64] {
+        let health = wrk(&server.url("/health"), None, 2, connections, args.seconds);
+        print_load("GET /health", connections, &health);
+        let lookup = wrk(&server.url(""), Some(&one), 2, connections, args.seconds);
+        print_load(
+            "lookup 1 driver + 1 customer x 7 features",
+            connections,
+            &lookup,
+        );
+        let ratio = lookup.requests_per_second / health.requests_per_second;
+        println!("  lookups / health, {connections} connections: {ratio:.2}x");
+        if connections == 16 {
+            summary.push(format!(
+                "lookups: {:.0} vs {:.0} req/s of GET /health = {ratio:.2}x, p99 {:.2} ms at 16 connections (>= 0.75x: {}, p99 <= 5 ms: {})",
+                lookup.requests_per_second,
+                health.requests_per_second,
+                lookup.p99_us / 1e3,
+                verdict(ratio >= 0.75),
+                verdict(lookup.p99_us <= 5_000.0)
+            ));
+        }
+    }
+    let lookup = wrk(&server.url(""), Some(&hundred), 2, 16, args.seconds);
+    print_load(
+        "lookup 100 drivers + 100 customers x 7 features",
+        16,
+        &lookup,
+    );
+    drop(server);
+    process::restore_config(&dir, &config);
+    print_summary(&summary);
+}
+
+/// One lookup of 10 drivers and 10 customers through `curl` before the load: each
+/// feature has PRESENT values (a few entities may have none within the TTL), so that
+/// `wrk` measures answers, not misses or errors.
+fn check_lookup(server: &Server, drivers: u64, customers: u64) {
+    let ids = |first: u64, count: u64| {
+        (0..10)
+            .map(|i| (first + i * count / 10).to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let body = format!(
+        r#"{{"features": [{}], "entities": {{"driver_id": [{}], "customer_id": [{}]}}}}"#,
+        LOOKUP_FEATURES
+            .iter()
+            .map(|f| format!("\"{f}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+        ids(1001, drivers),
+        ids(10_001, customers)
+    );
+    let output = Command::new("curl")
+        .args(["-sf", "-H", "Content-Type: application/json", "-d", &body])
+        .arg(server.url("/get-online-features"))
+        .output()
+        .expect("curl must be installed");
+    let answer = json(&String::from_utf8_lossy(&output.stdout));
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2 + LOOKUP_FEATURES.len(), "{answer}");
+    for result in results {
+        let statuses = result["statuses"].as_array().unwrap();
+        assert!(
+            statuses.iter().any(|s| s == "PRESENT"),
+            "a lookup before the load has no PRESENT value for a feature: {answer}"
+        );
+    }
+}
+
+fn print_summary(summary: &[String]) {
+    println!("summary:");
+    for line in summary {
+        println!("  {line}");
+    }
+}
