@@ -12,8 +12,10 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, new_null_array};
-use arrow::compute::{CastOptions, cast_with_options, concat, filter, interleave, take};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, new_null_array,
+};
+use arrow::compute::{CastOptions, cast_with_options, filter, interleave};
 use arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType};
 use arrow::util::display::FormatOptions;
 use futures::StreamExt;
@@ -195,7 +197,9 @@ pub async fn join_view(
         if feature_types.is_none() {
             feature_types = pass.types.clone();
         }
-        let grouped = GroupedFeatures::new(&pass.groups, &pass.times, groups.group_count);
+        let part_groups: Vec<&[u32]> = pass.groups.iter().map(Vec::as_slice).collect();
+        let part_times: Vec<&[i64]> = pass.times.iter().map(Vec::as_slice).collect();
+        let grouped = GroupedFeatures::new(&part_groups, &part_times, groups.group_count);
         let indices = take_indices(
             &grouped,
             &rows,
@@ -203,10 +207,7 @@ pub async fn join_view(
             times,
             request.ttl_micros,
         );
-        let mut arrays = Vec::new();
-        for column in &pass.columns {
-            arrays.push(take(column.as_ref(), &indices, None).map_err(arrow_error)?);
-        }
+        let arrays = pass.take(&indices)?;
         for (position, row) in rows.iter().enumerate() {
             pick[*row as usize] = (bucket as usize, position);
         }
@@ -226,13 +227,53 @@ pub async fn join_view(
     Ok(out)
 }
 
-/// The feature rows of one bucket, in table order.
+/// The feature rows of one bucket, in table order: per file, the key group and event
+/// time of each kept row, and the batches holding their features (kept rows only).
 struct Pass {
-    groups: Vec<u32>,
-    times: Vec<i64>,
-    /// One concatenated array per requested feature.
-    columns: Vec<ArrayRef>,
+    groups: Vec<Vec<u32>>,
+    times: Vec<Vec<i64>>,
+    /// One array per requested feature, per batch.
+    batches: Vec<Vec<ArrayRef>>,
     types: Option<Vec<DataType>>,
+}
+
+impl Pass {
+    /// The features of the kept rows at `indices` (positions in table order; NULL: no
+    /// row), straight from the batches: no concatenated copy of the history is made.
+    fn take(&self, indices: &UInt32Array) -> Result<Vec<ArrayRef>> {
+        let Some(types) = &self.types else {
+            return Ok(Vec::new());
+        };
+        let mut starts = Vec::with_capacity(self.batches.len());
+        let mut start = 0usize;
+        for batch in &self.batches {
+            starts.push(start);
+            start += batch.first().map_or(0, |a| a.len());
+        }
+        let null_source = self.batches.len();
+        let pairs: Vec<(usize, usize)> = indices
+            .iter()
+            .map(|index| match index {
+                None => (null_source, 0),
+                Some(index) => {
+                    let index = index as usize;
+                    let batch = starts.partition_point(|s| *s <= index) - 1;
+                    (batch, index - starts[batch])
+                }
+            })
+            .collect();
+        types
+            .iter()
+            .enumerate()
+            .map(|(f, data_type)| {
+                let null = new_null_array(data_type, 1);
+                let mut sources: Vec<&dyn Array> =
+                    self.batches.iter().map(|b| b[f].as_ref()).collect();
+                sources.push(null.as_ref());
+                interleave(&sources, &pairs).map_err(arrow_error)
+            })
+            .collect()
+    }
 }
 
 struct FilePart {
@@ -261,30 +302,19 @@ async fn read_pass(
     let mut pass = Pass {
         groups: Vec::new(),
         times: Vec::new(),
-        columns: Vec::new(),
+        batches: Vec::new(),
         types: None,
     };
-    let mut batches: Vec<Vec<ArrayRef>> = Vec::new();
     while let Some(part) = parts.next().await {
         let part = part.map_err(|e| Error::TableIo {
             path: request.view.clone(),
             message: format!("reader task failed: {e}"),
         })??;
-        pass.groups.extend(part.groups);
-        pass.times.extend(part.times);
-        batches.extend(part.batches);
+        pass.groups.push(part.groups);
+        pass.times.push(part.times);
+        pass.batches.extend(part.batches);
         if pass.types.is_none() {
             pass.types = part.types;
-        }
-    }
-    if let Some(types) = &pass.types {
-        for (f, data_type) in types.iter().enumerate() {
-            let arrays: Vec<&dyn Array> = batches.iter().map(|b| b[f].as_ref()).collect();
-            pass.columns.push(if arrays.is_empty() {
-                new_null_array(data_type, 0)
-            } else {
-                concat(&arrays).map_err(arrow_error)?
-            });
         }
     }
     Ok(pass)
@@ -333,6 +363,10 @@ fn read_file(
     // Skip row groups whose event times all fall outside the window.
     let metadata = Arc::clone(builder.metadata());
     let row_groups = row_groups_meeting(&metadata, ts_index, window);
+    let rows: i64 = row_groups
+        .iter()
+        .map(|rg| metadata.row_group(*rg).num_rows())
+        .sum();
     let mask = ProjectionMask::roots(
         metadata.file_metadata().schema_descr(),
         wanted.iter().copied(),
@@ -353,9 +387,15 @@ fn read_file(
         .iter()
         .map(|i| schema.field(*i).data_type().clone())
         .collect();
+    // Most rows are usually kept: room for all of them up front, no regrowth.
+    let capacity = if buckets == 1 {
+        rows.max(0) as usize
+    } else {
+        0
+    };
     let mut part = FilePart {
-        groups: Vec::new(),
-        times: Vec::new(),
+        groups: Vec::with_capacity(capacity),
+        times: Vec::with_capacity(capacity),
         batches: Vec::new(),
         types: Some(types),
     };
@@ -382,11 +422,20 @@ fn read_file(
                 part.times.push(t);
             }
         }
-        let mask = BooleanArray::from(keep);
-        let mut columns = Vec::new();
-        for i in &feature_indices {
-            columns.push(filter(batch.column(position(*i)), &mask).map_err(arrow_error)?);
+        let kept = keep.iter().filter(|k| **k).count();
+        if kept == 0 {
+            continue;
         }
+        let feature_columns = feature_indices.iter().map(|i| batch.column(position(*i)));
+        let columns = if kept == batch.num_rows() {
+            // Every row kept (the usual case): the decoded arrays themselves, no copy.
+            feature_columns.cloned().collect()
+        } else {
+            let mask = BooleanArray::from(keep);
+            feature_columns
+                .map(|column| filter(column, &mask).map_err(arrow_error))
+                .collect::<Result<_>>()?
+        };
         part.batches.push(columns);
     }
     Ok(part)

@@ -219,19 +219,26 @@ pub struct GroupedFeatures {
 }
 
 impl GroupedFeatures {
-    /// `groups[i]`/`times[i]` describe the i-th kept feature row, in table order.
-    pub fn new(groups: &[u32], times: &[i64], group_count: u32) -> Self {
+    /// `groups[p][i]`/`times[p][i]` describe the i-th kept feature row of part `p` (a
+    /// file), parts and rows in table order; a row's position is its index in the
+    /// concatenation of the parts.
+    pub fn new(groups: &[&[u32]], times: &[&[i64]], group_count: u32) -> Self {
         let mut offsets = vec![0u32; group_count as usize + 1];
-        for g in groups {
+        for g in groups.iter().flat_map(|part| part.iter()) {
             offsets[*g as usize + 1] += 1;
         }
         for i in 1..offsets.len() {
             offsets[i] += offsets[i - 1];
         }
+        let total: usize = groups.iter().map(|part| part.len()).sum();
         let mut cursor = offsets.clone();
-        let mut order = vec![0u32; groups.len()];
-        let mut sorted_times = vec![0i64; groups.len()];
-        for (row, (g, t)) in groups.iter().zip(times).enumerate() {
+        let mut order = vec![0u32; total];
+        let mut sorted_times = vec![0i64; total];
+        let rows = groups
+            .iter()
+            .zip(times)
+            .flat_map(|(g, t)| g.iter().zip(t.iter()));
+        for (row, (g, t)) in rows.enumerate() {
             let slot = cursor[*g as usize] as usize;
             order[slot] = row as u32;
             sorted_times[slot] = *t;
@@ -353,6 +360,17 @@ mod tests {
     }
 
     #[test]
+    fn rows_of_several_parts_are_numbered_across_them() {
+        // Two files: group 0 has rows in both; positions count on from the first part.
+        let grouped = GroupedFeatures::new(&[&[0, 1], &[1, 0, 0]], &[&[10, 10], &[20, 30, 40]], 2);
+        assert_eq!(grouped.lookup(0, 10, None), Some(0));
+        assert_eq!(grouped.lookup(0, 35, None), Some(3));
+        assert_eq!(grouped.lookup(0, 99, None), Some(4));
+        assert_eq!(grouped.lookup(1, 15, None), Some(1));
+        assert_eq!(grouped.lookup(1, 20, None), Some(2));
+    }
+
+    #[test]
     fn latest_row_at_or_before_t_within_ttl() {
         let spine = groups(vec![Some(1), Some(1), Some(2), None]);
         let fk: ArrayRef = Arc::new(Int64Array::from(vec![1, 1, 2, 3]));
@@ -364,7 +382,7 @@ mod tests {
             .collect();
         assert_eq!(fg, vec![0, 0, 1, u32::MAX]);
         let kept: Vec<u32> = fg[..3].to_vec();
-        let grouped = GroupedFeatures::new(&kept, &[10, 20, 5], spine.group_count);
+        let grouped = GroupedFeatures::new(&[&kept], &[&[10, 20, 5]], spine.group_count);
         assert_eq!(grouped.lookup(0, 9, None), None);
         assert_eq!(grouped.lookup(0, 10, None), Some(0));
         assert_eq!(grouped.lookup(0, 19, None), Some(0));
