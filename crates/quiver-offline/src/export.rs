@@ -27,7 +27,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::statistics::Statistics;
 
 use crate::normalize::timestamp_type;
-use crate::pit::{GroupedFeatures, KeyGroups, take_indices};
+use crate::pit::{DROPPED, GroupedFeatures, KeyGroups, take_indices};
 use crate::table::DataFile;
 use crate::{Error, Result};
 
@@ -46,6 +46,16 @@ pub struct ViewRequest {
     pub features: Vec<(String, String)>,
     /// TTL in µs.
     pub ttl_micros: Option<i64>,
+}
+
+impl ViewRequest {
+    /// Bytes a one-pass join of the view holds, roughly: per row of its files, the row's
+    /// group and event time twice (as read, and grouped: 24 bytes) and its features (8
+    /// bytes a value, plus a margin for NULLs and wider types).
+    pub fn estimated_bytes(&self) -> u64 {
+        let rows: u64 = self.files.iter().map(|f| f.rows).sum();
+        rows.saturating_mul(24 + 12 * self.features.len() as u64)
+    }
 }
 
 /// Rows of the spine, which must fit in memory; the feature side need not.
@@ -174,10 +184,7 @@ pub async fn join_view(
         max_t,
     );
 
-    let on_disk: u64 = request.files.iter().map(DataFile::size).sum();
-    // Decoded Arrow data is a few times the Snappy-compressed size.
-    let estimate = on_disk.saturating_mul(4);
-    let buckets = (estimate / memory_budget.max(1) as u64 + 1)
+    let buckets = (request.estimated_bytes() / memory_budget.max(1) as u64 + 1)
         .min(u64::from(groups.group_count.max(1))) as u32;
 
     let n = spine.num_rows();
@@ -228,7 +235,8 @@ pub async fn join_view(
 }
 
 /// The feature rows of one bucket, in table order: per file, the key group and event
-/// time of each kept row, and the batches holding their features (kept rows only).
+/// time of each row of its batches (`DROPPED` for rows the pass does not use), and the
+/// batches holding their features.
 struct Pass {
     groups: Vec<Vec<u32>>,
     times: Vec<Vec<i64>>,
@@ -409,28 +417,46 @@ fn read_file(
         let ts = batch
             .column(position(ts_index))
             .as_primitive::<TimestampMicrosecondType>();
-        let mut keep = Vec::with_capacity(batch.num_rows());
-        for (i, group) in row_groups.iter().enumerate() {
-            let t = ts.value(i);
-            let hit = ts.is_valid(i)
-                && t >= window.0
-                && t <= window.1
-                && group.is_some_and(|g| KeyGroups::bucket(g, buckets) == bucket);
-            keep.push(hit);
-            if hit {
-                part.groups.push(group.expect("hit implies a group"));
-                part.times.push(t);
-            }
-        }
-        let kept = keep.iter().filter(|k| **k).count();
+        // Each row's group, or `DROPPED` (another bucket, outside the window, a key the
+        // spine does not ask for).
+        let hits: Vec<u32> = row_groups
+            .iter()
+            .enumerate()
+            .map(|(i, group)| {
+                let t = ts.value(i);
+                match group {
+                    Some(g)
+                        if ts.is_valid(i)
+                            && t >= window.0
+                            && t <= window.1
+                            && KeyGroups::bucket(*g, buckets) == bucket =>
+                    {
+                        *g
+                    }
+                    _ => DROPPED,
+                }
+            })
+            .collect();
+        let kept = hits.iter().filter(|g| **g != DROPPED).count();
         if kept == 0 {
             continue;
         }
         let feature_columns = feature_indices.iter().map(|i| batch.column(position(*i)));
-        let columns = if kept == batch.num_rows() {
-            // Every row kept (the usual case): the decoded arrays themselves, no copy.
+        let columns = if kept * 2 >= batch.num_rows() {
+            // Most rows kept (the usual case): the decoded arrays themselves, no copy;
+            // the dropped rows stay in place, marked, so that positions still count rows.
+            part.groups.extend_from_slice(&hits);
+            part.times.extend_from_slice(ts.values());
             feature_columns.cloned().collect()
         } else {
+            let mut keep = Vec::with_capacity(batch.num_rows());
+            for (i, group) in hits.iter().enumerate() {
+                keep.push(*group != DROPPED);
+                if *group != DROPPED {
+                    part.groups.push(*group);
+                    part.times.push(ts.value(i));
+                }
+            }
             let mask = BooleanArray::from(keep);
             feature_columns
                 .map(|column| filter(column, &mask).map_err(arrow_error))

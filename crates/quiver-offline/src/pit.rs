@@ -207,6 +207,9 @@ fn dense_table(map: &IntMap) -> Option<KeyLookup> {
     Some(KeyLookup::Dense { min, groups })
 }
 
+/// The group of a feature row a pass keeps in place but does not use.
+pub const DROPPED: u32 = u32::MAX;
+
 /// Feature rows of one pass, grouped by key group, in table order within each group.
 #[derive(Debug, Default)]
 pub struct GroupedFeatures {
@@ -219,18 +222,20 @@ pub struct GroupedFeatures {
 }
 
 impl GroupedFeatures {
-    /// `groups[p][i]`/`times[p][i]` describe the i-th kept feature row of part `p` (a
-    /// file), parts and rows in table order; a row's position is its index in the
-    /// concatenation of the parts.
+    /// `groups[p][i]`/`times[p][i]` describe the i-th feature row of part `p` (a file),
+    /// parts and rows in table order; a row's position is its index in the concatenation
+    /// of the parts. Rows of group [`DROPPED`] take a position but are never found.
     pub fn new(groups: &[&[u32]], times: &[&[i64]], group_count: u32) -> Self {
         let mut offsets = vec![0u32; group_count as usize + 1];
         for g in groups.iter().flat_map(|part| part.iter()) {
-            offsets[*g as usize + 1] += 1;
+            if *g != DROPPED {
+                offsets[*g as usize + 1] += 1;
+            }
         }
         for i in 1..offsets.len() {
             offsets[i] += offsets[i - 1];
         }
-        let total: usize = groups.iter().map(|part| part.len()).sum();
+        let total = offsets[group_count as usize] as usize;
         let mut cursor = offsets.clone();
         let mut order = vec![0u32; total];
         let mut sorted_times = vec![0i64; total];
@@ -239,6 +244,9 @@ impl GroupedFeatures {
             .zip(times)
             .flat_map(|(g, t)| g.iter().zip(t.iter()));
         for (row, (g, t)) in rows.enumerate() {
+            if *g == DROPPED {
+                continue;
+            }
             let slot = cursor[*g as usize] as usize;
             order[slot] = row as u32;
             sorted_times[slot] = *t;
@@ -361,11 +369,18 @@ mod tests {
 
     #[test]
     fn rows_of_several_parts_are_numbered_across_them() {
-        // Two files: group 0 has rows in both; positions count on from the first part.
-        let grouped = GroupedFeatures::new(&[&[0, 1], &[1, 0, 0]], &[&[10, 10], &[20, 30, 40]], 2);
+        // Two files: group 0 has rows in both; positions count on from the first part,
+        // dropped rows included.
+        let grouped = GroupedFeatures::new(
+            &[&[0, 1], &[1, DROPPED, 0, 0]],
+            &[&[10, 10], &[20, 25, 30, 40]],
+            2,
+        );
         assert_eq!(grouped.lookup(0, 10, None), Some(0));
-        assert_eq!(grouped.lookup(0, 35, None), Some(3));
-        assert_eq!(grouped.lookup(0, 99, None), Some(4));
+        // The dropped row at position 3 (time 25) is never an answer.
+        assert_eq!(grouped.lookup(0, 27, None), Some(0));
+        assert_eq!(grouped.lookup(0, 35, None), Some(4));
+        assert_eq!(grouped.lookup(0, 99, None), Some(5));
         assert_eq!(grouped.lookup(1, 15, None), Some(1));
         assert_eq!(grouped.lookup(1, 20, None), Some(2));
     }

@@ -648,9 +648,26 @@ enum Join {
     Window(WindowRequest),
 }
 
-/// The joins of `steps`, in order, each on a task of its own: their sequential parts
-/// (grouping the spine's keys, the per-row searches) run on different cores while the
-/// others read. Each gets an equal share of `memory_budget`.
+impl Join {
+    /// Memory a one-pass join of this view takes, roughly.
+    fn estimated_bytes(&self) -> u64 {
+        match self {
+            Join::Rows(r) => r.estimated_bytes(),
+            // A windowed join holds its events, about 64 bytes each (columns and sort).
+            Join::Window(r) => r
+                .files
+                .iter()
+                .map(|f| f.rows)
+                .sum::<u64>()
+                .saturating_mul(64),
+        }
+    }
+}
+
+/// The joins of `steps`, in order. When their histories fit `memory_budget` together,
+/// each runs on a task of its own, so that their sequential parts (grouping the spine's
+/// keys, the per-row searches) use different cores while the others read; otherwise one
+/// after the other, each with the whole budget (fewer passes over its files).
 async fn join_all(
     spine: &RecordBatch,
     times: &Arc<Vec<Option<i64>>>,
@@ -664,7 +681,18 @@ async fn join_all(
             Step::OnDemand { .. } => None,
         })
         .collect();
-    let budget = memory_budget / joins.len().max(1);
+    let together: u64 = joins.iter().map(Join::estimated_bytes).sum();
+    if together > memory_budget as u64 {
+        let mut joined = Vec::with_capacity(joins.len());
+        for join in &joins {
+            joined.push(match join {
+                Join::Rows(r) => join_view(spine, times, r, memory_budget).await?,
+                Join::Window(r) => join_windows(spine, times, r, memory_budget).await?,
+            });
+        }
+        return Ok(joined);
+    }
+    let budget = memory_budget;
     // Dropping the set (when a task panicked) aborts the joins still running.
     let mut tasks = tokio::task::JoinSet::new();
     for (index, join) in joins.into_iter().enumerate() {
