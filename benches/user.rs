@@ -84,9 +84,23 @@ const LOOKUP_FEATURES: [&str; 7] = [
 ];
 
 /// A wrk script asking for `entities` random drivers and customers per request; each
-/// wrk thread draws its own sequence.
-fn lookup_script(dir: &Path, entities: usize, drivers: u64, customers: u64) -> PathBuf {
-    let path = dir.join(format!("lookup-{entities}.lua"));
+/// wrk thread draws its own sequence. With `health`, the script builds the same request
+/// body and then sends `GET /health` instead: the floor with the load generator's own
+/// Lua work per request included.
+fn lookup_script(
+    dir: &Path,
+    entities: usize,
+    drivers: u64,
+    customers: u64,
+    health: bool,
+) -> PathBuf {
+    let name = if health { "health" } else { "lookup" };
+    let path = dir.join(format!("{name}-{entities}.lua"));
+    let send = if health {
+        r#"return wrk.format("GET", "/health", {}, nil)"#
+    } else {
+        r#"return wrk.format("POST", "/get-online-features", nil, body)"#
+    };
     let features = LOOKUP_FEATURES
         .iter()
         .map(|f| format!("\"{f}\""))
@@ -109,9 +123,9 @@ request = function()
     drivers[i] = math.random(1001, {last_driver})
     customers[i] = math.random(10001, {last_customer})
   end
-  return wrk.format(nil, "/get-online-features", nil,
-    '{{"features": [{features}], "entities": {{"driver_id": [' .. table.concat(drivers, ",")
-    .. '], "customer_id": [' .. table.concat(customers, ",") .. ']}}}}')
+  local body = '{{"features": [{features}], "entities": {{"driver_id": ['
+    .. table.concat(drivers, ",") .. '], "customer_id": [' .. table.concat(customers, ",") .. ']}}}}'
+  {send}
 end
 "#,
         last_driver = 1000 + drivers,
@@ -261,8 +275,9 @@ fn main() {
         run.seconds, run.cpu_percent
     );
     let server = Server::start(&dir);
-    let one = lookup_script(&scratch, 1, data.drivers, data.customers);
-    let hundred = lookup_script(&scratch, 100, data.drivers, data.customers);
+    let one = lookup_script(&scratch, 1, data.drivers, data.customers, false);
+    let scripted_health = lookup_script(&scratch, 1, data.drivers, data.customers, true);
+    let hundred = lookup_script(&scratch, 100, data.drivers, data.customers, false);
     check_lookup(&server, data.drivers, data.customers);
     // Warm up: connections, Redis, the catalog.
     wrk(&server.url(""), Some(&one), 2, 16, 2);
@@ -277,11 +292,26 @@ fn main() {
             connections,
             &lookup,
         );
+        let scripted = wrk(
+            &server.url(""),
+            Some(&scripted_health),
+            2,
+            connections,
+            args.seconds,
+        );
+        print_load(
+            "GET /health from the lookup script (same Lua work per request)",
+            connections,
+            &scripted,
+        );
         let ratio = lookup.requests_per_second / health.requests_per_second;
-        println!("  lookups / health, {connections} connections: {ratio:.2}x");
+        let scripted_ratio = lookup.requests_per_second / scripted.requests_per_second;
+        println!(
+            "  lookups / health, {connections} connections: {ratio:.2}x ({scripted_ratio:.2}x of /health sent by the same script)"
+        );
         if connections == 16 {
             summary.push(format!(
-                "lookups: {:.0} vs {:.0} req/s of GET /health = {ratio:.2}x, p99 {:.2} ms at 16 connections (>= 0.75x: {}, p99 <= 5 ms: {})",
+                "lookups: {:.0} vs {:.0} req/s of GET /health = {ratio:.2}x ({scripted_ratio:.2}x of /health from the same Lua script), p99 {:.2} ms at 16 connections (>= 0.75x: {}, p99 <= 5 ms: {})",
                 lookup.requests_per_second,
                 health.requests_per_second,
                 lookup.p99_us / 1e3,

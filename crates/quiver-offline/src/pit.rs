@@ -97,6 +97,10 @@ impl KeyGroups {
                 });
             }
             let group_count = map.len() as u32;
+            let mut keys: Vec<(i64, u32)> = map.iter().map(|(k, g)| (*k, *g)).collect();
+            keys.sort_unstable();
+            let rank = renumber(keys.iter().map(|(_, g)| *g), &mut spine_groups);
+            map.values_mut().for_each(|g| *g = rank[*g as usize]);
             return Ok(KeyGroups {
                 lookup: dense_table(&map).unwrap_or(KeyLookup::Int64(map)),
                 spine_groups,
@@ -128,6 +132,11 @@ impl KeyGroups {
             });
         }
         let group_count = map.len() as u32;
+        // The row format compares as the keys do.
+        let mut keys: Vec<(&[u8], u32)> = map.iter().map(|(k, g)| (k.as_ref(), *g)).collect();
+        keys.sort_unstable();
+        let rank = renumber(keys.iter().map(|(_, g)| *g), &mut spine_groups);
+        map.values_mut().for_each(|g| *g = rank[*g as usize]);
         Ok(KeyGroups {
             lookup: KeyLookup::Rows { converter, map },
             spine_groups,
@@ -189,6 +198,24 @@ impl KeyGroups {
     pub fn bucket(group: u32, buckets: u32) -> u32 {
         group % buckets
     }
+}
+
+/// Renumbers groups in key order: `by_key` lists the groups as first numbered (in order
+/// of first appearance in the spine), sorted by their keys. Returns the new number of
+/// each old one, and renumbers `spine_groups`. Offline tables are sorted by key, so with
+/// groups in key order the grouping and the spine's lookups walk memory in order.
+fn renumber(
+    by_key: impl ExactSizeIterator<Item = u32>,
+    spine_groups: &mut [Option<u32>],
+) -> Vec<u32> {
+    let mut rank = vec![0u32; by_key.len()];
+    for (new, old) in by_key.enumerate() {
+        rank[old as usize] = new as u32;
+    }
+    for g in spine_groups.iter_mut().flatten() {
+        *g = rank[*g as usize];
+    }
+    rank
 }
 
 /// A dense table for `map` when its keys span at most four slots per key (and at most
@@ -278,7 +305,9 @@ impl GroupedFeatures {
     }
 }
 
-/// Take-indices into a pass's feature rows for the given spine rows.
+/// Take-indices into a pass's feature rows for the given spine rows (in their order).
+/// The rows are looked up in group order (a counting sort), so that each group's
+/// feature times are read once and in memory order rather than at random.
 pub fn take_indices(
     grouped: &GroupedFeatures,
     spine_rows: &[u32],
@@ -286,14 +315,34 @@ pub fn take_indices(
     spine_times: &[Option<i64>],
     ttl: Option<i64>,
 ) -> UInt32Array {
-    spine_rows
-        .iter()
-        .map(|&row| {
-            let group = spine_groups[row as usize]?;
-            let t = spine_times[row as usize]?;
-            grouped.lookup(group, t, ttl)
-        })
-        .collect()
+    let group_count = grouped.offsets.len().saturating_sub(1);
+    let group_of = |i: usize| spine_groups[spine_rows[i] as usize].map(|g| g as usize);
+    // Rows without a group answer NULL; the others are bucketed by group.
+    let mut starts = vec![0u32; group_count + 1];
+    for i in 0..spine_rows.len() {
+        if let Some(g) = group_of(i) {
+            starts[g + 1] += 1;
+        }
+    }
+    for g in 1..starts.len() {
+        starts[g] += starts[g - 1];
+    }
+    let mut in_group_order = vec![0u32; starts[group_count] as usize];
+    for i in 0..spine_rows.len() {
+        if let Some(g) = group_of(i) {
+            in_group_order[starts[g] as usize] = i as u32;
+            starts[g] += 1;
+        }
+    }
+    let mut found: Vec<Option<u32>> = vec![None; spine_rows.len()];
+    for i in in_group_order {
+        let i = i as usize;
+        let row = spine_rows[i] as usize;
+        if let (Some(group), Some(t)) = (spine_groups[row], spine_times[row]) {
+            found[i] = grouped.lookup(group, t, ttl);
+        }
+    }
+    UInt32Array::from(found)
 }
 
 #[cfg(test)]
@@ -327,10 +376,12 @@ mod tests {
             Some(i64::MAX),
         ]);
         assert!(matches!(sparse.lookup, KeyLookup::Int64(_)));
+        // Groups are numbered in key order, not in order of appearance.
         assert_eq!(
             dense.spine_groups,
-            vec![Some(0), Some(1), None, Some(0), Some(2)]
+            vec![Some(1), Some(0), None, Some(1), Some(2)]
         );
+        assert_eq!(sparse.spine_groups[..5], dense.spine_groups[..]);
         let probe = vec![
             Some(5),
             Some(6),
@@ -343,9 +394,9 @@ mod tests {
             Some(i64::MAX - 1),
         ];
         let expected = vec![
-            Some(1),
-            None,
             Some(0),
+            None,
+            Some(1),
             Some(2),
             None,
             None,
