@@ -13,9 +13,14 @@ use clap::Parser;
 
 pub use args::Cli;
 
-/// Runs the command line with the process arguments.
-pub fn main() -> ExitCode {
+/// Runs the command line with the process arguments. `batch` runs first when the
+/// command is a batch job (anything but `serve`), which runs once and exits: the binary
+/// tunes its allocator there.
+pub fn main(batch: impl FnOnce()) -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, args::Command::Serve { .. }) {
+        batch();
+    }
     init_tracing(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
