@@ -173,6 +173,8 @@ async fn naive(dir: &Path) -> (f64, Vec<RecordBatch>) {
     (started.elapsed().as_secs_f64(), batches)
 }
 
+#[path = "support/process.rs"]
+mod process;
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
 
@@ -294,7 +296,7 @@ async fn main() {
     println!(
         "machine: {} cores, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model()
+        process::cpu_model()
     );
 
     let store = FeatureStore::open(&args.dir).unwrap();
@@ -431,16 +433,4 @@ async fn main() {
         online_benchmarks(&args, &data, &redis_store, "redis").await;
         std::fs::write(&config_path, config).unwrap();
     }
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".to_string())
 }

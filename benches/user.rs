@@ -34,43 +34,17 @@ mod process;
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
 
-use process::{Load, Server, best_and_median, generate, json, quiver, use_redis, wrk};
-
-struct Args {
-    scale: String,
-    runs: usize,
-    seconds: u64,
-    python: String,
-    duckdb: bool,
-    redis: bool,
-}
-
-fn args() -> Args {
-    let mut args = Args {
-        scale: "large".into(),
-        runs: 3,
-        seconds: 10,
-        python: "python3".into(),
-        duckdb: true,
-        redis: true,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--scale" => args.scale = it.next().unwrap(),
-            "--runs" => args.runs = it.next().unwrap().parse().unwrap(),
-            "--seconds" => args.seconds = it.next().unwrap().parse().unwrap(),
-            "--python" => args.python = it.next().unwrap(),
-            "--no-duckdb" => args.duckdb = false,
-            "--no-redis" => args.redis = false,
-            "--bench" => {}
-            other => panic!("unknown argument {other}"),
-        }
-    }
-    args
-}
+use process::{Load, Server, args, best_and_median, generate, json, quiver, use_redis, wrk};
 
 const FEATURES: &str = "driver_hourly_stats:*,customer_profile:*";
+
+/// `quiver --json materialize` of both row views.
+const MATERIALIZE: [&str; 4] = [
+    "--json",
+    "materialize",
+    "driver_hourly_stats",
+    "customer_profile",
+];
 
 /// The 7 features of both row views, as a Feast client lists them.
 const LOOKUP_FEATURES: [&str; 7] = [
@@ -161,15 +135,7 @@ fn main() {
     let mut summary = Vec::new();
 
     quiver(&dir, &["apply"]);
-    let run = quiver(
-        &dir,
-        &[
-            "--json",
-            "materialize",
-            "driver_hourly_stats",
-            "customer_profile",
-        ],
-    );
+    let run = quiver(&dir, &MATERIALIZE);
     let rows: u64 = json(&run.stdout)
         .as_array()
         .unwrap()
@@ -261,15 +227,7 @@ fn main() {
     }
     let redis = redis_server::RedisServer::start();
     let config = use_redis(&dir, &redis.url());
-    let run = quiver(
-        &dir,
-        &[
-            "--json",
-            "materialize",
-            "driver_hourly_stats",
-            "customer_profile",
-        ],
-    );
+    let run = quiver(&dir, &MATERIALIZE);
     println!(
         "materialize both views into a private Redis (for the lookups): {:.2} s wall, {:.0} % CPU",
         run.seconds, run.cpu_percent

@@ -42,41 +42,7 @@ mod process;
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
 
-use process::{Server, best_and_median, generate, json, quiver, use_redis};
-
-struct Args {
-    scale: String,
-    runs: usize,
-    seconds: u64,
-    python: String,
-    duckdb: bool,
-    redis: bool,
-}
-
-fn args() -> Args {
-    let mut args = Args {
-        scale: "large".into(),
-        runs: 3,
-        seconds: 10,
-        python: "python3".into(),
-        duckdb: true,
-        redis: true,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--scale" => args.scale = it.next().unwrap(),
-            "--runs" => args.runs = it.next().unwrap().parse().unwrap(),
-            "--seconds" => args.seconds = it.next().unwrap().parse().unwrap(),
-            "--python" => args.python = it.next().unwrap(),
-            "--no-duckdb" => args.duckdb = false,
-            "--no-redis" => args.redis = false,
-            "--bench" => {}
-            other => panic!("unknown argument {other}"),
-        }
-    }
-    args
-}
+use process::{Server, args, best_and_median, generate, json, quiver, use_redis};
 
 /// A wrk script posting `body_format` (with `%d` for the customer) for customers in turn.
 fn lookup_script(dir: &Path, name: &str, features: &str, customers: u64) -> PathBuf {

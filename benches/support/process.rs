@@ -10,6 +10,44 @@ use std::time::{Duration, Instant};
 
 use quiver::example::{ExampleData, FILES};
 
+/// The options every user-facing harness takes: `--scale small|medium|large` (default
+/// `large`), `--runs N` (default 3), `--seconds N` per `wrk` run (default 10), `--python
+/// PATH` (a Python with `duckdb`; default `python3`), `--no-duckdb`, `--no-redis`.
+pub struct Args {
+    pub scale: String,
+    pub runs: usize,
+    pub seconds: u64,
+    pub python: String,
+    pub duckdb: bool,
+    pub redis: bool,
+}
+
+/// The harness's options from the process arguments; an unknown one panics naming it.
+pub fn args() -> Args {
+    let mut args = Args {
+        scale: "large".into(),
+        runs: 3,
+        seconds: 10,
+        python: "python3".into(),
+        duckdb: true,
+        redis: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--scale" => args.scale = it.next().unwrap(),
+            "--runs" => args.runs = it.next().unwrap().parse().unwrap(),
+            "--seconds" => args.seconds = it.next().unwrap().parse().unwrap(),
+            "--python" => args.python = it.next().unwrap(),
+            "--no-duckdb" => args.duckdb = false,
+            "--no-redis" => args.redis = false,
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    args
+}
+
 /// The release binary that `cargo bench` built beside the harness.
 pub const QUIVER: &str = env!("CARGO_BIN_EXE_quiver");
 
