@@ -653,13 +653,20 @@ impl Join {
     fn estimated_bytes(&self) -> u64 {
         match self {
             Join::Rows(r) => r.estimated_bytes(),
-            // A windowed join holds its events, about 64 bytes each (columns and sort).
-            Join::Window(r) => r
-                .files
-                .iter()
-                .map(|f| f.rows)
-                .sum::<u64>()
-                .saturating_mul(64),
+            Join::Window(r) => r.estimated_bytes(),
+        }
+    }
+
+    /// The view's features for every spine row, in spine order.
+    async fn run(
+        &self,
+        spine: &RecordBatch,
+        times: &Arc<Vec<Option<i64>>>,
+        memory_budget: usize,
+    ) -> quiver_offline::Result<Vec<ArrayRef>> {
+        match self {
+            Join::Rows(r) => join_view(spine, times, r, memory_budget).await,
+            Join::Window(r) => join_windows(spine, times, r, memory_budget).await,
         }
     }
 }
@@ -685,26 +692,16 @@ async fn join_all(
     if together > memory_budget as u64 {
         let mut joined = Vec::with_capacity(joins.len());
         for join in &joins {
-            joined.push(match join {
-                Join::Rows(r) => join_view(spine, times, r, memory_budget).await?,
-                Join::Window(r) => join_windows(spine, times, r, memory_budget).await?,
-            });
+            joined.push(join.run(spine, times, memory_budget).await?);
         }
         return Ok(joined);
     }
-    let budget = memory_budget;
     // Dropping the set (when a task panicked) aborts the joins still running.
     let mut tasks = tokio::task::JoinSet::new();
     for (index, join) in joins.into_iter().enumerate() {
         let spine = spine.clone();
         let times = Arc::clone(times);
-        tasks.spawn(async move {
-            let arrays = match &join {
-                Join::Rows(r) => join_view(&spine, &times, r, budget).await,
-                Join::Window(r) => join_windows(&spine, &times, r, budget).await,
-            };
-            (index, arrays)
-        });
+        tasks.spawn(async move { (index, join.run(&spine, &times, memory_budget).await) });
     }
     let mut results: Vec<Option<quiver_offline::Result<Vec<ArrayRef>>>> =
         (0..tasks.len()).map(|_| None).collect();

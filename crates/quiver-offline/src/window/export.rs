@@ -47,6 +47,14 @@ pub struct WindowRequest {
     pub features: Vec<(String, String)>,
 }
 
+impl WindowRequest {
+    /// Bytes a one-pass join of the view holds, roughly: its events' columns and sort.
+    pub fn estimated_bytes(&self) -> u64 {
+        let rows: u64 = self.files.iter().map(|f| f.rows).sum();
+        rows.saturating_mul(BYTES_PER_EVENT as u64)
+    }
+}
+
 fn arrow_error(e: arrow::error::ArrowError) -> Error {
     Error::DataFusion(e.into())
 }
