@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use crate::postgres_database::PostgresDatabase;
 use crate::support;
 
 /// Runs `quiver --repo DIR ARGS…` in DIR (when it exists), as a user in the repository would.
@@ -82,11 +83,27 @@ macro_rules! snapshot {
 }
 
 fn init_example() -> tempfile::TempDir {
+    init_example_on(None)
+}
+
+/// `quiver init` of the example, its registry in PostgreSQL at `registry` when given.
+fn init_example_on(registry: Option<&str>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("demo");
     let out = quiver(dir.path(), &["init", repo.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
+    if let Some(url) = registry {
+        use_registry(&repo, url);
+    }
     dir
+}
+
+/// Points a repository's registry at the PostgreSQL database `url`.
+pub(crate) fn use_registry(repo: &Path, url: &str) {
+    let config = repo.join("quiver.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("\n[registry]\nurl = \"{url}\"\n"));
+    std::fs::write(&config, text).unwrap();
 }
 
 #[test]
@@ -126,7 +143,18 @@ fn new_user_flow_init_plan_apply_describe() {
 
 #[test]
 fn new_version_metadata_only_removal_and_restore() {
-    let dir = init_example();
+    versions_and_history(None);
+}
+
+#[test]
+fn new_version_metadata_only_removal_and_restore_on_postgres() {
+    let db = PostgresDatabase::create();
+    versions_and_history(Some(&db.url()));
+}
+
+/// The registry's versioning, on SQLite (`None`) or PostgreSQL: the same snapshots.
+fn versions_and_history(registry: Option<&str>) {
+    let dir = init_example_on(registry);
     let repo = dir.path().join("demo");
     ok(&repo, &["apply"]);
     let views = repo.join("features/views.sql");
@@ -234,19 +262,40 @@ fn new_version_metadata_only_removal_and_restore() {
 
 #[test]
 fn concurrent_applies_do_not_corrupt_the_registry() {
-    let dir = init_example();
+    concurrent_applies(None);
+}
+
+/// On PostgreSQL the four `apply`s run from four checkouts, as on four machines.
+#[test]
+fn concurrent_applies_from_several_checkouts_share_a_postgres_registry() {
+    let db = PostgresDatabase::create();
+    concurrent_applies(Some(&db.url()));
+}
+
+fn concurrent_applies(registry: Option<&str>) {
+    let dir = init_example_on(registry);
     let repo = dir.path().join("demo");
-    let spawn = || {
+    let checkouts: Vec<std::path::PathBuf> = (0..4)
+        .map(|i| {
+            if registry.is_none() {
+                return repo.clone();
+            }
+            let checkout = dir.path().join(format!("checkout-{i}"));
+            support::copy_dir(&repo, &checkout);
+            checkout
+        })
+        .collect();
+    let spawn = |checkout: &Path| {
         Command::new(env!("CARGO_BIN_EXE_quiver"))
             .arg("--repo")
-            .arg(&repo)
+            .arg(checkout)
             .args(["apply", "--json"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
     };
-    let children: Vec<_> = (0..4).map(|_| spawn()).collect();
+    let children: Vec<_> = checkouts.iter().map(|c| spawn(c)).collect();
     let outputs: Vec<Output> = children
         .into_iter()
         .map(|c| c.wait_with_output().unwrap())
@@ -385,7 +434,18 @@ fn quickstart_runs_the_pipeline() {
 
 #[test]
 fn materialize_and_export_end_to_end() {
-    let dir = init_example();
+    materialize_and_export(None);
+}
+
+#[test]
+fn materialize_and_export_end_to_end_on_postgres() {
+    let db = PostgresDatabase::create();
+    materialize_and_export(Some(&db.url()));
+}
+
+/// Runs, watermarks and lineage, on SQLite (`None`) or PostgreSQL.
+fn materialize_and_export(registry: Option<&str>) {
+    let dir = init_example_on(registry);
     let repo = dir.path().join("demo");
     ok(&repo, &["apply"]);
 

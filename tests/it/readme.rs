@@ -33,13 +33,36 @@ fn readme_sql_examples_parse() {
 }
 
 #[test]
-fn readme_config_example_is_valid() {
+fn readme_config_examples_are_valid() {
     let blocks = blocks("toml");
-    assert_eq!(blocks.len(), 1);
-    let config =
-        quiver_core::config::Config::parse_with_env(Path::new("README.md"), &blocks[0], [])
-            .unwrap();
-    assert_eq!(config.project, "rides");
+    assert_eq!(
+        blocks.len(),
+        2,
+        "the configuration and the team's configuration"
+    );
+    for block in &blocks {
+        let config =
+            quiver_core::config::Config::parse_with_env(Path::new("README.md"), block, []).unwrap();
+        assert_eq!(config.project, "rides");
+    }
+}
+
+/// The configuration of "Running Quiver for a team", the test's own servers put in for
+/// its placeholders (`team::two_servers_…` runs it).
+pub fn team_config(registry: &str, redis: &str, offline: &Path) -> String {
+    let mut config = blocks("toml").pop().unwrap();
+    for (placeholder, value) in [
+        (
+            "postgres://quiver@db.internal:5432/rides",
+            registry.to_string(),
+        ),
+        ("redis://redis.internal:6379/0", redis.to_string()),
+        ("/mnt/features/rides/offline", offline.display().to_string()),
+    ] {
+        assert!(config.contains(placeholder), "{config}");
+        config = config.replace(placeholder, &value);
+    }
+    config
 }
 
 /// The README's aggregation view is a working definition: applied beside the example's

@@ -11,6 +11,8 @@
 //! url = "redis://127.0.0.1:6379/0"    # used when type = "redis"
 //! [server]
 //! bind = "127.0.0.1:6566"
+//! [registry]
+//! url = "postgres://quiver@db.internal/rides"   # default: .quiver/registry.db (SQLite)
 //! ```
 //!
 //! Environment overrides: `QUIVER_PROJECT`, `QUIVER_DEFINITIONS` (comma-separated) and
@@ -56,6 +58,21 @@ pub struct Config {
     /// The HTTP feature server.
     #[serde(default)]
     pub server: ServerConfig,
+    /// Where the registry lives.
+    #[serde(default)]
+    pub registry: RegistryConfig,
+}
+
+/// `[registry]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// A PostgreSQL database shared by every checkout and feature server of the project,
+    /// `postgres://user[:password]@host[:port]/database` (libpq's URL form; no TLS).
+    /// Unset: `.quiver/registry.db`, a SQLite file in this checkout. Prefer the
+    /// environment for a password: `QUIVER_REGISTRY__URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 fn default_definitions() -> Vec<String> {
@@ -355,6 +372,20 @@ impl Config {
             }
             _ => {}
         }
+        if let Some(url) = &self.registry.url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(format!(
+                    "`registry.url` must start with postgres:// or postgresql://, not {:?} (leave it out for the SQLite registry in .quiver/)",
+                    redact_url(url)
+                ));
+            }
+            if let Err(e) = url.parse::<postgres::Config>() {
+                return Err(format!(
+                    "`registry.url` {:?} is not a PostgreSQL URL: {e}",
+                    redact_url(url)
+                ));
+            }
+        }
         if self.online.connect_timeout_ms == 0 || self.online.command_timeout_ms == 0 {
             return Err(
                 "`online.connect_timeout_ms` and `online.command_timeout_ms` must be positive"
@@ -390,6 +421,16 @@ impl Config {
         Ok(())
     }
 
+    /// Where the registry lives: `registry.url`, else the SQLite file in the state folder.
+    pub fn registry_location(&self, repo_root: &Path) -> crate::registry::RegistryLocation {
+        match &self.registry.url {
+            Some(url) => crate::registry::RegistryLocation::Postgres { url: url.clone() },
+            None => crate::registry::RegistryLocation::Sqlite {
+                state_dir: repo_root.join(STATE_DIR),
+            },
+        }
+    }
+
     /// The offline root, resolved against the repository root.
     pub fn offline_path(&self, repo_root: &Path) -> PathBuf {
         repo_root.join(&self.offline.path)
@@ -404,6 +445,7 @@ impl Config {
             online: OnlineConfig::default(),
             ingest: IngestConfig::default(),
             server: ServerConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 

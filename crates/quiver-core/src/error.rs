@@ -55,17 +55,27 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// The registry database failed.
-    #[error("registry {path}: {source}")]
+    /// The registry database failed (`location`: its file, or its URL without password).
+    #[error("registry {location}: {source}")]
     Registry {
-        path: PathBuf,
+        location: String,
         #[source]
-        source: rusqlite::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// The registry holds data this version of Quiver cannot read.
-    #[error("registry {path} is corrupt or from a newer Quiver: {message}")]
-    CorruptRegistry { path: PathBuf, message: String },
+    #[error("registry {location} is corrupt or from a newer Quiver: {message}")]
+    CorruptRegistry { location: String, message: String },
+
+    /// A shared registry database already holds another project's registry.
+    #[error(
+        "registry {location} holds the registry of project `{owner}`, not of `{project}`: give each project its own database (`registry.url`)"
+    )]
+    ForeignRegistry {
+        location: String,
+        owner: String,
+        project: String,
+    },
 
     /// No object of that name is (or was ever) in the registry.
     #[error("no object named `{name}` in the registry{}", crate::diagnostic::did_you_mean(.suggestion))]
@@ -79,9 +89,9 @@ impl Error {
     /// The kind of failure, for mapping to exit codes and HTTP statuses.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::InvalidDefinitions(_) | Error::InvalidConfig { .. } => {
-                ErrorKind::InvalidArgument
-            }
+            Error::InvalidDefinitions(_)
+            | Error::InvalidConfig { .. }
+            | Error::ForeignRegistry { .. } => ErrorKind::InvalidArgument,
             Error::UnknownObject { .. } => ErrorKind::NotFound,
             Error::Io { .. } | Error::Registry { .. } => ErrorKind::Unavailable,
             Error::CorruptRegistry { .. } => ErrorKind::Internal,

@@ -49,7 +49,9 @@ pub enum ApiError {
     WrongApiKey,
 
     /// A materialization of the view is already running.
-    #[error("a materialization of feature view `{view}` is already running")]
+    #[error(
+        "a materialization of feature view `{view}` is already running (in this server or another sharing its registry)"
+    )]
     AlreadyRunning { view: String },
 
     /// The request ran longer than `server.request_timeout_ms`.

@@ -288,23 +288,34 @@ impl MaterializeQuery {
     }
 }
 
-/// Marks views as running for the life of the guard; refuses views already running.
+/// Marks views as running for the life of the guard, in this server and, through the
+/// registry, in every server sharing it; refuses views already running in either.
 struct Running {
     running: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     views: Vec<String>,
+    _shared: Vec<quiver::RunClaim>,
 }
 
 impl Running {
-    fn claim(state: &AppState, views: Vec<String>) -> ApiResult<Self> {
-        let mut running = state.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(view) = views.iter().find(|v| running.contains(*v)) {
-            return Err(ApiError::AlreadyRunning { view: view.clone() });
+    async fn claim(state: &AppState, views: Vec<String>) -> ApiResult<Self> {
+        let mut running = {
+            let mut running = state.running.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(view) = views.iter().find(|v| running.contains(*v)) {
+                return Err(ApiError::AlreadyRunning { view: view.clone() });
+            }
+            running.extend(views.iter().cloned());
+            Running {
+                running: Arc::clone(&state.running),
+                views: views.clone(),
+                _shared: Vec::new(),
+            }
+        };
+        // On an error the guard drops and unmarks the views.
+        match state.store.claim_materializations(views).await? {
+            Ok(claims) => running._shared = claims,
+            Err(view) => return Err(ApiError::AlreadyRunning { view }),
         }
-        running.extend(views.iter().cloned());
-        Ok(Running {
-            running: Arc::clone(&state.running),
-            views,
-        })
+        Ok(running)
     }
 }
 
@@ -355,7 +366,7 @@ async fn run_materialization<F>(
 where
     F: Future<Output = Result<Vec<quiver::MaterializeReport>, quiver::Error>> + Send + 'static,
 {
-    let claim = Running::claim(state, views.clone())?;
+    let claim = Running::claim(state, views.clone()).await?;
     let task = async move {
         let _claim = claim;
         let result = work.await;

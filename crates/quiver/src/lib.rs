@@ -34,7 +34,9 @@ pub use online::{FeatureColumn, LookupPlan, OnlineFeatures, OnlineWrite};
 pub use push::{PushColumn, PushSchema, PushTargetKind, PushTo, ViewPush};
 pub use quiver_core::config::Config;
 pub use quiver_core::model;
-pub use quiver_core::registry::{Action, Change, HistoryEntry, ObjectRecord, Plan, RunRecord};
+pub use quiver_core::registry::{
+    Action, Change, HistoryEntry, ObjectRecord, Plan, RunClaim, RunRecord,
+};
 pub use quiver_core::{ErrorKind, clock, window};
 pub use quiver_offline::{MaterializeStats, PushStats};
 pub use quiver_online::{FeatureStatus, WriteStats};

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use quiver_core::clock::{Clock, SystemClock};
-use quiver_core::config::{Config, STATE_DIR};
+use quiver_core::config::Config;
 use quiver_core::model::{Object, ObjectKind};
-use quiver_core::registry::{HistoryEntry, ObjectRecord, Plan, Registry, RunRecord};
+use quiver_core::registry::{HistoryEntry, ObjectRecord, Plan, Registry, RunClaim, RunRecord};
 
 use crate::catalog::Catalog;
 use crate::{Error, Result, definitions};
@@ -41,7 +41,7 @@ impl FeatureStore {
         let root = root.as_ref();
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
         let config = Config::load(&root)?;
-        let registry = Registry::open(&root.join(STATE_DIR))?;
+        let registry = Registry::open(&config.registry_location(&root), &config.project)?;
         Ok(FeatureStore {
             root,
             config,
@@ -232,6 +232,28 @@ impl FeatureStore {
         let registry = self.registry.clone();
         let finished = self.clock.now();
         blocking(move || registry.record_run(kind, started, finished, &details)).await
+    }
+
+    /// Claims the materialization of each of `views` against every process sharing the
+    /// registry (other servers, on other machines with a PostgreSQL registry) for as long
+    /// as the claims live. `Err(view)` names the first view another process is
+    /// materializing; nothing stays claimed then.
+    pub async fn claim_materializations(
+        &self,
+        views: Vec<String>,
+    ) -> Result<std::result::Result<Vec<RunClaim>, String>> {
+        let registry = self.registry.clone();
+        blocking(move || {
+            let mut claims = Vec::with_capacity(views.len());
+            for view in views {
+                match registry.try_claim_run(&format!("materialize:{view}"))? {
+                    Some(claim) => claims.push(claim),
+                    None => return Ok(Err(view)),
+                }
+            }
+            Ok(Ok(claims))
+        })
+        .await
     }
 
     /// Recorded runs of one kind (`materialize`, `export`) or all, newest first.

@@ -1,0 +1,371 @@
+//! A project run by a team: several checkouts and `quiver serve` processes sharing one
+//! PostgreSQL registry, one Redis and one offline root (issue 14, parts 3 and 4), and the
+//! shared registry's refusals.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::cli::use_registry;
+use crate::postgres_database::PostgresDatabase;
+use crate::redis_server::RedisServer;
+use crate::support;
+
+fn quiver(repo: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .arg("--repo")
+        .arg(repo)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the quiver binary runs")
+}
+
+fn ok(repo: &Path, args: &[&str]) -> String {
+    let output = quiver(repo, args);
+    assert!(
+        output.status.success(),
+        "quiver {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+fn fails(repo: &Path, args: &[&str]) -> String {
+    let output = quiver(repo, args);
+    assert_eq!(output.status.code(), Some(1), "quiver {args:?} must fail");
+    let err = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// `quiver init` of the example in `parent/name`.
+fn init(parent: &Path, name: &str) -> PathBuf {
+    let repo = parent.join(name);
+    let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["init", repo.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    repo
+}
+
+fn edit_config(repo: &Path, from: &str, to: &str) {
+    let path = repo.join("quiver.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{text}");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn a_postgres_registry_refuses_another_project_and_a_newer_schema() {
+    let db = PostgresDatabase::create();
+    let dir = tempfile::tempdir().unwrap();
+    let rides = init(dir.path(), "rides");
+    use_registry(&rides, &db.url());
+    ok(&rides, &["apply"]);
+
+    // Another project pointed at the same database is refused, naming both.
+    let other = init(dir.path(), "other");
+    edit_config(&other, "project = \"rides\"", "project = \"other\"");
+    use_registry(&other, &db.url());
+    let err = fails(&other, &["ls"]);
+    assert!(
+        err.contains("holds the registry of project `rides`, not of `other`"),
+        "{err}"
+    );
+
+    // A database migrated by a newer Quiver is refused, not misread.
+    db.client()
+        .batch_execute("UPDATE quiver.quiver_schema SET version = 99")
+        .unwrap();
+    let err = fails(&rides, &["ls"]);
+    assert!(
+        err.contains("schema version 99, this Quiver reads up to 3: upgrade Quiver"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unreachable_or_malformed_registry_url_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init(dir.path(), "demo");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    use_registry(
+        &repo,
+        &format!("postgres://quiver:s3cret@127.0.0.1:{port}/rides"),
+    );
+    let started = Instant::now();
+    let err = fails(&repo, &["ls"]);
+    assert!(started.elapsed() < Duration::from_secs(20), "no hang");
+    assert!(
+        err.contains(&format!(
+            "registry postgres://quiver:***@127.0.0.1:{port}/rides"
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains("s3cret"),
+        "passwords are never printed: {err}"
+    );
+
+    // A database that does not exist: the server's own words.
+    let db = PostgresDatabase::create();
+    let missing = init(dir.path(), "missing");
+    use_registry(&missing, &format!("{}_missing", db.url()));
+    let err = fails(&missing, &["ls"]);
+    assert!(
+        err.contains(&format!("database \"{}_missing\" does not exist", db.name)),
+        "{err}"
+    );
+
+    let other = init(dir.path(), "other");
+    use_registry(&other, "mysql://quiver:s3cret@127.0.0.1/rides");
+    let err = fails(&other, &["ls"]);
+    assert!(
+        err.contains("`registry.url` must start with postgres:// or postgresql://"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}
+
+/// A running `quiver serve`, stopped (SIGTERM) when dropped.
+struct Server {
+    child: Child,
+    bind: String,
+}
+
+impl Server {
+    fn start(repo: &Path) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let bind = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_quiver"))
+            .arg("--repo")
+            .arg(repo)
+            .args(["serve", "--bind", &bind])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Server { child, bind };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if server
+                .try_call("GET", "/health", "")
+                .is_some_and(|(s, _)| s == 200)
+            {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("quiver serve on {} did not become healthy", server.bind);
+    }
+
+    fn try_call(&self, method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
+        let mut stream = std::net::TcpStream::connect(&self.bind).ok()?;
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        let status = text.get(9..12)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n")?.1;
+        Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+    }
+
+    fn call(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|| panic!("{method} {path} on {} got no answer", self.bind))
+    }
+
+    fn conv_rate(&self, driver: i64) -> Value {
+        let lookup = json!({"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [driver]}});
+        let (status, response) = self.call("POST", "/get-online-features", &lookup.to_string());
+        assert_eq!(status, 200, "{response}");
+        response["results"][1]["values"][0].clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 14, part 4: two servers (two checkouts) sharing the PostgreSQL registry, one
+/// Redis and one offline root.
+#[test]
+fn two_servers_share_the_registry_the_online_store_and_the_offline_root() {
+    let db = PostgresDatabase::create();
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let offline = dir.path().join("shared-offline");
+    let first = init(dir.path(), "first");
+    // The README's team configuration, with this test's servers.
+    std::fs::write(
+        first.join("quiver.toml"),
+        crate::readme::team_config(&db.url(), &redis.url(), &offline),
+    )
+    .unwrap();
+    let second = dir.path().join("second");
+    support::copy_dir(&first, &second);
+    ok(&first, &["apply"]);
+    ok(&first, &["materialize", "driver_hourly_stats"]);
+
+    let a = Server::start(&first);
+    let b = Server::start(&second);
+    let before = a.conv_rate(1001);
+    assert!(before.is_number(), "{before}");
+    assert_eq!(b.conv_rate(1001), before, "both read the same Redis");
+
+    // An `apply` through the second checkout is served by both within a second.
+    let services = second.join("features/services.sql");
+    let mut text = std::fs::read_to_string(&services).unwrap();
+    text.push_str("\nCREATE FEATURE SERVICE conv_only (driver_hourly_stats.conv_rate);\n");
+    std::fs::write(&services, text).unwrap();
+    let applied = Instant::now();
+    ok(&second, &["apply"]);
+    let lookup = json!({"feature_service": "conv_only", "entities": {"driver_id": [1001]}});
+    for server in [&a, &b] {
+        loop {
+            let (status, response) =
+                server.call("POST", "/get-online-features", &lookup.to_string());
+            if status == 200 {
+                assert_eq!(response["results"][1]["values"][0], before);
+                break;
+            }
+            assert_eq!(status, 404, "{response}");
+            assert!(
+                applied.elapsed() < Duration::from_millis(1_500),
+                "the applied service is not served by {} within a second",
+                server.bind
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    // PostgreSQL restarting (every session of the database ended) does not fail a
+    // lookup: each server's next registry read finds its idle connection dead and
+    // reconnects.
+    db.client()
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    let until = Instant::now() + Duration::from_millis(2_500);
+    while Instant::now() < until {
+        for server in [&a, &b] {
+            let (status, response) =
+                server.call("POST", "/get-online-features", &lookup.to_string());
+            assert_eq!(status, 200, "{response}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A push through one server is read through the other.
+    let now = chrono::Utc::now().to_rfc3339();
+    let push = json!({"feature_view": "driver_hourly_stats", "to": "online_and_offline", "df": {
+        "driver_id": [1001], "event_timestamp": [now], "created": [now],
+        "conv_rate": [0.125], "acc_rate": [0.5], "avg_daily_trips": [7], "quality": [0.0625]}});
+    let (status, response) = a.call("POST", "/push", &push.to_string());
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(b.conv_rate(1001), json!(0.125));
+
+    materializations_on_both_at_once(&a, &b, &first);
+    // The pushed row survived the rematerialization from the sources.
+    assert_eq!(a.conv_rate(1001), json!(0.125));
+}
+
+/// `/materialize` of one view on both servers at once: one runs, the other gets 409 —
+/// never both at the same time. Each attempt fires both requests together; a run that
+/// ends before the other request arrives lets both succeed one after the other, so the
+/// attempt repeats until the overlap is seen.
+fn materializations_on_both_at_once(a: &Server, b: &Server, repo: &Path) {
+    let runs = |repo: &Path| -> usize {
+        serde_json::from_str::<Value>(&ok(repo, &["runs", "--json", "--kind", "materialize"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let runs_before = runs(repo);
+    let body = r#"{"feature_views": ["driver_hourly_stats"]}"#;
+    let mut successes = 0;
+    let mut saw_conflict = false;
+    for _ in 0..10 {
+        let barrier = std::sync::Barrier::new(2);
+        let (x, y) = std::thread::scope(|scope| {
+            let x = scope.spawn(|| {
+                barrier.wait();
+                a.call("POST", "/materialize", body)
+            });
+            let y = scope.spawn(|| {
+                barrier.wait();
+                b.call("POST", "/materialize", body)
+            });
+            (x.join().unwrap(), y.join().unwrap())
+        });
+        for (status, response) in [&x, &y] {
+            match status {
+                200 => successes += 1,
+                409 => {
+                    assert!(
+                        response["error"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .contains("already running"),
+                        "{response}"
+                    );
+                    saw_conflict = true;
+                }
+                _ => panic!("materialize answered {status}: {response}"),
+            }
+        }
+        assert!(
+            x.0 == 200 || y.0 == 200,
+            "one of two always runs: {x:?} {y:?}"
+        );
+        if saw_conflict {
+            break;
+        }
+    }
+    assert!(saw_conflict, "two overlapping materializations both ran");
+    assert_eq!(
+        runs(repo) - runs_before,
+        successes,
+        "one recorded run per 200, none for a 409"
+    );
+    // The claim ends with the run.
+    let (status, response) = b.call("POST", "/materialize", body);
+    assert_eq!(status, 200, "{response}");
+}
+
+/// Two servers on one checkout (the SQLite registry): the claim is a locked file.
+#[test]
+fn two_servers_on_one_checkout_run_one_materialization_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init(dir.path(), "demo");
+    ok(&repo, &["apply"]);
+    ok(&repo, &["materialize", "driver_hourly_stats"]);
+    let a = Server::start(&repo);
+    let b = Server::start(&repo);
+    materializations_on_both_at_once(&a, &b, &repo);
+}
