@@ -15,6 +15,8 @@ mod pit;
 #[path = "../support/postgres_database.rs"]
 mod postgres_database;
 mod readme;
+#[path = "../support/redis_cluster.rs"]
+mod redis_cluster;
 #[path = "../support/redis_server.rs"]
 mod redis_server;
 mod reliability;

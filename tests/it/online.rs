@@ -1,5 +1,5 @@
 //! The online store through the facade: parity with export (property test, embedded
-//! and Redis), and the fault behaviour of `materialize` when Redis goes away.
+//! Redis and Redis Cluster), and the fault behaviour of `materialize` when Redis goes away.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -217,6 +217,30 @@ proptest! {
         // A project per case keeps cases apart in the shared server.
         runtime.block_on(check_parity(rows, ttl, t, &online, &format!("p{case}")))?;
     }
+}
+
+/// The same property on a private 3-primary Redis Cluster (started here and stopped at
+/// the end, so the cases run with a test runner rather than `proptest!`).
+#[test]
+fn online_equals_export_redis_cluster() {
+    let cluster = crate::redis_cluster::RedisCluster::start(3, 0);
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("{s:?}")).collect();
+    let online = format!(
+        "[online]\ntype = \"redis-cluster\"\nurls = [{}]\n",
+        seeds.join(", ")
+    );
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(16));
+    let cases = (rows(), prop::option::of(1u32..15), 0i64..45, any::<u64>());
+    runner
+        .run(&cases, |(rows, ttl, t, case)| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(check_parity(rows, ttl, t, &online, &format!("c{case}")))
+        })
+        .unwrap();
 }
 
 fn quiver(repo: &Path, args: &[&str]) -> std::process::Output {

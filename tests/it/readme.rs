@@ -49,14 +49,18 @@ fn readme_config_examples_are_valid() {
 
 /// The configuration of "Running Quiver for a team", the test's own servers put in for
 /// its placeholders (`team::two_servers_…` runs it).
-pub fn team_config(registry: &str, redis: &str, offline: &Path) -> String {
+pub fn team_config(registry: &str, redis_seeds: &[String], offline: &Path) -> String {
     let mut config = blocks("toml").pop().unwrap();
+    let seeds: Vec<String> = redis_seeds.iter().map(|s| format!("{s:?}")).collect();
     for (placeholder, value) in [
         (
             "postgres://quiver@db.internal:5432/rides",
             registry.to_string(),
         ),
-        ("redis://redis.internal:6379/0", redis.to_string()),
+        (
+            "[\"rediss://redis-1.internal:6379\", \"rediss://redis-2.internal:6379\"]",
+            format!("[{}]", seeds.join(", ")),
+        ),
         ("/mnt/features/rides/offline", offline.display().to_string()),
     ] {
         assert!(config.contains(placeholder), "{config}");

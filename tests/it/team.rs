@@ -1,6 +1,6 @@
 //! A project run by a team: several checkouts and `quiver serve` processes sharing one
-//! PostgreSQL registry, one Redis and one offline root (issue 14, parts 3 and 4), and the
-//! shared registry's refusals.
+//! PostgreSQL registry, one Redis Cluster (TLS) and one offline root (issue 14, parts
+//! 2–4), and the shared registry's refusals.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::cli::use_registry;
 use crate::postgres_database::PostgresDatabase;
-use crate::redis_server::RedisServer;
+use crate::redis_cluster::{Certificates, RedisCluster};
 use crate::support;
 
 fn quiver(repo: &Path, args: &[&str]) -> Output {
@@ -209,21 +209,31 @@ impl Drop for Server {
     }
 }
 
-/// Issue 14, part 4: two servers (two checkouts) sharing the PostgreSQL registry, one
-/// Redis and one offline root.
+/// Issue 14, part 4: two servers (two checkouts) sharing the PostgreSQL registry, a
+/// Redis Cluster over TLS with client certificates, and one offline root — the README's
+/// "Running Quiver for a team" configuration.
 #[test]
 fn two_servers_share_the_registry_the_online_store_and_the_offline_root() {
     let db = PostgresDatabase::create();
-    let redis = RedisServer::start();
+    let certificates = Certificates::make();
+    let cluster = RedisCluster::start_tls(3, 0, &certificates);
     let dir = tempfile::tempdir().unwrap();
     let offline = dir.path().join("shared-offline");
     let first = init(dir.path(), "first");
-    // The README's team configuration, with this test's servers.
+    // The README's team configuration, with this test's servers and certificates.
     std::fs::write(
         first.join("quiver.toml"),
-        crate::readme::team_config(&db.url(), &redis.url(), &offline),
+        crate::readme::team_config(&db.url(), &cluster.seeds(), &offline),
     )
     .unwrap();
+    std::fs::create_dir_all(first.join("certs")).unwrap();
+    for (from, to) in [
+        ("ca.crt", "redis-ca.pem"),
+        ("client.crt", "quiver.pem"),
+        ("client.key", "quiver.key"),
+    ] {
+        std::fs::copy(certificates.file(from), first.join("certs").join(to)).unwrap();
+    }
     let second = dir.path().join("second");
     support::copy_dir(&first, &second);
     ok(&first, &["apply"]);
@@ -233,7 +243,11 @@ fn two_servers_share_the_registry_the_online_store_and_the_offline_root() {
     let b = Server::start(&second);
     let before = a.conv_rate(1001);
     assert!(before.is_number(), "{before}");
-    assert_eq!(b.conv_rate(1001), before, "both read the same Redis");
+    assert_eq!(
+        b.conv_rate(1001),
+        before,
+        "both read the same Redis Cluster"
+    );
 
     // An `apply` through the second checkout is served by both within a second.
     let services = second.join("features/services.sql");

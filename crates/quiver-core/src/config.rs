@@ -142,19 +142,37 @@ pub enum OnlineStoreType {
     Embedded,
     /// Redis at `online.url`.
     Redis,
+    /// A Redis Cluster, found through the seed nodes in `online.urls`.
+    #[serde(rename = "redis-cluster")]
+    RedisCluster,
 }
 
 /// `[online]`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OnlineConfig {
-    /// `embedded` (default) or `redis`.
+    /// `embedded` (default), `redis` or `redis-cluster`.
     #[serde(default, rename = "type")]
     pub store_type: OnlineStoreType,
     /// Redis URL (`redis://[user:password@]host:port/db`, `rediss://` for TLS); required
     /// when `type = "redis"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Redis Cluster: seed nodes (`redis://[user:password@]host:port`, `rediss://` for
+    /// TLS), any of the cluster's nodes; required when `type = "redis-cluster"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    /// TLS (`rediss://`): a PEM file of the certificate authority that signed the
+    /// servers' certificates, relative to `quiver.toml`. Default: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<String>,
+    /// TLS: a PEM client certificate to present, for servers that require one
+    /// (`tls-auth-clients yes`); needs `tls_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    /// TLS: the PEM private key of `tls_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
     /// Redis: how long to wait for a connection, in milliseconds.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
@@ -176,6 +194,10 @@ impl Default for OnlineConfig {
         OnlineConfig {
             store_type: OnlineStoreType::default(),
             url: None,
+            urls: Vec::new(),
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
             connect_timeout_ms: default_connect_timeout_ms(),
             command_timeout_ms: default_command_timeout_ms(),
         }
@@ -360,18 +382,7 @@ impl Config {
                 )
             })?;
         }
-        match (&self.online.store_type, &self.online.url) {
-            (OnlineStoreType::Redis, None) => {
-                return Err("`online.url` is required when `online.type = \"redis\"`, e.g. \"redis://127.0.0.1:6379/0\"".into());
-            }
-            (_, Some(url)) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
-                return Err(format!(
-                    "`online.url` must start with redis:// or rediss://, not {:?}",
-                    redact_url(url)
-                ));
-            }
-            _ => {}
-        }
+        self.check_online()?;
         if let Some(url) = &self.registry.url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 return Err(format!(
@@ -429,6 +440,46 @@ impl Config {
                 state_dir: repo_root.join(STATE_DIR),
             },
         }
+    }
+
+    fn check_online(&self) -> Result<(), String> {
+        let online = &self.online;
+        match online.store_type {
+            OnlineStoreType::Redis if online.url.is_none() => {
+                return Err("`online.url` is required when `online.type = \"redis\"`, e.g. \"redis://127.0.0.1:6379/0\"".into());
+            }
+            OnlineStoreType::RedisCluster if online.urls.is_empty() => {
+                return Err("`online.urls` is required when `online.type = \"redis-cluster\"`: seed nodes such as [\"redis://10.0.0.5:6379\", \"redis://10.0.0.6:6379\"]".into());
+            }
+            OnlineStoreType::RedisCluster if online.url.is_some() => {
+                return Err("`online.url` names one server; a cluster takes its seed nodes in `online.urls`".into());
+            }
+            _ => {}
+        }
+        let urls: Vec<(&str, &String)> = online
+            .url
+            .iter()
+            .map(|url| ("online.url", url))
+            .chain(online.urls.iter().map(|url| ("online.urls", url)))
+            .collect();
+        for (key, url) in &urls {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(format!(
+                    "`{key}` must start with redis:// or rediss://, not {:?}",
+                    redact_url(url)
+                ));
+            }
+        }
+        if online.tls_cert.is_some() != online.tls_key.is_some() {
+            return Err(
+                "`online.tls_cert` and `online.tls_key` go together: set both or neither".into(),
+            );
+        }
+        let tls_files = online.tls_ca.is_some() || online.tls_cert.is_some();
+        if tls_files && !urls.iter().any(|(_, url)| url.starts_with("rediss://")) {
+            return Err("`online.tls_ca`, `online.tls_cert` and `online.tls_key` apply to TLS: use rediss:// URLs".into());
+        }
+        Ok(())
     }
 
     /// The offline root, resolved against the repository root.
@@ -648,6 +699,72 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("memcached"), "{err}");
+    }
+
+    #[test]
+    fn redis_cluster_and_tls_keys_are_checked() {
+        let config = parse(
+            "project = \"p\"\n[online]\ntype = \"redis-cluster\"\nurls = [\"rediss://10.0.0.5:6379\", \"rediss://10.0.0.6:6379\"]\ntls_ca = \"certs/ca.pem\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.online.store_type, OnlineStoreType::RedisCluster);
+        assert_eq!(config.online.urls.len(), 2);
+        let config = parse(
+            "project = \"p\"\n[online]\ntype = \"redis-cluster\"\n",
+            &[("QUIVER_ONLINE__URLS", "redis://a:1, redis://b:2")],
+        )
+        .unwrap();
+        assert_eq!(config.online.urls, ["redis://a:1", "redis://b:2"]);
+        for (text, expected) in [
+            ("type = \"redis-cluster\"", "`online.urls` is required"),
+            (
+                "type = \"redis-cluster\"\nurl = \"redis://a:1\"\nurls = [\"redis://a:1\"]",
+                "a cluster takes its seed nodes in `online.urls`",
+            ),
+            (
+                "type = \"redis-cluster\"\nurls = [\"http://:pw@a:1\"]",
+                "`online.urls` must start with redis:// or rediss://",
+            ),
+            (
+                "type = \"redis\"\nurl = \"rediss://a:1\"\ntls_cert = \"c.pem\"",
+                "`online.tls_cert` and `online.tls_key` go together",
+            ),
+            (
+                "type = \"redis\"\nurl = \"redis://a:1\"\ntls_ca = \"ca.pem\"",
+                "apply to TLS: use rediss:// URLs",
+            ),
+        ] {
+            let err = parse(&format!("project = \"p\"\n[online]\n{text}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+            assert!(!err.contains("pw"), "{err}");
+        }
+    }
+
+    #[test]
+    fn registry_url_must_be_postgres() {
+        let config = parse(
+            "project = \"p\"\n[registry]\nurl = \"postgres://quiver@db:5432/p\"\n",
+            &[],
+        )
+        .unwrap();
+        assert!(matches!(
+            config.registry_location(Path::new("/repo")),
+            crate::registry::RegistryLocation::Postgres { .. }
+        ));
+        let err = parse(
+            "project = \"p\"\n[registry]\nurl = \"sqlite://x:secret@h/db\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`registry.url` must start with postgres://"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "{err}");
     }
 
     #[test]

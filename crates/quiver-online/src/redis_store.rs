@@ -11,12 +11,31 @@
 //! The connection is a `ConnectionManager`: it reconnects by itself after the server
 //! restarts. Connect and command timeouts are bounded, so an unreachable server is an
 //! error naming the URL, never a hang.
+//!
+//! On a Redis Cluster every key carries a hash tag derived from the entity key alone,
+//! `q:{project}:{view}:{version}:{<8 hex digits>}` + the entity key bytes, so all views of
+//! one entity live in one slot. Writes go out as one script call per slot group (a
+//! script's keys must share a slot), many in flight at once; a lookup is one `MGET` that
+//! the cluster client splits per node and sends in parallel. The cluster client follows
+//! `MOVED`/`ASK` and refreshes its slot map after a failover. `rediss://` URLs use TLS
+//! (rustls), with an optional CA file and client certificate.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ErrorKind as RedisErrorKind, RedisError};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
+use redis::{
+    Client, ClientTlsConfig, Cmd, ErrorKind as RedisErrorKind, FromRedisValue, RedisError,
+    TlsCertificates,
+};
 
 use quiver_core::config::redact_url;
 
@@ -85,18 +104,139 @@ type ScriptCall = (Vec<Vec<u8>>, Vec<Vec<u8>>);
 /// Connection settings of the Redis store.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://[user:password@]host:port/db`.
-    pub url: String,
+    /// `redis://[user:password@]host:port/db` (`rediss://` for TLS): the server, or for a
+    /// cluster any number of its nodes (seeds).
+    pub urls: Vec<String>,
+    /// Whether `urls` are seeds of a Redis Cluster.
+    pub cluster: bool,
+    /// TLS: a PEM file of the certificate authority to trust instead of the system's.
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: a PEM client certificate and its key, to present to the server.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
 }
 
 impl RedisOptions {
+    /// One Redis server.
     pub fn new(url: impl Into<String>) -> Self {
         RedisOptions {
-            url: url.into(),
+            urls: vec![url.into()],
+            cluster: false,
+            tls_ca: None,
+            tls_client: None,
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// A Redis Cluster reached through `seeds`.
+    pub fn cluster(seeds: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        RedisOptions {
+            urls: seeds.into_iter().map(Into::into).collect(),
+            cluster: true,
+            ..RedisOptions::new(String::new())
+        }
+    }
+
+    /// The TLS files, read; `None` when none is set.
+    fn certificates(&self, fail: impl Fn(String) -> Error) -> Result<Option<TlsCertificates>> {
+        let read = |what: &str, path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| fail(format!("cannot read {what} {}: {e}", path.display())))
+        };
+        let root_cert = self
+            .tls_ca
+            .as_ref()
+            .map(|p| read("online.tls_ca", p))
+            .transpose()?;
+        let client_tls = match &self.tls_client {
+            Some((cert, key)) => Some(ClientTlsConfig {
+                client_cert: read("online.tls_cert", cert)?,
+                client_key: read("online.tls_key", key)?,
+            }),
+            None => None,
+        };
+        Ok(
+            (root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates {
+                client_tls,
+                root_cert,
+            }),
+        )
+    }
+}
+
+/// A connection to one server or to a cluster.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(Arc<Cluster>),
+}
+
+/// A Redis Cluster connection that is rebuilt from the seed nodes when it fails with a
+/// connection error. redis-rs 1.8's cluster client keeps redialling a primary that died
+/// and never asks for the slot map again, so after a failover it would stay down (the
+/// failover test showed it); a new client reads the map from a live node.
+struct Cluster {
+    client: ClusterClient,
+    connect_timeout: Duration,
+    current: std::sync::RwLock<ClusterConnection>,
+    /// When the connection was last rebuilt; one rebuild at a time, at most one a second.
+    rebuilt: tokio::sync::Mutex<Instant>,
+}
+
+/// The shortest time between two rebuilds of a cluster connection.
+const CLUSTER_REBUILD_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Cluster {
+    async fn connect(
+        client: ClusterClient,
+        connect_timeout: Duration,
+    ) -> Result<Cluster, RedisError> {
+        let connection = client.get_async_connection().await?;
+        Ok(Cluster {
+            client,
+            connect_timeout,
+            current: std::sync::RwLock::new(connection),
+            rebuilt: tokio::sync::Mutex::new(Instant::now()),
+        })
+    }
+
+    fn connection(&self) -> ClusterConnection {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// After `error`, rebuilds the connection when the error says the connection (not the
+    /// command) failed and no rebuild happened within the last second.
+    async fn recover(&self, error: &RedisError) {
+        // A client-side error counts too: after a failover the 1.8 client can also fail
+        // its own per-node split of a multi-slot MGET ("Mismatch in the number of
+        // multi-slot results"), which a new client does not.
+        let broken = error.is_io_error()
+            || error.is_timeout()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+            || error.is_cluster_error()
+            || error.kind() == RedisErrorKind::Client;
+        if !broken {
+            return;
+        }
+        let mut rebuilt = self.rebuilt.lock().await;
+        if rebuilt.elapsed() < CLUSTER_REBUILD_INTERVAL {
+            return;
+        }
+        *rebuilt = Instant::now();
+        let connect = self.client.get_async_connection();
+        match tokio::time::timeout(self.connect_timeout * 3, connect).await {
+            Ok(Ok(connection)) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = connection;
+                tracing::info!("rebuilt the Redis Cluster connection after: {error}");
+            }
+            Ok(Err(e)) => tracing::warn!("cannot rebuild the Redis Cluster connection: {e}"),
+            Err(_) => tracing::warn!("cannot rebuild the Redis Cluster connection: no answer"),
         }
     }
 }
@@ -104,9 +244,9 @@ impl RedisOptions {
 /// The Redis online store.
 #[derive(Clone)]
 pub struct RedisStore {
-    /// The URL without its password, for messages.
+    /// The URL(s) without passwords, for messages.
     url: String,
-    connection: ConnectionManager,
+    connection: Connection,
     script: redis::Script,
     cas: redis::Script,
 }
@@ -119,26 +259,74 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// Connection attempts to a cluster node before the client forgets it and refreshes
+/// the slot map.
+const NODE_CONNECT_ATTEMPTS: std::num::NonZeroUsize =
+    std::num::NonZeroUsize::new(3).expect("3 > 0");
+
+/// Script calls in flight at once on a cluster.
+const CLUSTER_CALLS_IN_FLIGHT: usize = 64;
+
 impl RedisStore {
     /// Connects to Redis; fails with the URL in the message when it cannot.
     pub async fn connect(options: &RedisOptions) -> Result<Self> {
-        let url = redact_url(&options.url);
-        let fail = |e: RedisError| Error::Redis {
+        let url = options
+            .urls
+            .iter()
+            .map(|u| redact_url(u))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let fail_with = |message: String| Error::Redis {
             url: url.clone(),
-            message: e.to_string(),
+            message,
         };
-        let client = Client::open(options.url.as_str()).map_err(fail)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.command_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connect = ConnectionManager::new_with_config(client, config);
+        let fail = |e: RedisError| fail_with(e.to_string());
+        if options.urls.iter().any(|u| u.starts_with("rediss://")) {
+            // redis uses rustls without choosing a crypto provider; another part of the
+            // process may have installed one already, which is as good.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let certificates = options.certificates(fail_with)?;
+        let connect = async {
+            if options.cluster {
+                let mut builder =
+                    ClusterClientBuilder::new(options.urls.iter().map(String::as_str))
+                        .connection_timeout(options.connect_timeout)
+                        .response_timeout(options.command_timeout)
+                        .retries(3)
+                        // A node that refuses this often is dropped from the client's map, so
+                        // its slots are looked up again: a failover's promoted replica is found
+                        // (without it the client would redial a dead primary forever).
+                        .max_connection_attempts(NODE_CONNECT_ATTEMPTS);
+                if let Some(certificates) = certificates {
+                    builder = builder.certs(certificates);
+                }
+                let client = builder.build()?;
+                let cluster = Cluster::connect(client, options.connect_timeout).await?;
+                Ok(Connection::Cluster(Arc::new(cluster)))
+            } else {
+                let target = options.urls.first().map_or("", String::as_str);
+                let client = match certificates {
+                    Some(certificates) => Client::build_with_tls(target, certificates)?,
+                    None => Client::open(target)?,
+                };
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(options.connect_timeout))
+                    .set_response_timeout(Some(options.command_timeout))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_millis(500));
+                Ok(Connection::Single(
+                    ConnectionManager::new_with_config(client, config).await?,
+                ))
+            }
+        };
         let connection = tokio::time::timeout(options.connect_timeout * 3, connect)
             .await
-            .map_err(|_| Error::Redis {
-                url: url.clone(),
-                message: format!("no answer within {:?}", options.connect_timeout * 3),
+            .map_err(|_| {
+                fail_with(format!(
+                    "no answer within {:?}",
+                    options.connect_timeout * 3
+                ))
             })?
             .map_err(fail)?;
         Ok(RedisStore {
@@ -147,6 +335,31 @@ impl RedisStore {
             script: redis::Script::new(WRITE_SCRIPT),
             cas: redis::Script::new(CAS_SCRIPT),
         })
+    }
+
+    /// The key of one entity of a view: on a cluster with the entity's hash tag.
+    fn key(&self, prefix: &[u8], entity: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(prefix.len() + entity.len() + 10);
+        key.extend_from_slice(prefix);
+        if matches!(self.connection, Connection::Cluster(_)) {
+            key.extend_from_slice(format!("{{{:08x}}}", fnv1a(entity)).as_bytes());
+        }
+        key.extend_from_slice(entity);
+        key
+    }
+
+    /// Runs one command on the server or cluster.
+    async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, RedisError> {
+        match &self.connection {
+            Connection::Single(connection) => command.query_async(&mut connection.clone()).await,
+            Connection::Cluster(cluster) => {
+                let result = command.query_async(&mut cluster.connection()).await;
+                if let Err(e) = &result {
+                    cluster.recover(e).await;
+                }
+                result
+            }
+        }
     }
 
     fn error(&self, e: RedisError) -> Error {
@@ -161,60 +374,132 @@ impl RedisStore {
         Ok(counts.iter().sum())
     }
 
-    /// Runs `script` once per call in one pipelined round trip; returns each call's
-    /// answer. Loads the script again when the server lost it (a restart).
+    /// Runs `script` once per call — pipelined in one round trip on a server, many calls
+    /// in flight on a cluster (each call's keys share a slot) — and returns each call's
+    /// answer. Loads the script again when a server lost it (a restart, a new node).
     async fn run_script(
         &self,
         script: &redis::Script,
         source: &str,
         calls: &[ScriptCall],
     ) -> Result<Vec<u64>> {
-        let build = || {
-            let mut pipe = redis::pipe();
-            for (keys, args) in calls {
-                pipe.cmd("EVALSHA")
-                    .arg(script.get_hash())
-                    .arg(keys.len())
-                    .arg(keys)
-                    .arg(args);
-            }
-            pipe
-        };
-        let mut connection = self.connection.clone();
-        let result: Result<Vec<u64>, RedisError> = build().query_async(&mut connection).await;
-        match result {
+        match self.send_script(script, calls).await {
             Ok(counts) => Ok(counts),
             Err(e) if e.kind() == RedisErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(source)
-                    .query_async::<String>(&mut connection)
+                // On a cluster `SCRIPT LOAD` goes to every primary.
+                self.query::<String>(redis::cmd("SCRIPT").arg("LOAD").arg(source))
                     .await
                     .map_err(|e| self.error(e))?;
-                build()
-                    .query_async(&mut connection)
+                self.send_script(script, calls)
                     .await
                     .map_err(|e| self.error(e))
             }
             Err(e) => Err(self.error(e)),
         }
     }
+
+    async fn send_script(
+        &self,
+        script: &redis::Script,
+        calls: &[ScriptCall],
+    ) -> Result<Vec<u64>, RedisError> {
+        let call = |(keys, args): &ScriptCall| {
+            let mut command = redis::cmd("EVALSHA");
+            command
+                .arg(script.get_hash())
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args);
+            command
+        };
+        match &self.connection {
+            Connection::Single(connection) => {
+                let mut pipe = redis::pipe();
+                for each in calls {
+                    pipe.add_command(call(each));
+                }
+                pipe.query_async(&mut connection.clone()).await
+            }
+            Connection::Cluster(cluster) => {
+                // Owned commands: a stream of futures borrowing `calls` trips up the
+                // `Send` check of the async trait methods.
+                let connection = cluster.connection();
+                let sends: Vec<_> = calls
+                    .iter()
+                    .map(|each| {
+                        let command = call(each);
+                        let mut connection = connection.clone();
+                        async move { command.query_async::<u64>(&mut connection).await }
+                    })
+                    .collect();
+                let result = futures::stream::iter(sends)
+                    .buffered(CLUSTER_CALLS_IN_FLIGHT)
+                    .try_collect()
+                    .await;
+                if let Err(e) = &result {
+                    cluster.recover(e).await;
+                }
+                result
+            }
+        }
+    }
+
+    /// The primaries' addresses (`host`, `port`) from `CLUSTER SLOTS`.
+    async fn primaries(&self) -> Result<Vec<(String, u16)>> {
+        let slots: Vec<redis::Value> = self
+            .query(&redis::cmd("CLUSTER").arg("SLOTS").to_owned())
+            .await
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::new();
+        for range in slots {
+            // [start, end, [host, port, id, …], replicas…]
+            let redis::Value::Array(parts) = range else {
+                continue;
+            };
+            let Some(redis::Value::Array(primary)) = parts.get(2) else {
+                continue;
+            };
+            let host: Option<String> = primary
+                .first()
+                .and_then(|v| String::from_redis_value(v.clone()).ok());
+            let port: Option<u16> = primary
+                .get(1)
+                .and_then(|v| u16::from_redis_value(v.clone()).ok());
+            if let (Some(host), Some(port)) = (host, port)
+                && !out.contains(&(host.clone(), port))
+            {
+                out.push((host, port));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// FNV-1a of an entity key: its hash tag on a cluster (the full key follows the tag, so
+/// two entities sharing a tag stay two keys).
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
 }
 
 #[async_trait]
 impl OnlineStore for RedisStore {
     async fn write(&self, view: &ViewRef, rows: &OnlineRows, now: i64) -> Result<WriteStats> {
         let prefix = view.key_prefix();
+        let cluster = matches!(self.connection, Connection::Cluster(_));
+        // Calls sent together: one pipeline on a server; on a cluster, many small calls
+        // (one per slot group) in flight.
+        let calls_per_round = if cluster { 1_024 } else { CALLS_PER_ROUND_TRIP };
         let mut stats = WriteStats::default();
+        // On a cluster the keys of one call must share a slot: rows are grouped by slot.
+        let mut groups: HashMap<Option<Slot>, ScriptCall> = HashMap::new();
         let mut calls: Vec<ScriptCall> = Vec::new();
-        let mut keys = Vec::with_capacity(KEYS_PER_CALL);
-        let mut args = Vec::with_capacity(2 * KEYS_PER_CALL);
         for row in 0..rows.len() {
             let Some(entity) = &rows.keys[row] else {
                 continue;
             };
-            let mut key = prefix.clone();
-            key.extend_from_slice(entity);
+            let key = self.key(&prefix, entity);
             let value = rows.encode_value(row)?;
             // Relative to the writer's clock, so an injected clock stays consistent.
             let expire_ms = match view.ttl_micros {
@@ -227,23 +512,23 @@ impl OnlineStore for RedisStore {
                 }
                 None => 0,
             };
+            let slot = cluster.then(|| Slot::for_key(&key));
+            let (keys, args) = groups.entry(slot).or_default();
             keys.push(key);
             args.push(value);
             args.push(expire_ms.to_string().into_bytes());
             stats.rows += 1;
             if keys.len() == KEYS_PER_CALL {
-                calls.push((std::mem::take(&mut keys), std::mem::take(&mut args)));
-                if calls.len() == CALLS_PER_ROUND_TRIP {
+                calls.extend(groups.remove(&slot));
+                if calls.len() == calls_per_round {
                     stats.written += self.run_pipeline(&calls).await?;
                     calls.clear();
                 }
             }
         }
-        if !keys.is_empty() {
-            calls.push((keys, args));
-        }
-        if !calls.is_empty() {
-            stats.written += self.run_pipeline(&calls).await?;
+        calls.extend(groups.into_values());
+        for round in calls.chunks(calls_per_round) {
+            stats.written += self.run_pipeline(round).await?;
         }
         Ok(stats)
     }
@@ -256,20 +541,15 @@ impl OnlineStore for RedisStore {
         for read in reads {
             let prefix = read.view.key_prefix();
             for key in read.keys.iter().flatten() {
-                let mut full = prefix.clone();
-                full.extend_from_slice(key);
-                command.arg(full);
+                command.arg(self.key(&prefix, key));
                 asked += 1;
             }
         }
         let mut found: Vec<Option<Vec<u8>>> = if asked == 0 {
             Vec::new()
         } else {
-            let mut connection = self.connection.clone();
-            command
-                .query_async(&mut connection)
-                .await
-                .map_err(|e| self.error(e))?
+            // On a cluster the client splits the keys per node and asks them in parallel.
+            self.query(&command).await.map_err(|e| self.error(e))?
         };
         found.reverse();
         let mut out = Vec::with_capacity(reads.len());
@@ -307,8 +587,7 @@ impl OnlineStore for RedisStore {
             let calls: Vec<ScriptCall> = chunk
                 .iter()
                 .map(|write| {
-                    let mut key = prefix.clone();
-                    key.extend_from_slice(&write.key);
+                    let key = self.key(&prefix, &write.key);
                     let expect = match &write.expect {
                         Expect::Anything => Vec::new(),
                         Expect::Absent => b"-".to_vec(),
@@ -343,44 +622,67 @@ impl OnlineStore for RedisStore {
             pattern.push(b);
         }
         pattern.push(b'*');
-        let mut connection = self.connection.clone();
-        let mut cursor: u64 = 0;
+        // SCAN walks one server: on a cluster, every primary in turn.
+        let nodes = match &self.connection {
+            Connection::Single(_) => vec![None],
+            Connection::Cluster(_) => self.primaries().await?.into_iter().map(Some).collect(),
+        };
         let mut removed = 0;
-        loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut connection)
-                .await
-                .map_err(|e| self.error(e))?;
-            if !keys.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(|e| self.error(e))?;
-                removed += n;
+        for node in nodes {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let answer: Result<(u64, Vec<Vec<u8>>), RedisError> =
+                    match (&self.connection, &node) {
+                        (Connection::Cluster(cluster), Some((host, port))) => {
+                            let routing =
+                                RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                                    host: host.clone(),
+                                    port: *port,
+                                });
+                            match cluster.connection().route_command(scan, routing).await {
+                                Ok(value) => FromRedisValue::from_redis_value(value)
+                                    .map_err(RedisError::from),
+                                Err(e) => Err(e),
+                            }
+                        }
+                        _ => self.query(&scan).await,
+                    };
+                let (next, keys) = answer.map_err(|e| self.error(e))?;
+                if !keys.is_empty() {
+                    // On a cluster the client splits the keys per slot.
+                    let n: u64 = self
+                        .query(redis::cmd("UNLINK").arg(&keys))
+                        .await
+                        .map_err(|e| self.error(e))?;
+                    removed += n;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
         }
+        Ok(removed)
     }
 
+    /// On a cluster, every node must answer.
     async fn health(&self) -> Result<()> {
-        let mut connection = self.connection.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
+        self.query::<redis::Value>(&redis::cmd("PING"))
             .await
             .map(|_| ())
             .map_err(|e| self.error(e))
     }
 
     fn name(&self) -> &'static str {
-        "redis"
+        match self.connection {
+            Connection::Single(_) => "redis",
+            Connection::Cluster(_) => "redis-cluster",
+        }
     }
 }

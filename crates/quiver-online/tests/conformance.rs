@@ -1,8 +1,11 @@
 //! One conformance suite for every `OnlineStore`: the embedded store always, Redis on a
-//! private `redis-server` this suite starts on a free loopback port.
+//! private `redis-server` this suite starts on a free loopback port, a private 3-primary
+//! Redis Cluster, and a private Redis over TLS (certificates made by `openssl`).
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a test failure
 
+#[path = "../../../tests/support/redis_cluster.rs"]
+mod redis_cluster;
 #[path = "../../../tests/support/redis_server.rs"]
 mod redis_server;
 
@@ -15,6 +18,7 @@ use quiver_online::{
     BLOB_VERSION_BYTES, BlobWrite, EmbeddedStore, Expect, FeatureStatus, OnlineRows, OnlineStore,
     RedisOptions, RedisStore, ViewRead, ViewRef, statuses,
 };
+use redis_cluster::{Certificates, RedisCluster, TlsRedis};
 use redis_server::RedisServer;
 
 const HOUR: i64 = 3_600_000_000;
@@ -593,4 +597,196 @@ async fn redis_reconnects_after_restart_and_unreachable_is_a_clear_error() {
         err.starts_with(&format!("redis at redis://127.0.0.1:{}/0", server.port)),
         "{err}"
     );
+}
+
+/// The ids' rates as one lookup of `view` reads them (`Err` while the store fails).
+async fn try_rates(
+    store: &dyn OnlineStore,
+    view: &ViewRef,
+    ids: &[i64],
+) -> Result<Vec<Option<f64>>, String> {
+    let keys = keys(&ids.iter().map(|i| Some(*i)).collect::<Vec<_>>());
+    let values = store
+        .read(
+            &[ViewRead {
+                view,
+                keys: &keys,
+                raw: false,
+            }],
+            NOW,
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .remove(0);
+    let rate = values.features[0].as_primitive::<Float64Type>();
+    Ok((0..rate.len())
+        .map(|i| rate.is_valid(i).then(|| rate.value(i)))
+        .collect())
+}
+
+/// `rows` for `ids` with rate = id / 10 (+ `shift`).
+fn id_rows(ids: &[i64], shift: f64) -> OnlineRows {
+    let n = ids.len();
+    let rates: Vec<Option<f64>> = ids.iter().map(|i| Some(*i as f64 / 10.0 + shift)).collect();
+    rows(ids, &vec![NOW; n], &vec![0; n], &rates, &vec![None; n])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_conforms_and_keeps_each_entity_in_one_slot() {
+    let cluster = RedisCluster::start(3, 0);
+    let store = RedisStore::connect(&RedisOptions::cluster(cluster.seeds()))
+        .await
+        .unwrap();
+    assert_eq!(store.name(), "redis-cluster");
+    suite(&store).await;
+
+    // Every view of one entity lives in one slot (one hash tag, on one node), and the
+    // entities spread over all primaries.
+    let ids: Vec<i64> = (0..300).collect();
+    let (a, b) = (view("slot_a", 1, None), view("slot_b", 1, None));
+    for v in [&a, &b] {
+        let stats = store.write(v, &id_rows(&ids, 0.0), NOW).await.unwrap();
+        assert_eq!(stats.written, 300);
+    }
+    let mut node_of_tag = std::collections::HashMap::new();
+    let mut keys_seen = 0;
+    for port in &cluster.ports {
+        for line in cluster
+            .cli(*port, &["--no-raw", "KEYS", "q:conf:slot_*"])
+            .lines()
+        {
+            let (Some(open), Some(close)) = (line.find('{'), line.find('}')) else {
+                continue;
+            };
+            keys_seen += 1;
+            let tag = line[open..=close].to_string();
+            let owner = *node_of_tag.entry(tag.clone()).or_insert(*port);
+            assert_eq!(owner, *port, "{tag} is on two nodes");
+        }
+    }
+    assert_eq!(keys_seen, 600);
+    let nodes: std::collections::HashSet<_> = node_of_tag.values().collect();
+    assert_eq!(nodes.len(), 3, "entities on every primary");
+    // One lookup of 300 entities in two views: the client asks every node.
+    let expected: Vec<Option<f64>> = ids.iter().map(|i| Some(*i as f64 / 10.0)).collect();
+    assert_eq!(try_rates(&store, &a, &ids).await.unwrap(), expected);
+    assert_eq!(try_rates(&store, &b, &ids).await.unwrap(), expected);
+    // Dropping a view walks every primary.
+    assert_eq!(store.drop_view(&a).await.unwrap(), 300);
+    assert_eq!(try_rates(&store, &a, &ids).await.unwrap(), vec![None; 300]);
+    assert_eq!(try_rates(&store, &b, &ids).await.unwrap(), expected);
+}
+
+/// A primary with a replica is killed (SIGKILL): after the failover lookups answer
+/// again, with every write acknowledged (and replicated) before the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_lookups_recover_after_a_failover_without_losing_acknowledged_writes() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let mut options = RedisOptions::cluster(cluster.seeds());
+    options.connect_timeout = std::time::Duration::from_millis(500);
+    options.command_timeout = std::time::Duration::from_millis(1_000);
+    let store = RedisStore::connect(&options).await.unwrap();
+    let v = view("failover", 1, None);
+    let ids: Vec<i64> = (0..500).collect();
+    store.write(&v, &id_rows(&ids, 0.0), NOW).await.unwrap();
+    for primary in 0..cluster.masters {
+        cluster.wait_replicated(primary);
+    }
+    cluster.kill(0);
+
+    let expected: Vec<Option<f64>> = ids.iter().map(|i| Some(*i as f64 / 10.0)).collect();
+    let started = std::time::Instant::now();
+    let mut failed_while_failing_over = 0;
+    let mut last_error: String;
+    loop {
+        match try_rates(&store, &v, &ids).await {
+            Ok(rates) => {
+                assert_eq!(rates, expected, "acknowledged writes survive the failover");
+                break;
+            }
+            Err(e) => {
+                assert!(e.contains("redis at redis://127.0.0.1"), "{e}");
+                failed_while_failing_over += 1;
+                last_error = e;
+            }
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "lookups did not recover after the failover: {last_error}\n{}",
+            cluster.cli(cluster.ports[1], &["CLUSTER", "NODES"])
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Writes go on through the promoted replica.
+    store.write(&v, &id_rows(&ids, 1.0), NOW + 1).await.unwrap();
+    let shifted: Vec<Option<f64>> = ids.iter().map(|i| Some(*i as f64 / 10.0 + 1.0)).collect();
+    assert_eq!(try_rates(&store, &v, &ids).await.unwrap(), shifted);
+    eprintln!("lookups failed {failed_while_failing_over} times during the failover");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_trusts_the_given_ca_and_presents_a_client_certificate() {
+    let server = TlsRedis::start();
+    let mut options = RedisOptions::new(server.url());
+    options.tls_ca = Some(server.file("ca.crt"));
+    options.tls_client = Some((server.file("client.crt"), server.file("client.key")));
+    let store = RedisStore::connect(&options).await.unwrap();
+    suite(&store).await;
+
+    // Refused: no client certificate (the server requires one), and no CA (the system's
+    // roots do not know the test's); a missing file names its key.
+    let fails = |options: RedisOptions| async move {
+        match RedisStore::connect(&options).await {
+            Err(e) => e.to_string(),
+            Ok(store) => store.health().await.unwrap_err().to_string(),
+        }
+    };
+    let mut quick = options.clone();
+    quick.connect_timeout = std::time::Duration::from_millis(500);
+    quick.command_timeout = std::time::Duration::from_millis(500);
+    let without_cert = RedisOptions {
+        tls_client: None,
+        ..quick.clone()
+    };
+    let err = fails(without_cert).await;
+    assert!(
+        err.starts_with(&format!("redis at {}", server.url())),
+        "{err}"
+    );
+    let without_ca = RedisOptions {
+        tls_ca: None,
+        ..quick.clone()
+    };
+    let err = fails(without_ca).await;
+    assert!(
+        err.starts_with(&format!("redis at {}", server.url())),
+        "{err}"
+    );
+    let missing = RedisOptions {
+        tls_ca: Some(server.file("nope.crt")),
+        ..quick.clone()
+    };
+    let err = fails(missing).await;
+    assert!(err.contains("cannot read online.tls_ca"), "{err}");
+}
+
+/// A cluster that speaks only TLS (clients, cluster bus, replication) and requires a
+/// client certificate: `rediss://` seeds with the CA and the client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_over_tls_conforms() {
+    let certificates = Certificates::make();
+    let cluster = RedisCluster::start_tls(3, 0, &certificates);
+    let mut options = RedisOptions::cluster(cluster.seeds());
+    options.tls_ca = Some(certificates.file("ca.crt"));
+    options.tls_client = Some((
+        certificates.file("client.crt"),
+        certificates.file("client.key"),
+    ));
+    let store = RedisStore::connect(&options).await.unwrap();
+    suite(&store).await;
+    let ids: Vec<i64> = (0..100).collect();
+    let v = view("tls_cluster", 1, None);
+    store.write(&v, &id_rows(&ids, 0.0), NOW).await.unwrap();
+    let expected: Vec<Option<f64>> = ids.iter().map(|i| Some(*i as f64 / 10.0)).collect();
+    assert_eq!(try_rates(&store, &v, &ids).await.unwrap(), expected);
 }

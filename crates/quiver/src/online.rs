@@ -56,11 +56,21 @@ impl FeatureStore {
                         &self.root().join(STATE_DIR).join(EMBEDDED_FILE),
                         &format!("{STATE_DIR}/{EMBEDDED_FILE}"),
                     )?),
-                    OnlineStoreType::Redis => {
-                        let url = config.url.clone().unwrap_or_default();
-                        let mut options = RedisOptions::new(url);
+                    OnlineStoreType::Redis | OnlineStoreType::RedisCluster => {
+                        let mut options = if config.store_type == OnlineStoreType::RedisCluster {
+                            RedisOptions::cluster(config.urls.iter().cloned())
+                        } else {
+                            RedisOptions::new(config.url.clone().unwrap_or_default())
+                        };
                         options.connect_timeout = Duration::from_millis(config.connect_timeout_ms);
                         options.command_timeout = Duration::from_millis(config.command_timeout_ms);
+                        // TLS files are relative to quiver.toml.
+                        options.tls_ca = config.tls_ca.as_ref().map(|p| self.root().join(p));
+                        options.tls_client = config
+                            .tls_cert
+                            .as_ref()
+                            .zip(config.tls_key.as_ref())
+                            .map(|(cert, key)| (self.root().join(cert), self.root().join(key)));
                         Arc::new(RedisStore::connect(&options).await?)
                     }
                 };
