@@ -19,10 +19,18 @@
 //!    and 64 connections; the ratio of requests per second is the share of the HTTP
 //!    floor that lookups reach.
 //!
+//! 4. With `--redis-cluster`: the same lookups at 16 connections with the views in a
+//!    private 3-primary Redis Cluster, beside the single Redis measured again right
+//!    before, in the same run.
+//! 5. With `--baseline PATH` (another build of `quiver`, e.g. the previous commit's):
+//!    materialize and export with both binaries alternately, best of `--runs` each, so a
+//!    change that made either slower shows as a ratio measured side by side.
+//!
 //! Options: `--scale small|medium|large` (default `large`), `--runs N` exports (default
 //! 3), `--seconds N` per `wrk` run (default 10), `--python PATH` (a Python with `duckdb`;
-//! default `python3`), `--no-duckdb`, `--no-redis`. Needs `redis-server`, `wrk` and GNU
-//! time (`/usr/bin/time`).
+//! default `python3`), `--no-duckdb`, `--no-redis`, `--redis-cluster`, `--baseline PATH`.
+//! Needs `redis-server` (and `redis-cli` for the cluster), `wrk` and GNU time
+//! (`/usr/bin/time`).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark harness
 
@@ -31,10 +39,15 @@ use std::process::Command;
 
 #[path = "support/process.rs"]
 mod process;
+#[path = "../tests/support/redis_cluster.rs"]
+mod redis_cluster;
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
 
-use process::{Load, Server, args, best_and_median, generate, json, quiver, use_redis, wrk};
+use process::{
+    Load, Server, args, best_and_median, generate, json, quiver, quiver_binary, use_redis,
+    use_redis_cluster, wrk,
+};
 
 const FEATURES: &str = "driver_hourly_stats:*,customer_profile:*";
 
@@ -221,6 +234,10 @@ fn main() {
         ));
     }
 
+    if let Some(baseline) = &args.baseline {
+        compare_with_baseline(&dir, &scratch, baseline, args.runs, &mut summary);
+    }
+
     if !args.redis {
         print_summary(&summary);
         return;
@@ -286,7 +303,96 @@ fn main() {
     );
     drop(server);
     process::restore_config(&dir, &config);
+
+    if args.redis_cluster {
+        // Single Redis again, right before the cluster, so the two are side by side.
+        use_redis(&dir, &redis.url());
+        let single = Server::start(&dir);
+        wrk(&single.url(""), Some(&one), 2, 16, 2);
+        let single_load = wrk(&single.url(""), Some(&one), 2, 16, args.seconds);
+        drop(single);
+        process::restore_config(&dir, &config);
+        let cluster = redis_cluster::RedisCluster::start(3, 0);
+        use_redis_cluster(&dir, &cluster.seeds());
+        let run = quiver(&dir, &MATERIALIZE);
+        println!(
+            "materialize both views into a private 3-primary Redis Cluster: {:.2} s wall, {:.0} % CPU",
+            run.seconds, run.cpu_percent
+        );
+        let server = Server::start(&dir);
+        check_lookup(&server, data.drivers, data.customers);
+        wrk(&server.url(""), Some(&one), 2, 16, 2);
+        let cluster_load = wrk(&server.url(""), Some(&one), 2, 16, args.seconds);
+        let cluster_hundred = wrk(&server.url(""), Some(&hundred), 2, 16, args.seconds);
+        drop(server);
+        process::restore_config(&dir, &config);
+        print_load("lookup, single Redis", 16, &single_load);
+        print_load("lookup, 3-primary Redis Cluster", 16, &cluster_load);
+        print_load(
+            "lookup 100 drivers + 100 customers, Redis Cluster",
+            16,
+            &cluster_hundred,
+        );
+        let ratio = cluster_load.requests_per_second / single_load.requests_per_second;
+        println!("  cluster / single Redis, 16 connections: {ratio:.2}x");
+        summary.push(format!(
+            "cluster lookups: {:.0} vs {:.0} req/s on a single Redis = {ratio:.2}x, p99 {:.2} ms vs {:.2} ms at 16 connections",
+            cluster_load.requests_per_second,
+            single_load.requests_per_second,
+            cluster_load.p99_us / 1e3,
+            single_load.p99_us / 1e3,
+        ));
+    }
     print_summary(&summary);
+}
+
+/// Materialize and export with the baseline binary and this one alternately, best of
+/// `runs` each, on the same data.
+fn compare_with_baseline(
+    dir: &Path,
+    scratch: &Path,
+    baseline: &str,
+    runs: usize,
+    summary: &mut Vec<String>,
+) {
+    let out = scratch.join("baseline_export.parquet");
+    let export = [
+        "export",
+        "--spine",
+        "data/spine.parquet",
+        "--features",
+        FEATURES,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let binaries = [("baseline", baseline), ("this build", process::QUIVER)];
+    let mut materialize = [Vec::new(), Vec::new()];
+    let mut exports = [Vec::new(), Vec::new()];
+    for _ in 0..runs {
+        for (i, (_, binary)) in binaries.iter().enumerate() {
+            materialize[i].push(quiver_binary(binary, dir, &MATERIALIZE).seconds);
+            exports[i].push(quiver_binary(binary, dir, &export).seconds);
+        }
+    }
+    let best = |times: &Vec<f64>| best_and_median(times.clone());
+    let (m0, m0_median) = best(&materialize[0]);
+    let (m1, m1_median) = best(&materialize[1]);
+    let (e0, e0_median) = best(&exports[0]);
+    let (e1, e1_median) = best(&exports[1]);
+    println!("baseline {baseline} and this build, alternately, {runs} runs each:");
+    println!(
+        "  materialize: baseline best {m0:.2} s (median {m0_median:.2}), this build best {m1:.2} s (median {m1_median:.2}): {:.2}x",
+        m1 / m0
+    );
+    println!(
+        "  export: baseline best {e0:.2} s (median {e0_median:.2}), this build best {e1:.2} s (median {e1_median:.2}): {:.2}x",
+        e1 / e0
+    );
+    summary.push(format!(
+        "this build / baseline (best of {runs}, alternately): materialize {:.2}x ({m1:.2} vs {m0:.2} s), export {:.2}x ({e1:.2} vs {e0:.2} s)",
+        m1 / m0,
+        e1 / e0
+    ));
 }
 
 /// One lookup of 10 drivers and 10 customers through `curl` before the load: each

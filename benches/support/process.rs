@@ -12,7 +12,10 @@ use quiver::example::{ExampleData, FILES};
 
 /// The options every user-facing harness takes: `--scale small|medium|large` (default
 /// `large`), `--runs N` (default 3), `--seconds N` per `wrk` run (default 10), `--python
-/// PATH` (a Python with `duckdb`; default `python3`), `--no-duckdb`, `--no-redis`.
+/// PATH` (a Python with `duckdb`; default `python3`), `--no-duckdb`, `--no-redis`;
+/// `--baseline PATH` (another `quiver` binary, run alternately with this one to show
+/// whether a change made anything slower) and `--redis-cluster` (lookups on a private
+/// 3-primary cluster too) where a harness supports them.
 pub struct Args {
     pub scale: String,
     pub runs: usize,
@@ -20,6 +23,8 @@ pub struct Args {
     pub python: String,
     pub duckdb: bool,
     pub redis: bool,
+    pub baseline: Option<String>,
+    pub redis_cluster: bool,
 }
 
 /// The harness's options from the process arguments; an unknown one panics naming it.
@@ -31,6 +36,8 @@ pub fn args() -> Args {
         python: "python3".into(),
         duckdb: true,
         redis: true,
+        baseline: None,
+        redis_cluster: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -41,6 +48,8 @@ pub fn args() -> Args {
             "--python" => args.python = it.next().unwrap(),
             "--no-duckdb" => args.duckdb = false,
             "--no-redis" => args.redis = false,
+            "--baseline" => args.baseline = Some(it.next().unwrap()),
+            "--redis-cluster" => args.redis_cluster = true,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -67,15 +76,20 @@ pub struct Run {
 
 /// Runs `quiver ARGS` in `repo` under GNU time; panics with its stderr when it fails.
 pub fn quiver(repo: &Path, args: &[&str]) -> Run {
+    quiver_binary(QUIVER, repo, args)
+}
+
+/// [`quiver`] with another build of the binary (`--baseline`).
+pub fn quiver_binary(binary: &str, repo: &Path, args: &[&str]) -> Run {
     let report = repo.join(".time");
     let _ = std::fs::remove_file(&report);
     let timed = Path::new("/usr/bin/time").exists();
     let mut command = if timed {
         let mut c = Command::new("/usr/bin/time");
-        c.arg("-f").arg("%M %P").arg("-o").arg(&report).arg(QUIVER);
+        c.arg("-f").arg("%M %P").arg("-o").arg(&report).arg(binary);
         c
     } else {
-        Command::new(QUIVER)
+        Command::new(binary)
     };
     command.arg("--repo").arg(repo).args(args).current_dir(repo);
     let started = Instant::now();
@@ -140,16 +154,23 @@ pub fn generate(dir: &Path, scale: &str) -> ExampleData {
 /// Points the repository's online store at a Redis (`url`); returns the configuration
 /// as it was, for [`restore_config`].
 pub fn use_redis(repo: &Path, url: &str) -> String {
+    use_online(repo, &format!("type = \"redis\"\nurl = \"{url}\""))
+}
+
+/// Points the repository's online store at a Redis Cluster; returns the previous config.
+pub fn use_redis_cluster(repo: &Path, seeds: &[String]) -> String {
+    let seeds: Vec<String> = seeds.iter().map(|s| format!("{s:?}")).collect();
+    use_online(
+        repo,
+        &format!("type = \"redis-cluster\"\nurls = [{}]", seeds.join(", ")),
+    )
+}
+
+fn use_online(repo: &Path, online: &str) -> String {
     let path = repo.join("quiver.toml");
     let config = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(
-        &path,
-        config.replace(
-            "type = \"embedded\"",
-            &format!("type = \"redis\"\nurl = \"{url}\""),
-        ),
-    )
-    .unwrap();
+    assert!(config.contains("type = \"embedded\""), "{config}");
+    std::fs::write(&path, config.replace("type = \"embedded\"", online)).unwrap();
     config
 }
 
