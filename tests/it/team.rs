@@ -294,6 +294,38 @@ fn two_servers_share_the_registry_the_online_store_and_the_offline_root() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // PostgreSQL down (no connection accepted) does not take serving down either: the
+    // servers keep the definitions they have and pick up changes once it is back.
+    let mut admin = db.admin();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+            db.name
+        ))
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            db.name
+        ))
+        .unwrap();
+    let until = Instant::now() + Duration::from_millis(2_500);
+    while Instant::now() < until {
+        for server in [&a, &b] {
+            let (status, response) =
+                server.call("POST", "/get-online-features", &lookup.to_string());
+            assert_eq!(status, 200, "registry down: {response}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(fails(&first, &["apply"]).contains("registry postgres://"));
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            db.name
+        ))
+        .unwrap();
+
     // A push through one server is read through the other.
     let now = chrono::Utc::now().to_rfc3339();
     let push = json!({"feature_view": "driver_hourly_stats", "to": "online_and_offline", "df": {

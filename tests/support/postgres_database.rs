@@ -55,6 +55,11 @@ impl PostgresDatabase {
         format!("{base}/{}", self.name)
     }
 
+    /// A client connected to the admin database (for `ALTER DATABASE` on this one).
+    pub fn admin(&self) -> postgres::Client {
+        admin(&self.admin_url)
+    }
+
     /// A client connected to this database.
     pub fn client(&self) -> postgres::Client {
         admin(&self.url())

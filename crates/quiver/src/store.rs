@@ -188,7 +188,21 @@ impl FeatureStore {
             return Ok(Arc::clone(&cached.catalog));
         }
         let registry = self.registry.clone();
-        let stamp = blocking(move || registry.change_stamp()).await?;
+        let stamp = match blocking(move || registry.change_stamp()).await {
+            Ok(stamp) => stamp,
+            Err(e) => {
+                // The registry is unreachable (a PostgreSQL restart, a network cut):
+                // serving goes on with the definitions it has, and asks again in a
+                // second. Without a catalog yet there is nothing to serve from.
+                let mut guard = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(cached) = guard.as_mut() else {
+                    return Err(e);
+                };
+                tracing::warn!(error = %e, "registry unreachable; serving the definitions read before");
+                cached.checked = std::time::Instant::now();
+                return Ok(Arc::clone(&cached.catalog));
+            }
+        };
         {
             let mut guard = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(cached) = guard.as_mut()
