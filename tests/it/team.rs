@@ -89,6 +89,36 @@ fn a_postgres_registry_refuses_another_project_and_a_newer_schema() {
     );
 }
 
+/// A session that holds the registry's tables (an operator's open transaction, a stuck
+/// writer) makes `apply` and `ls` fail after the lock timeout instead of hanging.
+#[test]
+fn a_held_registry_lock_times_out_instead_of_hanging() {
+    let db = PostgresDatabase::create();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init(dir.path(), "demo");
+    use_registry(
+        &repo,
+        &format!("{}?options=-c%20lock_timeout%3D1s", db.url()),
+    );
+    ok(&repo, &["apply"]);
+    let mut holder = db.client();
+    let mut transaction = holder.transaction().unwrap();
+    transaction
+        .batch_execute("LOCK TABLE quiver.objects IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    for args in [&["apply"][..], &["ls"][..]] {
+        let started = Instant::now();
+        let err = fails(&repo, args);
+        assert!(err.contains("lock timeout"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{args:?} waited"
+        );
+    }
+    transaction.rollback().unwrap();
+    ok(&repo, &["ls"]);
+}
+
 #[test]
 fn an_unreachable_or_malformed_registry_url_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -70,6 +70,9 @@ CREATE TABLE IF NOT EXISTS runs (
 /// How long connecting waits when the URL sets no `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a statement waits for a lock another session holds (SQLite's busy timeout).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long a writer waits to learn whether an idle connection still works.
 const VALIDATE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -274,9 +277,21 @@ impl PostgresDatabase {
 
     fn connect(&self) -> Result<Client> {
         let mut client = self.config.connect(NoTls).map_err(|e| self.error(e))?;
-        client
-            .batch_execute(&format!("SET search_path TO {NAMESPACE}"))
-            .map_err(|e| self.error(e))?;
+        let mut setup = format!("SET search_path TO {NAMESPACE};");
+        // A writer that holds the registry's lock (a stuck `apply`, an operator's open
+        // transaction) makes others fail after a while rather than wait forever, as
+        // SQLite's busy timeout does; `?options=-c lock_timeout=…` in the URL wins.
+        if !self
+            .config
+            .get_options()
+            .is_some_and(|o| o.contains("lock_timeout"))
+        {
+            setup.push_str(&format!(
+                "SET lock_timeout = '{}s';",
+                LOCK_TIMEOUT.as_secs()
+            ));
+        }
+        client.batch_execute(&setup).map_err(|e| self.error(e))?;
         Ok(client)
     }
 
