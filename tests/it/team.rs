@@ -445,3 +445,48 @@ fn two_servers_on_one_checkout_run_one_materialization_at_a_time() {
     let b = Server::start(&repo);
     materializations_on_both_at_once(&a, &b, &repo);
 }
+
+/// A materialization claim is a PostgreSQL session lock: another process sees it held,
+/// other views stay free, and it is released when its holder's session ends — as when a
+/// server is killed — so a crash never blocks a view for good.
+#[test]
+fn a_run_claim_is_released_when_its_holders_session_ends() {
+    use quiver_core::registry::{Registry, RegistryLocation};
+    let db = PostgresDatabase::create();
+    let location = RegistryLocation::Postgres { url: db.url() };
+    let holder = Registry::open(&location, "rides").unwrap();
+    let other = Registry::open(&location, "rides").unwrap();
+    let claim = holder
+        .try_claim_run("materialize:driver_hourly_stats")
+        .unwrap();
+    assert!(claim.is_some(), "a free claim is taken");
+    let taken = other
+        .try_claim_run("materialize:driver_hourly_stats")
+        .unwrap();
+    assert!(taken.is_none(), "a held claim is refused");
+    let free = other.try_claim_run("materialize:customer_profile").unwrap();
+    assert!(free.is_some(), "another view's claim is free");
+    drop(free);
+    db.client()
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    // The server ends the session at once; its locks go as the backend exits.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let after = other
+            .try_claim_run("materialize:driver_hourly_stats")
+            .unwrap();
+        if after.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead holder's claim was not released"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(claim);
+}
