@@ -26,13 +26,23 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        // Through a small shell that stops the server when this process is gone: a
+        // server kept in a `static` (shared by a suite's property cases) is never
+        // dropped, and would outlive the test binary. SIGTERM to the shell kills the
+        // server at once (SIGKILL, as a crash would).
+        let watchdog = r#"redis-server "$@" & server=$!
+trap 'kill -9 $server 2>/dev/null; exit 0' TERM
+while kill -0 "$PARENT" 2>/dev/null && kill -0 $server 2>/dev/null; do sleep 0.2; done
+kill -9 $server 2>/dev/null"#;
+        let child = Command::new("sh")
+            .args(["-c", watchdog, "sh"])
+            .env("PARENT", std::process::id().to_string())
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (.ci/run installs it): cannot start it");
+            .expect("sh and redis-server must be installed (.ci/run installs redis-server)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -65,7 +75,10 @@ impl RedisServer {
     /// Kills the server (as a crash would).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+            // SIGTERM to the watchdog shell, which SIGKILLs the server and exits.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
             let _ = child.wait();
         }
     }
