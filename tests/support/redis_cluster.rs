@@ -166,7 +166,8 @@ impl RedisCluster {
         }
     }
 
-    /// Waits until every replica of primary `index` has received all its writes.
+    /// Waits until primary `index` has a connected replica holding all its writes: the
+    /// replica acknowledged the primary's replication offset and holds as many keys.
     pub fn wait_replicated(&self, index: usize) {
         let port = self.ports[index];
         wait_for("the replicas did not catch up", || {
@@ -180,10 +181,16 @@ impl RedisCluster {
                 .lines()
                 .filter(|l| l.starts_with("slave") && l.contains("state="))
                 .collect();
+            let keys = self.cli(port, &["DBSIZE"]);
             !replicas.is_empty()
-                && replicas
-                    .iter()
-                    .all(|l| l.trim().split(',').any(|kv| kv == caught_up))
+                && replicas.iter().all(|l| {
+                    let acknowledged = l.trim().split(',').any(|kv| kv == caught_up);
+                    let replica_port = l
+                        .split(',')
+                        .find_map(|kv| kv.strip_prefix("port="))
+                        .and_then(|p| p.parse::<u16>().ok());
+                    acknowledged && replica_port.is_some_and(|p| self.cli(p, &["DBSIZE"]) == keys)
+                })
         });
     }
 }
@@ -213,6 +220,8 @@ fn spawn_node(dir: &Path, port: u16, tls: Option<&Path>) -> Child {
     };
     command
         .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1500"])
+        // Replicas sync at once (the default waits 5 s for more replicas to join).
+        .args(["--repl-diskless-sync-delay", "0"])
         .arg("--cluster-config-file")
         .arg(dir.join(format!("nodes-{port}.conf")))
         .arg("--dir")
