@@ -16,8 +16,9 @@
 //! `q:{project}:{view}:{version}:{<8 hex digits>}` + the entity key bytes, so all views of
 //! one entity live in one slot. Writes go out as one script call per slot group (a
 //! script's keys must share a slot), many in flight at once; a lookup is one `MGET` that
-//! the cluster client splits per node and sends in parallel. The cluster client follows
-//! `MOVED`/`ASK` and refreshes its slot map after a failover. `rediss://` URLs use TLS
+//! the cluster client splits per slot (a multi-key command may not cross slots) and
+//! sends at once. The cluster client follows `MOVED`/`ASK`; after a failover the store
+//! rebuilds it (see [`Cluster`]). `rediss://` URLs use TLS
 //! (rustls), with an optional CA file and client certificate.
 
 use std::collections::HashMap;
@@ -548,7 +549,7 @@ impl OnlineStore for RedisStore {
         let mut found: Vec<Option<Vec<u8>>> = if asked == 0 {
             Vec::new()
         } else {
-            // On a cluster the client splits the keys per node and asks them in parallel.
+            // On a cluster the client splits the keys per slot and sends the parts at once.
             self.query(&command).await.map_err(|e| self.error(e))?
         };
         found.reverse();
