@@ -168,18 +168,7 @@ fn main() {
     let mut times = Vec::new();
     let mut peak: f64 = 0.0;
     for _ in 0..args.runs {
-        let run = quiver(
-            &dir,
-            &[
-                "export",
-                "--spine",
-                "data/spine.parquet",
-                "--features",
-                FEATURES,
-                "--out",
-                quiver_out.to_str().unwrap(),
-            ],
-        );
+        let run = quiver(&dir, &export_args(&quiver_out));
         times.push(run.seconds);
         peak = peak.max(run.peak_mib);
     }
@@ -346,6 +335,19 @@ fn main() {
     print_summary(&summary);
 }
 
+/// `quiver export` of both row views' features for the spine, to `out`.
+fn export_args(out: &Path) -> [&str; 7] {
+    [
+        "export",
+        "--spine",
+        "data/spine.parquet",
+        "--features",
+        FEATURES,
+        "--out",
+        out.to_str().unwrap(),
+    ]
+}
+
 /// Materialize and export with the baseline binary and this one alternately, best of
 /// `runs` each, on the same data.
 fn compare_with_baseline(
@@ -356,15 +358,7 @@ fn compare_with_baseline(
     summary: &mut Vec<String>,
 ) {
     let out = scratch.join("baseline_export.parquet");
-    let export = [
-        "export",
-        "--spine",
-        "data/spine.parquet",
-        "--features",
-        FEATURES,
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let export = export_args(&out);
     let binaries = [("baseline", baseline), ("this build", process::QUIVER)];
     let mut materialize = [Vec::new(), Vec::new()];
     let mut exports = [Vec::new(), Vec::new()];

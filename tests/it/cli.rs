@@ -30,7 +30,7 @@ fn stderr(output: &Output) -> String {
 }
 
 /// Runs a command that must succeed and returns its stdout.
-fn ok(repo: &Path, args: &[&str]) -> String {
+pub(crate) fn ok(repo: &Path, args: &[&str]) -> String {
     let output = quiver(repo, args);
     assert!(
         output.status.success(),
@@ -47,7 +47,7 @@ fn ok(repo: &Path, args: &[&str]) -> String {
 }
 
 /// Runs a command that must fail with exit code 1 and returns its stderr.
-fn fails(repo: &Path, args: &[&str]) -> String {
+pub(crate) fn fails(repo: &Path, args: &[&str]) -> String {
     let output = quiver(repo, args);
     assert_eq!(
         output.status.code(),

@@ -4,43 +4,15 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cli::use_registry;
+use crate::cli::{fails, ok, use_registry};
 use crate::postgres_database::PostgresDatabase;
 use crate::redis_cluster::{Certificates, RedisCluster};
 use crate::support;
-
-fn quiver(repo: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .arg("--repo")
-        .arg(repo)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the quiver binary runs")
-}
-
-fn ok(repo: &Path, args: &[&str]) -> String {
-    let output = quiver(repo, args);
-    assert!(
-        output.status.success(),
-        "quiver {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).to_string()
-}
-
-fn fails(repo: &Path, args: &[&str]) -> String {
-    let output = quiver(repo, args);
-    assert_eq!(output.status.code(), Some(1), "quiver {args:?} must fail");
-    let err = String::from_utf8_lossy(&output.stderr).to_string();
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
 
 /// `quiver init` of the example in `parent/name`.
 fn init(parent: &Path, name: &str) -> PathBuf {
@@ -230,6 +202,19 @@ impl Server {
     }
 }
 
+/// Every server answers `lookup` with 200 throughout 2.5 s.
+fn keep_answering(servers: &[&Server], lookup: &Value, what: &str) {
+    let until = Instant::now() + Duration::from_millis(2_500);
+    while Instant::now() < until {
+        for server in servers {
+            let (status, response) =
+                server.call("POST", "/get-online-features", &lookup.to_string());
+            assert_eq!(status, 200, "{what}: {response}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = Command::new("kill")
@@ -314,15 +299,7 @@ fn two_servers_share_the_registry_the_online_store_and_the_offline_root() {
              WHERE datname = current_database() AND pid <> pg_backend_pid()",
         )
         .unwrap();
-    let until = Instant::now() + Duration::from_millis(2_500);
-    while Instant::now() < until {
-        for server in [&a, &b] {
-            let (status, response) =
-                server.call("POST", "/get-online-features", &lookup.to_string());
-            assert_eq!(status, 200, "{response}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    keep_answering(&[&a, &b], &lookup, "sessions ended");
 
     // PostgreSQL down (no connection accepted) does not take serving down either: the
     // servers keep the definitions they have and pick up changes once it is back.
@@ -339,15 +316,7 @@ fn two_servers_share_the_registry_the_online_store_and_the_offline_root() {
             db.name
         ))
         .unwrap();
-    let until = Instant::now() + Duration::from_millis(2_500);
-    while Instant::now() < until {
-        for server in [&a, &b] {
-            let (status, response) =
-                server.call("POST", "/get-online-features", &lookup.to_string());
-            assert_eq!(status, 200, "registry down: {response}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    keep_answering(&[&a, &b], &lookup, "registry down");
     assert!(fails(&first, &["apply"]).contains("registry postgres://"));
     admin
         .batch_execute(&format!(

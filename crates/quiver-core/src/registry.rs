@@ -34,6 +34,60 @@ pub const REGISTRY_FILE: &str = "registry.db";
 /// The registry schema this binary reads and writes; a newer database is refused.
 const SCHEMA_VERSION: i64 = 3;
 
+/// The registry's tables, for both databases: `{integer}` and `{serial}` (an id that
+/// numbers rows in insertion order) are each database's own types.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS objects (
+    kind            TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    current_version {integer} NOT NULL,
+    deleted         {integer} NOT NULL DEFAULT 0,
+    updated_at      TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+CREATE TABLE IF NOT EXISTS object_versions (
+    kind         TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    version      {integer} NOT NULL,
+    content_hash TEXT NOT NULL,
+    definition   TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    PRIMARY KEY (kind, name, version)
+);
+CREATE TABLE IF NOT EXISTS history (
+    id         {serial},
+    applied_at TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    version    {integer} NOT NULL,
+    action     TEXT NOT NULL,
+    fields     TEXT NOT NULL,
+    definition TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_by_name ON history (name, id);
+CREATE TABLE IF NOT EXISTS watermarks (
+    view      TEXT NOT NULL,
+    version   {integer} NOT NULL,
+    watermark {integer} NOT NULL,
+    PRIMARY KEY (view, version)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id          {serial},
+    kind        TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    details     TEXT NOT NULL
+);
+";
+
+/// [`SCHEMA`] with each database's types put in.
+fn schema(integer: &str, serial: &str) -> String {
+    SCHEMA
+        .replace("{serial}", serial)
+        .replace("{integer}", integer)
+}
+
 /// A recorded run: a materialization or a training-set export.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunRecord {

@@ -343,7 +343,12 @@ impl RedisStore {
         let mut key = Vec::with_capacity(prefix.len() + entity.len() + 10);
         key.extend_from_slice(prefix);
         if matches!(self.connection, Connection::Cluster(_)) {
-            key.extend_from_slice(format!("{{{:08x}}}", fnv1a(entity)).as_bytes());
+            // `{` + 8 hex digits + `}`, written in place (this runs once per key).
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let hash = fnv1a(entity);
+            key.push(b'{');
+            key.extend((0..8).rev().map(|i| HEX[(hash >> (4 * i)) as usize & 0xf]));
+            key.push(b'}');
         }
         key.extend_from_slice(entity);
         key

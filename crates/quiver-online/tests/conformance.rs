@@ -16,7 +16,7 @@ use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use quiver_online::codec::encode_entity_keys;
 use quiver_online::{
     BLOB_VERSION_BYTES, BlobWrite, EmbeddedStore, Expect, FeatureStatus, OnlineRows, OnlineStore,
-    RedisOptions, RedisStore, ViewRead, ViewRef, statuses,
+    RedisOptions, RedisStore, ViewRead, ViewRef, ViewValues, statuses,
 };
 use redis_cluster::{Certificates, RedisCluster, TlsRedis};
 use redis_server::RedisServer;
@@ -64,8 +64,19 @@ async fn read_one(
     view: &ViewRef,
     ids: &[Option<i64>],
 ) -> (Vec<Option<f64>>, Vec<FeatureStatus>, Vec<Option<i64>>) {
+    let values = read_values(store, view, ids).await.unwrap();
+    let st = statuses(&values, &values.features[0], view.ttl_micros, NOW);
+    (rates(&values), st, values.event_ts)
+}
+
+/// One lookup of `ids` in `view`.
+async fn read_values(
+    store: &dyn OnlineStore,
+    view: &ViewRef,
+    ids: &[Option<i64>],
+) -> Result<ViewValues, String> {
     let keys = keys(ids);
-    let values = store
+    Ok(store
         .read(
             &[ViewRead {
                 view,
@@ -75,14 +86,16 @@ async fn read_one(
             NOW,
         )
         .await
-        .unwrap()
-        .remove(0);
+        .map_err(|e| e.to_string())?
+        .remove(0))
+}
+
+/// The `rate` feature of a lookup's answer.
+fn rates(values: &ViewValues) -> Vec<Option<f64>> {
     let rate = values.features[0].as_primitive::<Float64Type>();
-    let out: Vec<Option<f64>> = (0..rate.len())
+    (0..rate.len())
         .map(|i| rate.is_valid(i).then(|| rate.value(i)))
-        .collect();
-    let st = statuses(&values, &values.features[0], view.ttl_micros, NOW);
-    (out, st, values.event_ts)
+        .collect()
 }
 
 /// The raw blob of one key (and of a NULL key, which finds nothing).
@@ -605,23 +618,8 @@ async fn try_rates(
     view: &ViewRef,
     ids: &[i64],
 ) -> Result<Vec<Option<f64>>, String> {
-    let keys = keys(&ids.iter().map(|i| Some(*i)).collect::<Vec<_>>());
-    let values = store
-        .read(
-            &[ViewRead {
-                view,
-                keys: &keys,
-                raw: false,
-            }],
-            NOW,
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .remove(0);
-    let rate = values.features[0].as_primitive::<Float64Type>();
-    Ok((0..rate.len())
-        .map(|i| rate.is_valid(i).then(|| rate.value(i)))
-        .collect())
+    let ids: Vec<Option<i64>> = ids.iter().map(|i| Some(*i)).collect();
+    Ok(rates(&read_values(store, view, &ids).await?))
 }
 
 /// `rows` for `ids` with rate = id / 10 (+ `shift`).

@@ -22,50 +22,10 @@ use crate::{Error, Result};
 /// The PostgreSQL schema (namespace) of the registry's tables.
 const NAMESPACE: &str = "quiver";
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS objects (
-    kind            TEXT NOT NULL,
-    name            TEXT NOT NULL,
-    current_version BIGINT NOT NULL,
-    deleted         BIGINT NOT NULL DEFAULT 0,
-    updated_at      TEXT NOT NULL,
-    PRIMARY KEY (kind, name)
-);
-CREATE TABLE IF NOT EXISTS object_versions (
-    kind         TEXT NOT NULL,
-    name         TEXT NOT NULL,
-    version      BIGINT NOT NULL,
-    content_hash TEXT NOT NULL,
-    definition   TEXT NOT NULL,
-    created_at   TEXT NOT NULL,
-    updated_at   TEXT NOT NULL,
-    PRIMARY KEY (kind, name, version)
-);
-CREATE TABLE IF NOT EXISTS history (
-    id         BIGSERIAL PRIMARY KEY,
-    applied_at TEXT NOT NULL,
-    kind       TEXT NOT NULL,
-    name       TEXT NOT NULL,
-    version    BIGINT NOT NULL,
-    action     TEXT NOT NULL,
-    fields     TEXT NOT NULL,
-    definition TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS history_by_name ON history (name, id);
-CREATE TABLE IF NOT EXISTS watermarks (
-    view      TEXT NOT NULL,
-    version   BIGINT NOT NULL,
-    watermark BIGINT NOT NULL,
-    PRIMARY KEY (view, version)
-);
-CREATE TABLE IF NOT EXISTS runs (
-    id          BIGSERIAL PRIMARY KEY,
-    kind        TEXT NOT NULL,
-    started_at  TEXT NOT NULL,
-    finished_at TEXT NOT NULL,
-    details     TEXT NOT NULL
-);
-";
+/// [`super::SCHEMA`] in PostgreSQL's types.
+fn schema() -> String {
+    super::schema("BIGINT", "BIGSERIAL PRIMARY KEY")
+}
 
 /// How long connecting waits when the URL sets no `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -150,9 +110,7 @@ impl PostgresDatabase {
             idle: Mutex::new(Vec::new()),
         };
         let mut client = db.connect()?;
-        let mut tx = client.transaction().map_err(|e| db.error(e))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&write_lock()])
-            .map_err(|e| db.error(e))?;
+        let mut tx = db.locked_transaction(&mut client)?;
         tx.batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS {NAMESPACE};
              CREATE TABLE IF NOT EXISTS quiver_schema (version BIGINT NOT NULL, project TEXT NOT NULL);"
@@ -163,7 +121,7 @@ impl PostgresDatabase {
             .map_err(|e| db.error(e))?;
         match rows.first() {
             None => {
-                tx.batch_execute(SCHEMA).map_err(|e| db.error(e))?;
+                tx.batch_execute(&schema()).map_err(|e| db.error(e))?;
                 tx.execute(
                     "INSERT INTO quiver_schema (version, project) VALUES ($1, $2)",
                     &[&SCHEMA_VERSION, &project],
@@ -190,7 +148,7 @@ impl PostgresDatabase {
                 }
                 // Every schema change after version 3 (the first on PostgreSQL) gets a
                 // step here, applied under the same lock; until then this is a no-op.
-                tx.batch_execute(SCHEMA).map_err(|e| db.error(e))?;
+                tx.batch_execute(&schema()).map_err(|e| db.error(e))?;
                 tx.execute("UPDATE quiver_schema SET version = $1", &[&SCHEMA_VERSION])
                     .map_err(|e| db.error(e))?;
             }
@@ -244,9 +202,7 @@ impl PostgresDatabase {
             client = self.connect()?;
         }
         let out = (|| {
-            let mut tx = client.transaction().map_err(|e| self.error(e))?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&write_lock()])
-                .map_err(|e| self.error(e))?;
+            let mut tx = self.locked_transaction(&mut client)?;
             // On an error the transaction is dropped, which rolls it back.
             let out = f(&mut PostgresSession {
                 client: &mut tx,
@@ -296,6 +252,15 @@ impl PostgresDatabase {
     }
 
     /// An idle connection, or a new one.
+    /// A transaction holding the registry's write lock (transaction-scoped, so a crash
+    /// or a rollback releases it).
+    fn locked_transaction<'a>(&self, client: &'a mut Client) -> Result<postgres::Transaction<'a>> {
+        let mut tx = client.transaction().map_err(|e| self.error(e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&write_lock()])
+            .map_err(|e| self.error(e))?;
+        Ok(tx)
+    }
+
     /// An idle connection (`true`), or a new one.
     fn client(&self) -> Result<(Client, bool)> {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();

@@ -15,50 +15,10 @@ use super::database::{Held, Row, RunClaim, Session, Value, claim_key};
 use super::{REGISTRY_FILE, SCHEMA_VERSION};
 use crate::{Error, Result};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS objects (
-    kind            TEXT NOT NULL,
-    name            TEXT NOT NULL,
-    current_version INTEGER NOT NULL,
-    deleted         INTEGER NOT NULL DEFAULT 0,
-    updated_at      TEXT NOT NULL,
-    PRIMARY KEY (kind, name)
-);
-CREATE TABLE IF NOT EXISTS object_versions (
-    kind         TEXT NOT NULL,
-    name         TEXT NOT NULL,
-    version      INTEGER NOT NULL,
-    content_hash TEXT NOT NULL,
-    definition   TEXT NOT NULL,
-    created_at   TEXT NOT NULL,
-    updated_at   TEXT NOT NULL,
-    PRIMARY KEY (kind, name, version)
-);
-CREATE TABLE IF NOT EXISTS history (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    applied_at TEXT NOT NULL,
-    kind       TEXT NOT NULL,
-    name       TEXT NOT NULL,
-    version    INTEGER NOT NULL,
-    action     TEXT NOT NULL,
-    fields     TEXT NOT NULL,
-    definition TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS history_by_name ON history (name, id);
-CREATE TABLE IF NOT EXISTS watermarks (
-    view      TEXT NOT NULL,
-    version   INTEGER NOT NULL,
-    watermark INTEGER NOT NULL,
-    PRIMARY KEY (view, version)
-);
-CREATE TABLE IF NOT EXISTS runs (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind        TEXT NOT NULL,
-    started_at  TEXT NOT NULL,
-    finished_at TEXT NOT NULL,
-    details     TEXT NOT NULL
-);
-";
+/// [`super::SCHEMA`] in SQLite's types (`INTEGER PRIMARY KEY` is the rowid).
+fn schema() -> String {
+    super::schema("INTEGER", "INTEGER PRIMARY KEY AUTOINCREMENT")
+}
 
 /// The folder of run claim files inside the state folder.
 const CLAIMS_DIR: &str = "claims";
@@ -99,7 +59,7 @@ impl SqliteDatabase {
                 ),
             });
         }
-        tx.execute_batch(SCHEMA).map_err(|e| db.error(e))?;
+        tx.execute_batch(&schema()).map_err(|e| db.error(e))?;
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
             .map_err(|e| db.error(e))?;
         tx.commit().map_err(|e| db.error(e))?;
