@@ -7,7 +7,7 @@ use crate::postgres_database::PostgresDatabase;
 use crate::support;
 
 /// Runs `quiver --repo DIR ARGS…` in DIR (when it exists), as a user in the repository would.
-fn quiver(repo: &Path, args: &[&str]) -> Output {
+pub(crate) fn quiver(repo: &Path, args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_quiver"));
     if repo.is_dir() {
         command.current_dir(repo);
@@ -25,7 +25,7 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).to_string()
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).to_string()
 }
 
@@ -64,7 +64,7 @@ pub(crate) fn fails(repo: &Path, args: &[&str]) -> String {
     err
 }
 
-fn json(text: &str) -> serde_json::Value {
+pub(crate) fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
@@ -82,7 +82,7 @@ macro_rules! snapshot {
     }};
 }
 
-fn init_example() -> tempfile::TempDir {
+pub(crate) fn init_example() -> tempfile::TempDir {
     init_example_on(None)
 }
 
@@ -881,7 +881,7 @@ fn completions_are_printed_for_each_shell() {
 }
 
 /// Reads every batch of a Parquet file.
-fn read_parquet(path: &Path) -> Vec<arrow::array::RecordBatch> {
+pub(crate) fn read_parquet(path: &Path) -> Vec<arrow::array::RecordBatch> {
     let file = std::fs::File::open(path).unwrap();
     parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .unwrap()

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a test failure
 mod cli;
 mod definitions;
+mod object_storage;
 mod on_demand;
 mod on_demand_property;
 mod online;
@@ -20,6 +21,8 @@ mod redis_cluster;
 #[path = "../support/redis_server.rs"]
 mod redis_server;
 mod reliability;
+#[path = "../support/s3_server.rs"]
+mod s3_server;
 mod support;
 mod team;
 mod window_property;

@@ -111,10 +111,16 @@ fn definitions(case: &Case) -> String {
     sql
 }
 
-fn run(case: &Case) -> String {
+/// Runs a case in a fresh repository whose `quiver.toml` is `project = "pit"` plus
+/// `config` (e.g. an offline root on object storage).
+fn run(case: &Case, config: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    std::fs::write(root.join("quiver.toml"), "project = \"pit\"\n").unwrap();
+    std::fs::write(
+        root.join("quiver.toml"),
+        format!("project = \"pit\"\n{config}"),
+    )
+    .unwrap();
     std::fs::create_dir_all(root.join("features")).unwrap();
     std::fs::create_dir_all(root.join("data")).unwrap();
     std::fs::write(root.join("features/defs.sql"), definitions(case)).unwrap();
@@ -148,6 +154,25 @@ fn run(case: &Case) -> String {
 
 #[test]
 fn point_in_time_cases() {
+    check_cases(|_| String::new());
+}
+
+/// The same cases with the offline tables in an S3 bucket (a private `moto_server`).
+#[test]
+fn point_in_time_cases_on_object_storage() {
+    let s3 = crate::s3_server::shared();
+    let bucket = s3.bucket("pit");
+    check_cases(|case| {
+        format!(
+            "[offline]\npath = \"s3://{bucket}/{}\"\n{}",
+            case.file_stem().unwrap().to_string_lossy(),
+            s3.storage_toml()
+        )
+    });
+}
+
+/// Runs every case with the config `config` gives for its file; blesses or compares.
+fn check_cases(config: impl Fn(&Path) -> String) {
     let paths = crate::support::case_files("pit");
     assert!(
         paths.len() >= 14,
@@ -158,7 +183,7 @@ fn point_in_time_cases() {
     let mut failures = Vec::new();
     for path in &paths {
         let case = parse(path);
-        let actual = run(&case);
+        let actual = run(&case, &config(path));
         if actual.trim_end() == case.expected.trim_end() {
             continue;
         }

@@ -1,6 +1,7 @@
 //! The README's examples stay true: every ```sql block parses and every ```toml block
 //! is a valid `quiver.toml`.
 
+use crate::s3_server::S3Server;
 use std::path::Path;
 
 fn blocks(language: &str) -> Vec<String> {
@@ -49,7 +50,7 @@ fn readme_config_examples_are_valid() {
 
 /// The configuration of "Running Quiver for a team", the test's own servers put in for
 /// its placeholders (`team::two_servers_…` runs it).
-pub fn team_config(registry: &str, redis_seeds: &[String], offline: &Path) -> String {
+pub fn team_config(registry: &str, redis_seeds: &[String], offline: &str, s3: &S3Server) -> String {
     let mut config = blocks("toml").pop().unwrap();
     let seeds: Vec<String> = redis_seeds.iter().map(|s| format!("{s:?}")).collect();
     for (placeholder, value) in [
@@ -61,7 +62,14 @@ pub fn team_config(registry: &str, redis_seeds: &[String], offline: &Path) -> St
             "[\"rediss://redis-1.internal:6379\", \"rediss://redis-2.internal:6379\"]",
             format!("[{}]", seeds.join(", ")),
         ),
-        ("/mnt/features/rides/offline", offline.display().to_string()),
+        ("s3://rides-features/offline", offline.to_string()),
+        ("https://minio.internal:9000", s3.endpoint()),
+        (
+            "aws_region = \"eu-west-1\"",
+            // The test server's region, plain HTTP and its credentials (a real
+            // deployment takes credentials from the environment).
+            "aws_region = \"us-east-1\"\naws_allow_http = true\naws_access_key_id = \"quiver-test\"\naws_secret_access_key = \"quiver-test-secret\"".to_string(),
+        ),
     ] {
         assert!(config.contains(placeholder), "{config}");
         config = config.replace(placeholder, &value);

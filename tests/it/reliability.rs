@@ -11,8 +11,17 @@ use quiver::{FeatureStatus, FeatureStore, MaterializeOptions, PushTo};
 
 /// The example repository, applied and materialized.
 async fn example() -> (tempfile::TempDir, Arc<FeatureStore>) {
+    example_with(|_| {}).await
+}
+
+/// The example repository with its `quiver.toml` changed by `configure`, applied and
+/// materialized.
+async fn example_with(
+    configure: impl FnOnce(&std::path::Path),
+) -> (tempfile::TempDir, Arc<FeatureStore>) {
     let dir = tempfile::tempdir().unwrap();
     quiver::example::init_repository(dir.path(), Utc::now()).unwrap();
+    configure(&dir.path().join("quiver.toml"));
     let store = FeatureStore::open(dir.path()).unwrap();
     store.apply().await.unwrap();
     store
@@ -104,6 +113,30 @@ async fn conv_rate_statuses(store: &FeatureStore) -> (Vec<FeatureStatus>, u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_never_fail_while_pushes_and_materializations_commit() {
     let (dir, store) = example().await;
+    exports_while_writers_commit(&dir, store).await;
+}
+
+/// The same with the offline tables in S3 (a private `moto_server`), where commits are
+/// conditional puts and superseded files stay in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_never_fail_while_pushes_and_materializations_commit_on_s3() {
+    let s3 = crate::s3_server::shared();
+    let bucket = s3.bucket("reliability");
+    let (dir, store) = example_with(|config| {
+        let text = std::fs::read_to_string(config).unwrap().replace(
+            "path = \"data/offline\"",
+            &format!("path = \"s3://{bucket}/offline\""),
+        );
+        std::fs::write(config, format!("{text}\n{}", s3.storage_toml())).unwrap();
+    })
+    .await;
+    exports_while_writers_commit(&dir, store).await;
+    assert!(!dir.path().join("data/offline").exists());
+}
+
+/// Three readers export (each many passes over the files) while a writer pushes rows to
+/// the offline store and re-materializes: every export succeeds with every spine row.
+async fn exports_while_writers_commit(dir: &tempfile::TempDir, store: Arc<FeatureStore>) {
     let writer = {
         let store = Arc::clone(&store);
         tokio::spawn(async move {

@@ -225,20 +225,21 @@ impl Drop for Server {
 }
 
 /// Issue 14, part 4: two servers (two checkouts) sharing the PostgreSQL registry, a
-/// Redis Cluster over TLS with client certificates, and one offline root — the README's
-/// "Running Quiver for a team" configuration.
+/// Redis Cluster over TLS with client certificates, and one offline root in S3 — the
+/// README's "Running Quiver for a team" configuration.
 #[test]
 fn two_servers_share_the_registry_the_online_store_and_the_offline_root() {
     let db = PostgresDatabase::create();
     let certificates = Certificates::make();
     let cluster = RedisCluster::start_tls(3, 0, &certificates);
     let dir = tempfile::tempdir().unwrap();
-    let offline = dir.path().join("shared-offline");
+    let s3 = crate::s3_server::shared();
+    let offline = format!("s3://{}/offline", s3.bucket("team"));
     let first = init(dir.path(), "first");
     // The README's team configuration, with this test's servers and certificates.
     std::fs::write(
         first.join("quiver.toml"),
-        crate::readme::team_config(&db.url(), &cluster.seeds(), &offline),
+        crate::readme::team_config(&db.url(), &cluster.seeds(), &offline, s3),
     )
     .unwrap();
     std::fs::create_dir_all(first.join("certs")).unwrap();

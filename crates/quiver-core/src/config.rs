@@ -13,6 +13,8 @@
 //! bind = "127.0.0.1:6566"
 //! [registry]
 //! url = "postgres://quiver@db.internal/rides"   # default: .quiver/registry.db (SQLite)
+//! [storage]                           # for s3:// offline.path and sources
+//! aws_endpoint_url = "http://127.0.0.1:9000"
 //! ```
 //!
 //! Environment overrides: `QUIVER_PROJECT`, `QUIVER_DEFINITIONS` (comma-separated) and
@@ -20,7 +22,7 @@
 //! not exist is an error naming the variable.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -61,6 +63,56 @@ pub struct Config {
     /// Where the registry lives.
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// How object storage (`s3://` offline tables and sources) is reached.
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: how `s3://` locations (`offline.path`, `CREATE SOURCE … FROM`) are
+/// reached. Each key overrides the standard AWS environment variable of the same name
+/// in capitals (`aws_region` ↔ `AWS_REGION`); unset keys come from the environment.
+/// Prefer the environment for secrets. Values are never printed.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The access key id (`AWS_ACCESS_KEY_ID`).
+    pub aws_access_key_id: Option<String>,
+    /// The secret access key (`AWS_SECRET_ACCESS_KEY`).
+    pub aws_secret_access_key: Option<String>,
+    /// A session token for temporary credentials (`AWS_SESSION_TOKEN`).
+    pub aws_session_token: Option<String>,
+    /// The bucket's region (`AWS_REGION`; default `us-east-1`).
+    pub aws_region: Option<String>,
+    /// The endpoint of an S3-compatible store such as MinIO, Ceph or R2
+    /// (`AWS_ENDPOINT_URL`); requests use path-style addressing.
+    pub aws_endpoint_url: Option<String>,
+    /// Allow an `http://` endpoint (`AWS_ALLOW_HTTP`); only for stores on a trusted network.
+    pub aws_allow_http: Option<bool>,
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set: Vec<&str> = self.settings().into_iter().map(|(k, _)| k).collect();
+        f.debug_struct("StorageConfig").field("set", &set).finish()
+    }
+}
+
+impl StorageConfig {
+    /// The keys that are set and their values, by their AWS names in lower case.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        let allow_http = self.aws_allow_http.map(|b| b.to_string());
+        [
+            ("aws_access_key_id", self.aws_access_key_id.clone()),
+            ("aws_secret_access_key", self.aws_secret_access_key.clone()),
+            ("aws_session_token", self.aws_session_token.clone()),
+            ("aws_region", self.aws_region.clone()),
+            ("aws_endpoint_url", self.aws_endpoint_url.clone()),
+            ("aws_allow_http", allow_http),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|v| (key, v)))
+        .collect()
+    }
 }
 
 /// `[registry]`
@@ -372,6 +424,20 @@ impl Config {
         if self.offline.path.is_empty() {
             return Err("`offline.path` must not be empty".into());
         }
+        if let Some((scheme, rest)) = self.offline.path.split_once("://") {
+            if !matches!(scheme, "s3" | "s3a") {
+                return Err(format!(
+                    "`offline.path` {:?}: only local folders and s3://bucket/prefix URLs are supported",
+                    self.offline.path
+                ));
+            }
+            if rest.split('/').next().is_none_or(str::is_empty) {
+                return Err(format!(
+                    "`offline.path` {:?} names no bucket: write s3://bucket/prefix",
+                    self.offline.path
+                ));
+            }
+        }
         for (key, value) in [
             ("offline.retention", &self.offline.retention),
             ("ingest.max_future_skew", &self.ingest.max_future_skew),
@@ -482,11 +548,6 @@ impl Config {
         Ok(())
     }
 
-    /// The offline root, resolved against the repository root.
-    pub fn offline_path(&self, repo_root: &Path) -> PathBuf {
-        repo_root.join(&self.offline.path)
-    }
-
     /// The default config `quiver init` writes for a project.
     pub fn example(project: &str) -> Config {
         Config {
@@ -497,6 +558,7 @@ impl Config {
             ingest: IngestConfig::default(),
             server: ServerConfig::default(),
             registry: RegistryConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 

@@ -63,17 +63,21 @@ fn check_unique_names(defs: &Definitions, diagnostics: &mut Diagnostics) {
 fn check_sources(defs: &Definitions, repo_root: &Path, diagnostics: &mut Diagnostics) {
     for source in &defs.sources {
         let path = &source.def.path;
-        if path.contains("://") {
-            diagnostics.push(
-                defs.error_at(
-                    source.path_at,
-                    format!(
-                        "source `{}`: object store URLs are not supported yet",
-                        source.def.name
-                    ),
-                )
-                .with_help("use a local file, folder or glob relative to quiver.toml"),
-            );
+        if let Some((scheme, _)) = path.split_once("://") {
+            // Object storage is checked when the source is read (its listing needs
+            // credentials); only the scheme is checked here.
+            if !matches!(scheme, "s3" | "s3a") {
+                diagnostics.push(
+                    defs.error_at(
+                        source.path_at,
+                        format!(
+                            "source `{}`: `{scheme}://` locations are not supported",
+                            source.def.name
+                        ),
+                    )
+                    .with_help("use a local file, folder or glob relative to quiver.toml, or s3://bucket/prefix"),
+                );
+            }
             continue;
         }
         if !source_path_exists(repo_root, path) {

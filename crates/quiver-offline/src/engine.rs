@@ -15,6 +15,7 @@ use quiver_core::model::{Column, Entity, FeatureView, KeyType, Source, ViewSchem
 
 use crate::materialize::{self, MaterializeStats, PushLog, PushStats, WriteOptions};
 use crate::normalize::{ViewColumns, normalize};
+use crate::storage::{Location, StorageOptions};
 use crate::table::{Interval, OfflineTable};
 use crate::window::WindowProgram;
 use crate::{Error, Result, source};
@@ -41,6 +42,8 @@ pub struct OfflineEngine {
     /// limit, so sorts spill instead of growing without bound.
     ordered: SessionContext,
     repo_root: PathBuf,
+    /// How sources and tables on object storage are reached.
+    storage: StorageOptions,
 }
 
 impl std::fmt::Debug for OfflineEngine {
@@ -66,7 +69,20 @@ impl OfflineEngine {
             ctx: SessionContext::new(),
             ordered,
             repo_root: repo_root.into(),
+            storage: StorageOptions::default(),
         }
+    }
+
+    /// This engine with the `[storage]` settings for `s3://` sources.
+    pub fn with_storage(mut self, storage: StorageOptions) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Makes an offline root on object storage readable by this engine's sessions.
+    fn reach(&self, offline_root: &Location) -> Result<()> {
+        offline_root.register(&self.ctx)?;
+        offline_root.register(&self.ordered)
     }
 
     /// The DataFusion session (sources are registered in it under their names).
@@ -76,6 +92,9 @@ impl OfflineEngine {
 
     /// Registers a source as a table named after it and checks its time columns.
     pub async fn register_source(&self, source: &Source) -> Result<()> {
+        for ctx in [&self.ctx, &self.ordered] {
+            crate::storage::register(ctx, &source.path, &self.storage)?;
+        }
         source::register(&self.ctx, &self.repo_root, source).await?;
         let provider = self.ctx.table_provider(source.name.as_str()).await?;
         self.ordered
@@ -217,11 +236,12 @@ impl OfflineEngine {
     /// into the view merged in. The view's sources must be registered.
     pub async fn materialize(
         &self,
-        offline_root: &Path,
+        offline_root: &Location,
         table: &ViewTable<'_>,
         interval: Interval,
         options: WriteOptions,
     ) -> Result<MaterializeStats> {
+        self.reach(offline_root)?;
         let view = table.view;
         let fresh = normalize(
             self.ordered
@@ -257,12 +277,13 @@ impl OfflineEngine {
     #[allow(clippy::too_many_arguments)]
     pub async fn push(
         &self,
-        offline_root: &Path,
+        offline_root: &Location,
         table: &ViewTable<'_>,
         rows: RecordBatch,
         log: PushLog,
         options: WriteOptions,
     ) -> Result<PushStats> {
+        self.reach(offline_root)?;
         let offline = OfflineTable::new(offline_root, &table.view.name, table.version);
         materialize::push(
             &self.ordered,
@@ -280,11 +301,12 @@ impl OfflineEngine {
     /// every later materialization of a view reading the source merges.
     pub async fn push_source(
         &self,
-        offline_root: &Path,
+        offline_root: &Location,
         source: &str,
         rows: &RecordBatch,
         options: WriteOptions,
     ) -> Result<()> {
+        self.reach(offline_root)?;
         let log = OfflineTable::for_source(offline_root, source);
         materialize::push_source_log(&self.ordered, &log, rows, options).await
     }
@@ -376,13 +398,11 @@ async fn read_source_log(
     ordered: &SessionContext,
     log: &OfflineTable,
 ) -> Result<Option<Vec<RecordBatch>>> {
-    if !log.path().exists() {
+    if log.local_path().is_some_and(|dir| !dir.exists()) {
         return Ok(None);
     }
-    let _lock = log.lock().await?;
-    let Some(manifest) = log.read_manifest()? else {
-        return Ok(None);
-    };
+    let lock = log.lock().await?;
+    let manifest = log.manifest_or_empty(&lock);
     if manifest.pushed.is_empty() {
         return Ok(None);
     }

@@ -117,6 +117,17 @@ pub enum Error {
     #[error("offline table {path}: {message}")]
     TableIo { path: String, message: String },
 
+    /// Object storage could not be configured or reached.
+    #[error("object storage {location}: {message}")]
+    Storage { location: String, message: String },
+
+    /// Another writer committed to an offline table on object storage after this writer
+    /// read its manifest: this writer's commit was refused and nothing changed.
+    #[error(
+        "offline table {table}: another writer committed to it while this one ran, so this commit was refused and the table is unchanged; run the command again"
+    )]
+    CommitConflict { table: String },
+
     /// A manifest that cannot be parsed.
     #[error("offline table manifest {path} is corrupt: {message}")]
     CorruptManifest { path: String, message: String },
@@ -141,10 +152,12 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::UnreadableSource { .. } | Error::TableIo { .. } | Error::WriteParquet { .. } => {
-                ErrorKind::Unavailable
-            }
+            Error::UnreadableSource { .. }
+            | Error::TableIo { .. }
+            | Error::WriteParquet { .. }
+            | Error::Storage { .. } => ErrorKind::Unavailable,
             Error::CorruptManifest { .. } => ErrorKind::Internal,
+            Error::CommitConflict { .. } => ErrorKind::Conflict,
             Error::DataFusion(_) => ErrorKind::Internal,
             _ => ErrorKind::InvalidArgument,
         }

@@ -337,7 +337,7 @@ fn read_file(
     window: (i64, i64),
 ) -> Result<FilePart> {
     let io = |message: String| Error::TableIo {
-        path: data_file.path().display().to_string(),
+        path: data_file.display().to_string(),
         message,
     };
     let file = data_file.open()?;

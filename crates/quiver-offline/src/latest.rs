@@ -136,7 +136,7 @@ fn read_date(files: &[DataFile]) -> Result<Option<RecordBatch>> {
     let mut batches = Vec::new();
     for data_file in files {
         let io = |message: String| Error::TableIo {
-            path: data_file.path().display().to_string(),
+            path: data_file.display().to_string(),
             message,
         };
         let file = data_file.open()?;

@@ -14,9 +14,15 @@ pub mod normalize;
 pub mod on_demand;
 pub mod pit;
 mod source;
+pub mod storage;
 pub mod table;
 pub mod window;
+
+#[cfg(test)]
+#[path = "../../../tests/support/s3_server.rs"]
+mod s3_server;
 
 pub use engine::{OfflineEngine, ViewTable};
 pub use error::{Error, Result};
 pub use materialize::{MaterializeStats, PUSH_LOG_MAX_FILES, PushLog, PushStats, WriteOptions};
+pub use storage::{Location, StorageOptions};

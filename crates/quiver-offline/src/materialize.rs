@@ -106,8 +106,10 @@ pub(crate) async fn materialize(
 ) -> Result<MaterializeStats> {
     let started = Instant::now();
     let lock = table.lock().await?;
-    let mut manifest = table.manifest_or_empty()?;
-    table.vacuum_locked(&lock, &mut manifest, options.retention, options.now)?;
+    let mut manifest = table.manifest_or_empty(&lock);
+    table
+        .vacuum_locked(&lock, &mut manifest, options.retention, options.now)
+        .await?;
     let sequence = manifest.sequence + 1;
 
     // Partitions whose calendar day meets the interval are rewritten whole.
@@ -167,14 +169,16 @@ pub(crate) async fn materialize(
     });
     manifest.sequence = sequence;
     let added: Vec<&FileEntry> = written.files.values().flatten().collect();
-    let manifest = table.commit(
-        &lock,
-        manifest.clone(),
-        &added,
-        replaced,
-        Vec::new(),
-        options.now,
-    )?;
+    let manifest = table
+        .commit(
+            &lock,
+            manifest.clone(),
+            &added,
+            replaced,
+            Vec::new(),
+            options.now,
+        )
+        .await?;
     Ok(MaterializeStats {
         view: view_name.to_string(),
         version: table.version(),
@@ -230,8 +234,10 @@ pub(crate) async fn push(
     let started = Instant::now();
     let view_name = table.view().to_string();
     let lock = table.lock().await?;
-    let mut manifest = table.manifest_or_empty()?;
-    table.vacuum_locked(&lock, &mut manifest, options.retention, options.now)?;
+    let mut manifest = table.manifest_or_empty(&lock);
+    table
+        .vacuum_locked(&lock, &mut manifest, options.retention, options.now)
+        .await?;
     let sequence = manifest.sequence + 1;
 
     let ts = rows
@@ -293,7 +299,9 @@ pub(crate) async fn push(
         added.push(&log_entry);
     }
     manifest.sequence = sequence;
-    let manifest = table.commit(&lock, manifest, &added, replaced, dropped, options.now)?;
+    let manifest = table
+        .commit(&lock, manifest, &added, replaced, dropped, options.now)
+        .await?;
     Ok(PushStats {
         view: view_name,
         version: table.version(),
@@ -313,8 +321,10 @@ pub(crate) async fn push_source_log(
     options: WriteOptions,
 ) -> Result<()> {
     let lock = table.lock().await?;
-    let mut manifest = table.manifest_or_empty()?;
-    table.vacuum_locked(&lock, &mut manifest, options.retention, options.now)?;
+    let mut manifest = table.manifest_or_empty(&lock);
+    table
+        .vacuum_locked(&lock, &mut manifest, options.retention, options.now)
+        .await?;
     let sequence = manifest.sequence + 1;
     let (entry, compacted) =
         append_push_log(ordered, table, &manifest.pushed, sequence, None, rows).await?;
@@ -325,7 +335,9 @@ pub(crate) async fn push_source_log(
     };
     manifest.pushed.push(entry.clone());
     manifest.sequence = sequence;
-    table.commit(&lock, manifest, &[&entry], Vec::new(), dropped, options.now)?;
+    table
+        .commit(&lock, manifest, &[&entry], Vec::new(), dropped, options.now)
+        .await?;
     Ok(())
 }
 
@@ -337,10 +349,7 @@ pub(crate) async fn read_push_log(
 ) -> Result<DataFrame> {
     // Push log files are named after their commit, zero-padded, and the scan lists them
     // in name order: the order they were pushed.
-    let paths: Vec<String> = files
-        .iter()
-        .map(|f| table.path().join(&f.path).display().to_string())
-        .collect();
+    let paths: Vec<String> = files.iter().map(|f| table.file_url(&f.path)).collect();
     Ok(ordered
         .read_parquet(paths, ParquetReadOptions::default().file_extension(""))
         .await?)
@@ -358,7 +367,10 @@ async fn append_push_log(
     timestamp: Option<&str>,
     rows: &RecordBatch,
 ) -> Result<(FileEntry, bool)> {
-    let relative = format!("{PUSH_DIR}/push-{sequence:012}.{PUSH_LOG_EXTENSION}");
+    let relative = format!(
+        "{PUSH_DIR}/push-{}.{PUSH_LOG_EXTENSION}",
+        table.commit_name(sequence)
+    );
     let path = table.staging_path(&relative)?;
     let write_error = |e: parquet::errors::ParquetError| Error::WriteParquet {
         path: relative.clone(),
@@ -507,7 +519,7 @@ async fn rewrite_partitions(
         .iter()
         .flat_map(|d| &manifest.partitions[d])
         .filter(|f| !is_tile_file(&f.path))
-        .map(|f| table.path().join(&f.path).display().to_string())
+        .map(|f| table.file_url(&f.path))
         .collect();
     let mut all = fresh;
     if !old_files.is_empty() {
@@ -959,10 +971,10 @@ impl<'a> PartitionWriter<'a> {
             return Ok(());
         };
         let relative = format!(
-            "date={}/{}{:012}-0.parquet",
+            "date={}/{}{}-0.parquet",
             day_name(day),
             crate::window::TILE_PREFIX,
-            self.sequence
+            self.table.commit_name(self.sequence)
         );
         let path = self.table.staging_path(&relative)?;
         let write_error = |e: parquet::errors::ParquetError| Error::WriteParquet {
@@ -1000,7 +1012,10 @@ impl<'a> PartitionWriter<'a> {
 
     fn open(&mut self, day: i64, part: usize) -> Result<()> {
         let date = day_name(day);
-        let relative = format!("date={date}/part-{:012}-{part}.parquet", self.sequence);
+        let relative = format!(
+            "date={date}/part-{}-{part}.parquet",
+            self.table.commit_name(self.sequence)
+        );
         let path = self.table.staging_path(&relative)?;
         let file = File::create(&path).map_err(|e| Error::TableIo {
             path: path.display().to_string(),

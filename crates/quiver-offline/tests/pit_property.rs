@@ -14,7 +14,7 @@ use quiver_offline::WriteOptions;
 use quiver_offline::export::{ViewRequest, point_in_time_join};
 use quiver_offline::normalize::ViewColumns;
 use quiver_offline::table::{Interval, OfflineTable};
-use quiver_offline::{OfflineEngine, ViewTable};
+use quiver_offline::{Location, OfflineEngine, ViewTable};
 
 #[derive(Debug, Clone)]
 struct Row {
@@ -121,7 +121,7 @@ async fn engine_answer(
         on_demand: None,
     };
     let columns = ViewColumns::new(&schema, &[KeyType::Int64]);
-    let offline = dir.path().join("offline");
+    let offline = Location::Local(dir.path().join("offline"));
     // Two runs over split intervals exercise partition rewrites; the second run's
     // interval overlaps the first, which must not duplicate rows.
     let interval = |start, end| Interval { start, end };
@@ -147,6 +147,7 @@ async fn engine_answer(
         .unwrap();
     let files = OfflineTable::new(&offline, "v", 1)
         .snapshot()
+        .await
         .unwrap()
         .files();
 

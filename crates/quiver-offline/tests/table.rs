@@ -13,7 +13,7 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use quiver_core::model::{Column, FeatureView, KeyType, Source, SourceFormat, ViewSchema};
 use quiver_offline::normalize::ViewColumns;
 use quiver_offline::table::{Interval, OfflineTable};
-use quiver_offline::{OfflineEngine, PushLog, ViewTable, WriteOptions};
+use quiver_offline::{Location, OfflineEngine, PushLog, ViewTable, WriteOptions};
 
 const HOUR: i64 = 3_600_000_000;
 const DAY: i64 = 24 * HOUR;
@@ -105,8 +105,8 @@ impl Fixture {
         }
     }
 
-    fn offline(&self) -> PathBuf {
-        self.dir.path().join("offline")
+    fn offline(&self) -> Location {
+        Location::Local(self.dir.path().join("offline"))
     }
 
     fn offline_table(&self) -> OfflineTable {
@@ -207,7 +207,7 @@ async fn a_snapshot_stays_readable_while_writers_commit_until_the_retention_pass
     let f = Fixture::new().await;
     let now = T0 + 10 * DAY;
     f.materialize(now).await;
-    let before = f.offline_table().snapshot().unwrap();
+    let before = f.offline_table().snapshot().await.unwrap();
     let old_files = before.files();
     assert_eq!(before.rows(), 72);
 
@@ -216,7 +216,7 @@ async fn a_snapshot_stays_readable_while_writers_commit_until_the_retention_pass
     f.push(1, T0 + 90 * 60_000_000, 1000, now + 2).await;
     for file in &old_files {
         assert!(
-            !file.path().exists(),
+            !std::path::Path::new(file.display()).exists(),
             "replaced files leave the table's layout"
         );
         file.open()
@@ -225,15 +225,16 @@ async fn a_snapshot_stays_readable_while_writers_commit_until_the_retention_pass
 
     // A glob over the table sees exactly the committed files: no superseded files, no
     // push log, so DuckDB's read_parquet('<table>/**/*.parquet') counts the table's rows.
-    let table = f.offline_table().path().to_path_buf();
+    let table = f.offline_table().local_path().unwrap().to_path_buf();
     let globbed = parquet_files(&table);
     let committed: Vec<PathBuf> = f
         .offline_table()
         .snapshot()
+        .await
         .unwrap()
         .files()
         .iter()
-        .map(|d| d.path().to_path_buf())
+        .map(|d| PathBuf::from(d.display()))
         .collect();
     let mut sorted = committed.clone();
     sorted.sort();
@@ -264,14 +265,15 @@ async fn the_push_log_is_compacted_and_keeps_every_row_in_order() {
     for i in 0..20 {
         f.push(1, T0 + HOUR + 1, 500 + i, now + i).await;
     }
-    let log: Vec<PathBuf> = std::fs::read_dir(f.offline_table().path().join("_pushed"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let log: Vec<PathBuf> =
+        std::fs::read_dir(f.offline_table().local_path().unwrap().join("_pushed"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
     assert!(log.len() <= quiver_offline::PUSH_LOG_MAX_FILES, "{log:?}");
     // Re-materializing from the sources keeps the pushed row (its last value).
     f.materialize(now + 100).await;
-    let files = f.offline_table().snapshot().unwrap().files();
+    let files = f.offline_table().snapshot().await.unwrap().files();
     let mut values = Vec::new();
     for file in &files {
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
@@ -318,7 +320,7 @@ async fn future_event_times_are_skipped_and_counted() {
     assert_eq!(stats.rows_skipped_future, 35);
     assert_eq!(stats.rows_in_interval, 37);
     // Coverage (and so the watermark) stops at now.
-    let snapshot = f.offline_table().snapshot().unwrap();
+    let snapshot = f.offline_table().snapshot().await.unwrap();
     assert_eq!(snapshot.watermark(), Some(now));
     assert!(!snapshot.covers(None, now + 1));
 }

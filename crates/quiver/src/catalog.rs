@@ -373,12 +373,12 @@ impl Catalog {
     }
 
     /// An engine with the sources of the given views registered.
-    pub async fn engine(
+    pub(crate) async fn engine(
         &self,
-        root: &std::path::Path,
+        store: &crate::FeatureStore,
         views: &[&CatalogView],
     ) -> Result<OfflineEngine> {
-        let engine = OfflineEngine::new(root);
+        let engine = store.new_engine();
         let mut registered = std::collections::HashSet::new();
         for view in views {
             for source in &view.view.view.sources {
@@ -393,8 +393,11 @@ impl Catalog {
     }
 
     /// An engine with every source registered (for a spine query).
-    pub async fn engine_with_all_sources(&self, root: &std::path::Path) -> Result<OfflineEngine> {
-        let engine = OfflineEngine::new(root);
+    pub(crate) async fn engine_with_all_sources(
+        &self,
+        store: &crate::FeatureStore,
+    ) -> Result<OfflineEngine> {
+        let engine = store.new_engine();
         for source in self.sources.values() {
             engine.register_source(source).await?;
         }

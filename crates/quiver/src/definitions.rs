@@ -14,16 +14,21 @@ use quiver_offline::OfflineEngine;
 use crate::Result;
 
 /// Parses and validates a repository's definitions into the objects `apply` records.
-pub(crate) async fn load(repo_root: &Path, entries: &[String]) -> Result<Vec<Object>> {
+/// `engine` registers the sources (it knows how to reach object storage).
+pub(crate) async fn load(
+    repo_root: &Path,
+    entries: &[String],
+    engine: OfflineEngine,
+) -> Result<Vec<Object>> {
     let (defs, mut diagnostics) = parse_repository(repo_root, entries);
     for d in check_definitions(&defs, repo_root).0 {
         diagnostics.push(d);
     }
 
-    let engine = OfflineEngine::new(repo_root);
     let mut registered = HashSet::new();
     for source in &defs.sources {
-        if !source_path_exists(repo_root, &source.def.path) {
+        let remote = quiver_offline::storage::is_object_url(&source.def.path);
+        if !remote && !source_path_exists(repo_root, &source.def.path) {
             continue; // already reported as a missing file
         }
         match engine.register_source(&source.def).await {

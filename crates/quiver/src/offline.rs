@@ -13,6 +13,7 @@ use quiver_offline::WriteOptions;
 use quiver_offline::export::{OutputFormat, ViewRequest, join_view, spine_times, write_output};
 use quiver_offline::table::{Interval, OfflineTable};
 use quiver_offline::window::export::{WindowRequest, join_windows};
+use quiver_offline::{Location, StorageOptions};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -44,7 +45,7 @@ impl FeatureStore {
             start: options.start.map(|s| s.timestamp_micros()),
             end: end.timestamp_micros(),
         };
-        let engine = catalog.engine(self.root(), &views).await?;
+        let engine = catalog.engine(self, &views).await?;
         let runs: Vec<(&CatalogView, Interval)> =
             views.into_iter().map(|v| (v, interval)).collect();
         self.materialize_runs(&engine, runs).await
@@ -75,7 +76,7 @@ impl FeatureStore {
         let catalog = self.catalog().await?;
         let views = select_views(&catalog, views)?;
         let end = end.unwrap_or_else(|| self.clock().now()).timestamp_micros();
-        let engine = catalog.engine(self.root(), &views).await?;
+        let engine = catalog.engine(self, &views).await?;
         let mut runs = Vec::new();
         for view in views {
             let registry = self.registry().clone();
@@ -170,7 +171,7 @@ impl FeatureStore {
         let started = self.clock().now();
         let stats = engine
             .materialize(
-                &self.offline_root(),
+                &self.offline_root()?,
                 &view.table()?,
                 interval,
                 self.write_options(),
@@ -196,8 +197,29 @@ impl FeatureStore {
         }
     }
 
-    pub(crate) fn offline_root(&self) -> PathBuf {
-        self.config().offline_path(self.root())
+    /// Where the offline tables live (`offline.path`: a folder, or `s3://bucket/prefix`).
+    pub(crate) fn offline_root(&self) -> Result<Location> {
+        Ok(Location::open(
+            &self.config().offline.path,
+            self.root(),
+            &self.storage_options(),
+        )?)
+    }
+
+    /// The `[storage]` settings, for engines and offline roots.
+    pub(crate) fn storage_options(&self) -> StorageOptions {
+        StorageOptions::new(
+            self.config()
+                .storage
+                .settings()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v)),
+        )
+    }
+
+    /// A batch engine for this repository.
+    pub(crate) fn new_engine(&self) -> quiver_offline::OfflineEngine {
+        quiver_offline::OfflineEngine::new(self.root()).with_storage(self.storage_options())
     }
 
     /// The clock and limits of an offline write, from the config.
@@ -224,7 +246,7 @@ impl FeatureStore {
         let now = self.clock().now().timestamp_micros();
         let mut out = Vec::new();
         for view in views {
-            let table = OfflineTable::new(&self.offline_root(), view.name(), view.version);
+            let table = OfflineTable::new(&self.offline_root()?, view.name(), view.version);
             let stats = table.vacuum(retention, now).await?;
             out.push(VacuumReport {
                 view: view.name().to_string(),
@@ -442,8 +464,8 @@ impl<'a> ExportBuilder<'a> {
             }
         }
         let engine = match &self.spine {
-            Some(Spine::Sql(_)) => catalog.engine_with_all_sources(self.store.root()).await?,
-            _ => catalog.engine(self.store.root(), &views).await?,
+            Some(Spine::Sql(_)) => catalog.engine_with_all_sources(self.store).await?,
+            _ => catalog.engine(self.store, &views).await?,
         };
         let (spine, spine_label, spine_sha256) = match &self.spine {
             None => return Err(Error::NoSpine),
@@ -753,13 +775,13 @@ impl ExportBuilder<'_> {
                 .max(),
             None => ttl,
         };
-        let table = OfflineTable::new(&self.store.offline_root(), view.name(), view.version);
+        let table = OfflineTable::new(&self.store.offline_root()?, view.name(), view.version);
         if let Some((min_t, max_t)) = span {
             let needed = Interval {
                 start: lookback.map(|l| min_t.saturating_sub(l)),
                 end: max_t,
             };
-            if !table.snapshot()?.covers(needed.start, needed.end) {
+            if !table.snapshot().await?.covers(needed.start, needed.end) {
                 if !self.materialize_missing {
                     return Err(Error::OfflineTableIncomplete {
                         view: view.name().to_string(),
@@ -772,7 +794,7 @@ impl ExportBuilder<'_> {
         }
         // The files of one snapshot: commits made while the export reads do not
         // disturb it.
-        let files = table.snapshot()?.files();
+        let files = table.snapshot().await?.files();
         let columns = view.columns();
         Ok(match view.window()? {
             Some(program) => Join::Window(WindowRequest {

@@ -90,8 +90,9 @@ impl FeatureStore {
         let started = Instant::now();
         let store = self.online_store().await?;
         let view_ref = view.online_ref()?;
-        let dates = OfflineTable::new(&self.offline_root(), view.name(), view.version)
-            .snapshot()?
+        let dates = OfflineTable::new(&self.offline_root()?, view.name(), view.version)
+            .snapshot()
+            .await?
             .partitions();
         let columns = view.columns();
         let keys: Vec<String> = columns.keys.iter().map(|(k, _)| k.clone()).collect();

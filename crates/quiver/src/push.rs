@@ -158,7 +158,7 @@ impl FeatureStore {
             });
         }
         if let Some(source) = catalog.sources.get(target) {
-            let engine = quiver_offline::OfflineEngine::new(self.root());
+            let engine = self.new_engine();
             engine.register_source(source).await?;
             let schema = engine.source_schema(&source.name).await?;
             return Ok(PushSchema {
@@ -215,7 +215,7 @@ impl FeatureStore {
                         ),
                     });
                 }
-                let engine = catalog.engine(self.root(), &readers).await?;
+                let engine = catalog.engine(self, &readers).await?;
                 for view in &readers {
                     // An aggregation view takes events; other aggregating views cannot.
                     if !view.view.view.is_windowed()
@@ -244,15 +244,13 @@ impl FeatureStore {
 
         let mut out = Vec::new();
         // One engine for every view's offline write (it needs no sources).
-        let offline = to
-            .offline()
-            .then(|| quiver_offline::OfflineEngine::new(self.root()));
+        let offline = to.offline().then(|| self.new_engine());
         // Rows pushed into a source are kept in the source's log, so every view version
         // materialized later (not only the current ones) gets them.
         let log = match (&offline, source_rows) {
             (Some(_), Some(engine)) => {
                 engine
-                    .push_source(&self.offline_root(), target, &rows, options)
+                    .push_source(&self.offline_root()?, target, &rows, options)
                     .await?;
                 PushLog::Source
             }
@@ -268,7 +266,7 @@ impl FeatureStore {
             if let Some(engine) = offline.as_ref().filter(|_| batch.num_rows() > 0) {
                 let stats = engine
                     .push(
-                        &self.offline_root(),
+                        &self.offline_root()?,
                         &view.table()?,
                         batch.clone(),
                         log,

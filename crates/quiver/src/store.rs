@@ -68,7 +68,7 @@ impl FeatureStore {
 
     /// Parses and validates the definitions, typing every view with DataFusion.
     pub async fn definitions(&self) -> Result<Vec<Object>> {
-        definitions::load(&self.root, &self.config.definitions).await
+        definitions::load(&self.root, &self.config.definitions, self.new_engine()).await
     }
 
     /// What `apply` would change in the registry.

@@ -74,8 +74,9 @@ impl FeatureStore {
         let started = Instant::now();
         let store = self.online_store().await?;
         let view_ref = view.online_ref()?;
-        let files = OfflineTable::new(&self.offline_root(), view.name(), view.version)
-            .snapshot()?
+        let files = OfflineTable::new(&self.offline_root()?, view.name(), view.version)
+            .snapshot()
+            .await?
             .files();
         let now = self.clock().now().timestamp_micros();
         let columns = view.columns().clone();

@@ -29,7 +29,7 @@ use super::entity::decode_states;
 use super::program::{Event, TilesPerHop, WindowProgram, scalars};
 use super::state::{AggKind, EventOrder, Scalar, State};
 use super::tiles::events_of;
-use super::{SEQUENCE, TILE_HOP, TILE_PREFIX, TILE_START, TILE_STATE};
+use super::{SEQUENCE, TILE_HOP, TILE_START, TILE_STATE};
 use crate::normalize::ViewColumns;
 use crate::pit::KeyGroups;
 use crate::table::DataFile;
@@ -408,9 +408,7 @@ pub async fn join_windows(
 }
 
 fn is_tile_file(file: &DataFile) -> bool {
-    file.path()
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with(TILE_PREFIX))
+    crate::materialize::is_tile_file(file.name())
 }
 
 /// The rows of some files, from their Parquet footers.
@@ -419,7 +417,7 @@ fn total_rows(files: &[DataFile]) -> Result<u64> {
     for file in files {
         let builder =
             ParquetRecordBatchReaderBuilder::try_new(file.open()?).map_err(|e| Error::TableIo {
-                path: file.path().display().to_string(),
+                path: file.display().to_string(),
                 message: e.to_string(),
             })?;
         rows += builder.metadata().file_metadata().num_rows().max(0) as u64;
@@ -501,7 +499,7 @@ fn read_events(
     (bucket, buckets): (u32, u32),
 ) -> Result<Events> {
     let io = |message: String| Error::TableIo {
-        path: file.path().display().to_string(),
+        path: file.display().to_string(),
         message,
     };
     let program = &request.program;
@@ -649,7 +647,7 @@ fn read_tiles(
     (bucket, buckets): (u32, u32),
 ) -> Result<Vec<TileRow>> {
     let io = |message: String| Error::TableIo {
-        path: file.path().display().to_string(),
+        path: file.display().to_string(),
         message,
     };
     let reader = ParquetRecordBatchReaderBuilder::try_new(file.open()?)
@@ -902,13 +900,10 @@ pub fn entity_states(
     let shapes = program.empty();
     for file in files {
         let io = |message: String| Error::TableIo {
-            path: file.path().display().to_string(),
+            path: file.display().to_string(),
             message,
         };
-        let is_tiles = file
-            .path()
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with(TILE_PREFIX));
+        let is_tiles = is_tile_file(file);
         let reader = ParquetRecordBatchReaderBuilder::try_new(file.open()?)
             .and_then(|b| b.with_batch_size(64 * 1024).build())
             .map_err(|e| io(e.to_string()))?;
