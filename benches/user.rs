@@ -22,13 +22,20 @@
 //! 4. With `--redis-cluster`: the same lookups at 16 connections with the views in a
 //!    private 3-primary Redis Cluster, beside the single Redis measured again right
 //!    before, in the same run.
-//! 5. With `--baseline PATH` (another build of `quiver`, e.g. the previous commit's):
+//! 5. With `--sdk-python PATH` (a Python with a release build of the `quiver` wheel): the
+//!    Python package's `get_historical_features(...).to_df()` of the same spine and
+//!    features, best of `--runs` (`benches/python_sdk.py`, which also compares every value
+//!    with the CLI's export), beside the CLI's best; with `--feast-venv DIR` too (a venv
+//!    with `feast==0.67.0`, created when missing), Feast's `get_historical_features` on the same source
+//!    files with its default `file` offline store.
+//! 6. With `--baseline PATH` (another build of `quiver`, e.g. the previous commit's):
 //!    materialize and export with both binaries alternately, best of `--runs` each, so a
 //!    change that made either slower shows as a ratio measured side by side.
 //!
 //! Options: `--scale small|medium|large` (default `large`), `--runs N` exports (default
 //! 3), `--seconds N` per `wrk` run (default 10), `--python PATH` (a Python with `duckdb`;
-//! default `python3`), `--no-duckdb`, `--no-redis`, `--redis-cluster`, `--baseline PATH`.
+//! default `python3`), `--no-duckdb`, `--no-redis`, `--redis-cluster`, `--baseline PATH`,
+//! `--sdk-python PATH`, `--feast-venv DIR`.
 //! Needs `redis-server` (and `redis-cli` for the cluster), `wrk` and GNU time
 //! (`/usr/bin/time`).
 
@@ -221,6 +228,10 @@ fn main() {
             "export: {best:.2} s vs DuckDB {duck_best:.2} s = {ratio:.2}x (large: >= 4x, {})",
             verdict(ratio >= 4.0)
         ));
+    }
+
+    if let Some(sdk_python) = &args.sdk_python {
+        python_sdk(&dir, &quiver_out, best, sdk_python, &args, &mut summary);
     }
 
     if let Some(baseline) = &args.baseline {
@@ -430,5 +441,65 @@ fn print_summary(summary: &[String]) {
     println!("summary:");
     for line in summary {
         println!("  {line}");
+    }
+}
+
+/// The Python package's export of the spine beside the CLI's best (`cli_best`), and
+/// Feast's when `--feast-venv` is given (`benches/python_sdk.py`).
+fn python_sdk(
+    dir: &Path,
+    cli_out: &Path,
+    cli_best: f64,
+    sdk_python: &str,
+    args: &process::Args,
+    summary: &mut Vec<String>,
+) {
+    let mut command = Command::new(sdk_python);
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/python_sdk.py"))
+        .arg(dir)
+        .arg(args.runs.to_string())
+        .args(["--features", FEATURES])
+        .arg("--compare")
+        .arg(cli_out)
+        .arg("--json");
+    if let Some(feast) = &args.feast_venv {
+        command.args(["--feast-venv", feast]);
+    }
+    let output = command
+        .output()
+        .expect("a python with the quiver wheel (--sdk-python PATH)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "python_sdk.py failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let sdk = json(text.trim());
+    let sdk_best = sdk["sdk_best"].as_f64().unwrap();
+    let differ = sdk["differ"].as_u64().unwrap();
+    assert_eq!(
+        differ, 0,
+        "the SDK's export and the CLI's differ in {differ} values"
+    );
+    let ratio = sdk_best / cli_best;
+    println!(
+        "export (Python package, get_historical_features(...).to_df(), in process): best {sdk_best:.2} s over {} runs; {} rows, 0 values differ from the CLI's; sdk / cli = {ratio:.2}x",
+        args.runs, sdk["rows"]
+    );
+    summary.push(format!(
+        "python sdk: {sdk_best:.2} s vs CLI {cli_best:.2} s = {ratio:.2}x (<= 1.3x, {})",
+        verdict(ratio <= 1.3)
+    ));
+    if let Some(feast) = sdk["feast_seconds"].as_f64() {
+        let ratio = feast / sdk_best;
+        println!(
+            "export (Feast 0.67 get_historical_features(...).to_df(), file offline store, 6 features): {feast:.2} s, {} rows; feast / sdk = {ratio:.2}x",
+            sdk["feast_rows"]
+        );
+        summary.push(format!(
+            "python sdk vs Feast: {sdk_best:.2} s vs {feast:.2} s = {ratio:.2}x (>= 5x, {})",
+            verdict(ratio >= 5.0)
+        ));
     }
 }

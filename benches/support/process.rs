@@ -25,6 +25,10 @@ pub struct Args {
     pub redis: bool,
     pub baseline: Option<String>,
     pub redis_cluster: bool,
+    /// A Python with the `quiver` wheel installed: the SDK's export beside the CLI's.
+    pub sdk_python: Option<String>,
+    /// A venv with `feast==0.67.0` (created when missing): Feast's export beside the SDK's.
+    pub feast_venv: Option<String>,
 }
 
 /// The harness's options from the process arguments; an unknown one panics naming it.
@@ -38,6 +42,8 @@ pub fn args() -> Args {
         redis: true,
         baseline: None,
         redis_cluster: false,
+        sdk_python: None,
+        feast_venv: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -50,6 +56,8 @@ pub fn args() -> Args {
             "--no-redis" => args.redis = false,
             "--baseline" => args.baseline = Some(it.next().unwrap()),
             "--redis-cluster" => args.redis_cluster = true,
+            "--sdk-python" => args.sdk_python = Some(it.next().unwrap()),
+            "--feast-venv" => args.feast_venv = Some(it.next().unwrap()),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
