@@ -125,29 +125,21 @@ fn tables_and_sources_in_s3_give_the_same_training_set_as_local_folders() {
     );
 
     // Lookups are served from what was materialized from S3.
-    let got = json(&ok(
-        &remote,
-        &[
-            "get",
-            "--json",
-            "--features",
-            "driver_hourly_stats:conv_rate",
-            "--entity",
-            "driver_id=1001",
-        ],
-    ));
-    let local_got = json(&ok(
-        &local,
-        &[
-            "get",
-            "--json",
-            "--features",
-            "driver_hourly_stats:conv_rate",
-            "--entity",
-            "driver_id=1001",
-        ],
-    ));
-    assert_eq!(got, local_got);
+    let lookup = |repo: &Path| {
+        let features = "driver_hourly_stats:conv_rate";
+        json(&ok(
+            repo,
+            &[
+                "get",
+                "--json",
+                "--features",
+                features,
+                "--entity",
+                "driver_id=1001",
+            ],
+        ))
+    };
+    assert_eq!(lookup(&remote), lookup(&local));
 }
 
 /// Writers that race for a table, and writers killed (SIGKILL) at any point, never leave

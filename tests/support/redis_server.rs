@@ -5,8 +5,12 @@
 #![allow(dead_code)] // each suite that includes this file uses a different part
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
+
+#[allow(clippy::duplicate_mod)] // the other test servers include it too
+#[path = "watchdog.rs"]
+mod watchdog;
 
 pub struct RedisServer {
     pub port: u16,
@@ -26,21 +30,9 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        // Through a small shell that stops the server when this process is gone: a
-        // server kept in a `static` (shared by a suite's property cases) is never
-        // dropped, and would outlive the test binary. SIGTERM to the shell kills the
-        // server at once (SIGKILL, as a crash would).
-        let watchdog = r#"redis-server "$@" & server=$!
-trap 'kill -9 $server 2>/dev/null; exit 0' TERM
-while kill -0 "$PARENT" 2>/dev/null && kill -0 $server 2>/dev/null; do sleep 0.2; done
-kill -9 $server 2>/dev/null"#;
-        let child = Command::new("sh")
-            .args(["-c", watchdog, "sh"])
-            .env("PARENT", std::process::id().to_string())
+        let child = watchdog::command("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("sh and redis-server must be installed (.ci/run installs redis-server)");
         self.child = Some(child);
@@ -76,7 +68,7 @@ kill -9 $server 2>/dev/null"#;
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGTERM to the watchdog shell, which SIGKILLs the server and exits.
-            let _ = Command::new("kill")
+            let _ = std::process::Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
             let _ = child.wait();

@@ -7,10 +7,14 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+#[allow(clippy::duplicate_mod)] // the other test servers include it too
+#[path = "watchdog.rs"]
+mod watchdog;
 
 pub struct S3Server {
     pub port: u16,
@@ -30,18 +34,8 @@ impl S3Server {
             .local_addr()
             .unwrap()
             .port();
-        // Through a small shell that stops the server when this process is gone (the
-        // server lives in a `static`, which is never dropped).
-        let watchdog = r#"moto_server "$@" & server=$!
-trap 'kill -9 $server 2>/dev/null; exit 0' TERM
-while kill -0 "$PARENT" 2>/dev/null && kill -0 $server 2>/dev/null; do sleep 0.2; done
-kill -9 $server 2>/dev/null"#;
-        let child = Command::new("sh")
-            .args(["-c", watchdog, "sh"])
-            .env("PARENT", std::process::id().to_string())
+        let child = watchdog::command("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("sh and moto_server must be installed (.ci/run installs moto[server])");
         let server = S3Server {
