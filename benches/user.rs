@@ -28,14 +28,18 @@
 //!    with the CLI's export), beside the CLI's best; with `--feast-venv DIR` too (a venv
 //!    with `feast==0.67.0`, created when missing), Feast's `get_historical_features` on the same source
 //!    files with its default `file` offline store.
-//! 6. With `--baseline PATH` (another build of `quiver`, e.g. the previous commit's):
+//! 6. With `--s3`: the offline root moved to a bucket of a private `moto_server` (S3 on
+//!    loopback): materialize and export again, best of `--runs`, beside the local export.
+//!    moto is a Python server, so the time is for the record; what it shows is that an
+//!    export reads the tables by range from several files at once.
+//! 7. With `--baseline PATH` (another build of `quiver`, e.g. the previous commit's):
 //!    materialize and export with both binaries alternately, best of `--runs` each, so a
 //!    change that made either slower shows as a ratio measured side by side.
 //!
 //! Options: `--scale small|medium|large` (default `large`), `--runs N` exports (default
 //! 3), `--seconds N` per `wrk` run (default 10), `--python PATH` (a Python with `duckdb`;
 //! default `python3`), `--no-duckdb`, `--no-redis`, `--redis-cluster`, `--baseline PATH`,
-//! `--sdk-python PATH`, `--feast-venv DIR`.
+//! `--sdk-python PATH`, `--feast-venv DIR`, `--s3`.
 //! Needs `redis-server` (and `redis-cli` for the cluster), `wrk` and GNU time
 //! (`/usr/bin/time`).
 
@@ -50,6 +54,8 @@ mod process;
 mod redis_cluster;
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
+#[path = "../tests/support/s3_server.rs"]
+mod s3_server;
 
 use process::{
     Load, Server, args, best_and_median, generate, json, quiver, quiver_binary, use_redis,
@@ -234,6 +240,10 @@ fn main() {
         python_sdk(&dir, &quiver_out, best, sdk_python, &args, &mut summary);
     }
 
+    if args.s3 {
+        offline_root_in_s3(&dir, &scratch, best, args.runs, &mut summary);
+    }
+
     if let Some(baseline) = &args.baseline {
         compare_with_baseline(&dir, &scratch, baseline, args.runs, &mut summary);
     }
@@ -361,6 +371,54 @@ fn export_args(out: &Path) -> [&str; 7] {
 
 /// Materialize and export with the baseline binary and this one alternately, best of
 /// `runs` each, on the same data.
+/// Materializes and exports with the offline root in a private `moto_server`, beside the
+/// local export's best (`local_best`); the repository's config is restored afterwards.
+fn offline_root_in_s3(
+    dir: &Path,
+    scratch: &Path,
+    local_best: f64,
+    runs: usize,
+    summary: &mut Vec<String>,
+) {
+    let s3 = s3_server::S3Server::start();
+    let bucket = s3.bucket("bench");
+    let config = std::fs::read_to_string(dir.join("quiver.toml")).unwrap();
+    let moved = config.replace(
+        "path = \"data/offline\"",
+        &format!("path = \"s3://{bucket}/offline\""),
+    );
+    assert_ne!(
+        moved, config,
+        "the harness's repository keeps its tables in data/offline"
+    );
+    std::fs::write(
+        dir.join("quiver.toml"),
+        format!("{moved}\n{}", s3.storage_toml()),
+    )
+    .unwrap();
+    let run = quiver(dir, &MATERIALIZE);
+    println!(
+        "materialize into S3 (moto on loopback): {:.2} s wall, {:.0} % CPU, peak RSS {:.0} MiB",
+        run.seconds, run.cpu_percent, run.peak_mib
+    );
+    let out = scratch.join("s3_export.parquet");
+    let times = (0..runs)
+        .map(|_| quiver(dir, &export_args(&out)).seconds)
+        .collect();
+    let (best, median) = best_and_median(times);
+    process::restore_config(dir, &config);
+    let same = std::fs::read(&out).unwrap()
+        == std::fs::read(scratch.join("quiver_export.parquet")).unwrap();
+    println!(
+        "export from S3 (moto): best {best:.2} s, median {median:.2} s vs local {local_best:.2} s ({:.2}x); same file as the local export: {same}",
+        best / local_best
+    );
+    summary.push(format!(
+        "S3 (moto on loopback): materialize {:.2} s, export {best:.2} s vs local {local_best:.2} s (for the record)",
+        run.seconds
+    ));
+}
+
 fn compare_with_baseline(
     dir: &Path,
     scratch: &Path,

@@ -29,6 +29,8 @@ pub struct Args {
     pub sdk_python: Option<String>,
     /// A venv with `feast==0.67.0` (created when missing): Feast's export beside the SDK's.
     pub feast_venv: Option<String>,
+    /// Materialize and export with the offline root in a private `moto_server` too.
+    pub s3: bool,
 }
 
 /// The harness's options from the process arguments; an unknown one panics naming it.
@@ -44,6 +46,7 @@ pub fn args() -> Args {
         redis_cluster: false,
         sdk_python: None,
         feast_venv: None,
+        s3: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -58,6 +61,7 @@ pub fn args() -> Args {
             "--redis-cluster" => args.redis_cluster = true,
             "--sdk-python" => args.sdk_python = Some(it.next().unwrap()),
             "--feast-venv" => args.feast_venv = Some(it.next().unwrap()),
+            "--s3" => args.s3 = true,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
