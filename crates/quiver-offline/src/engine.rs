@@ -79,10 +79,11 @@ impl OfflineEngine {
         self
     }
 
-    /// Makes an offline root on object storage readable by this engine's sessions.
-    fn reach(&self, offline_root: &Location) -> Result<()> {
-        offline_root.register(&self.ctx)?;
-        offline_root.register(&self.ordered)
+    /// Makes a location on object storage (an offline root, a source) readable by this
+    /// engine's sessions.
+    fn reach(&self, location: &Location) -> Result<()> {
+        location.register(&self.ctx)?;
+        location.register(&self.ordered)
     }
 
     /// The DataFusion session (sources are registered in it under their names).
@@ -92,8 +93,12 @@ impl OfflineEngine {
 
     /// Registers a source as a table named after it and checks its time columns.
     pub async fn register_source(&self, source: &Source) -> Result<()> {
-        for ctx in [&self.ctx, &self.ordered] {
-            crate::storage::register(ctx, &source.path, &self.storage)?;
+        if crate::storage::is_object_url(&source.path) {
+            self.reach(&Location::open(
+                &source.path,
+                &self.repo_root,
+                &self.storage,
+            )?)?;
         }
         source::register(&self.ctx, &self.repo_root, source).await?;
         let provider = self.ctx.table_provider(source.name.as_str()).await?;

@@ -129,22 +129,6 @@ fn client(bucket: &str, options: &StorageOptions) -> Result<Arc<dyn ObjectStore>
     Ok(client)
 }
 
-/// Makes the bucket of an object-store location readable by DataFusion in `ctx` (a
-/// no-op for a local path). Sessions built from `ctx`'s runtime share it.
-pub fn register(ctx: &SessionContext, location: &str, options: &StorageOptions) -> Result<()> {
-    if !is_object_url(location) {
-        return Ok(());
-    }
-    let url = ObjectUrl::parse(location).map_err(|message| Error::Storage {
-        location: location.to_string(),
-        message,
-    })?;
-    let store = client(&url.bucket, options)?;
-    let bucket = ObjectStoreUrl::parse(url.bucket_url())?;
-    ctx.register_object_store(bucket.as_ref(), store);
-    Ok(())
-}
-
 /// A folder: local, or a prefix in a bucket.
 #[derive(Clone)]
 pub enum Location {
@@ -163,7 +147,6 @@ impl fmt::Debug for Location {
 pub struct ObjectLocation {
     store: Arc<dyn ObjectStore>,
     url: ObjectUrl,
-    options: StorageOptions,
 }
 
 impl Location {
@@ -180,7 +163,6 @@ impl Location {
         Ok(Location::Object(ObjectLocation {
             store: client(&url.bucket, options)?,
             url,
-            options: options.clone(),
         }))
     }
 
@@ -209,12 +191,15 @@ impl Location {
         }
     }
 
-    /// Makes this location readable by DataFusion in `ctx`.
+    /// Makes this location readable by DataFusion in `ctx` (a no-op for a local
+    /// folder): its bucket's client, under `s3://bucket`. Sessions built from `ctx`'s
+    /// runtime share it.
     pub fn register(&self, ctx: &SessionContext) -> Result<()> {
-        match self {
-            Location::Local(_) => Ok(()),
-            Location::Object(object) => register(ctx, &self.display(), &object.options),
+        if let Location::Object(object) = self {
+            let bucket = ObjectStoreUrl::parse(object.url.bucket_url())?;
+            ctx.register_object_store(bucket.as_ref(), Arc::clone(&object.store));
         }
+        Ok(())
     }
 }
 
@@ -286,21 +271,35 @@ pub struct ObjectFile {
 }
 
 impl ObjectFile {
-    /// Asks for the object's size; `Ok(None)` when there is no such object.
-    pub(crate) fn open(store: &Arc<dyn ObjectStore>, key: ObjectPath) -> Result<Option<Self>> {
-        let (client, head_key) = (Arc::clone(store), key.clone());
-        match block_on(async move { client.head(&head_key).await }) {
-            Ok(meta) => Ok(Some(ObjectFile {
-                store: Arc::clone(store),
-                key,
-                size: meta.size,
-            })),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Error::TableIo {
-                path: key.to_string(),
-                message: e.to_string(),
-            }),
-        }
+    /// The object, its size asked for once and kept in `size` for later opens (a file
+    /// is opened again by each pass of an export); `Ok(None)` when there is no such
+    /// object.
+    pub(crate) fn open(
+        store: &Arc<dyn ObjectStore>,
+        key: ObjectPath,
+        size: &OnceLock<u64>,
+    ) -> Result<Option<Self>> {
+        let size = match size.get() {
+            Some(size) => *size,
+            None => {
+                let (client, head_key) = (Arc::clone(store), key.clone());
+                match block_on(async move { client.head(&head_key).await }) {
+                    Ok(meta) => *size.get_or_init(|| meta.size),
+                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                    Err(e) => {
+                        return Err(Error::TableIo {
+                            path: key.to_string(),
+                            message: e.to_string(),
+                        });
+                    }
+                }
+            }
+        };
+        Ok(Some(ObjectFile {
+            store: Arc::clone(store),
+            key,
+            size,
+        }))
     }
 
     fn range(&self, start: u64, end: u64) -> parquet::errors::Result<Bytes> {

@@ -843,6 +843,7 @@ impl Snapshot {
             Location::Object(object) => FilePlace::Object {
                 store: Arc::clone(object.store()),
                 key: object.key(&entry.path),
+                size: Arc::default(),
             },
         };
         DataFile {
@@ -878,6 +879,8 @@ enum FilePlace {
     Object {
         store: Arc<dyn ObjectStore>,
         key: ObjectPath,
+        /// Learnt on the first open (objects of a snapshot never change).
+        size: Arc<OnceLock<u64>>,
     },
 }
 
@@ -921,7 +924,7 @@ impl DataFile {
                     message: e.to_string(),
                 }),
             },
-            FilePlace::Object { store, key } => ObjectFile::open(store, key.clone())?
+            FilePlace::Object { store, key, size } => ObjectFile::open(store, key.clone(), size)?
                 .map(TableFile::Object)
                 .ok_or_else(gone),
         }
