@@ -380,6 +380,9 @@ pub struct OnDemandProgram {
     /// inputs and columns.
     pub layout: Vec<(usize, usize)>,
     pub input_schema: SchemaRef,
+    /// Every column of every input as the schema records it, typed (parsed once here,
+    /// not per request): `(input name, [(column, type)])` in `FROM` order.
+    pub inputs: Vec<(String, Vec<(String, DataType)>)>,
     /// The outputs (features), in the view's order.
     pub outputs: Vec<(String, Arc<dyn PhysicalExpr>)>,
 }
@@ -462,6 +465,7 @@ impl OnDemandProgram {
             view: view.to_string(),
             layout,
             input_schema: Arc::clone(input_schema.inner()),
+            inputs,
             outputs,
         })
     }

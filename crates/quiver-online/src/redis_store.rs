@@ -73,30 +73,42 @@ end
 return written
 ";
 
-/// Compare-and-set of one entity blob (aggregation views). KEYS[1]: the key. ARGV: the
-/// expected 8-byte version (`''` anything, `'-'` absent), the new value (`''` deletes),
-/// its time to live in ms (`0`: none). Returns 1 when written, 0 when the stored version
-/// was not the expected one.
+/// Compare-and-set of entity blobs (aggregation views), each key on its own: KEYS: the
+/// keys. ARGV: for each key, the expected 8-byte version (`''` anything, `'-'` absent),
+/// the new value (`''` deletes) and its time to live in ms (`0`: none). Returns, per
+/// key, 1 when written and 0 when the stored version was not the expected one.
 const CAS_SCRIPT: &str = r"
-local current = redis.call('GET', KEYS[1])
-local expect = ARGV[1]
-if expect == '-' then
-  if current then return 0 end
-elseif expect ~= '' then
-  if (not current) or string.sub(current, 1, 8) ~= expect then return 0 end
+local out = {}
+for i = 1, #KEYS do
+  local expect, value, expire_in = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  local current = redis.call('GET', KEYS[i])
+  local matches = true
+  if expect == '-' then
+    matches = not current
+  elseif expect ~= '' then
+    matches = current and string.sub(current, 1, 8) == expect
+  end
+  if not matches then
+    out[i] = 0
+  else
+    if value == '' then
+      redis.call('DEL', KEYS[i])
+    elseif expire_in ~= '0' then
+      redis.call('SET', KEYS[i], value, 'PX', expire_in)
+    else
+      redis.call('SET', KEYS[i], value)
+    end
+    out[i] = 1
+  end
 end
-if ARGV[2] == '' then
-  redis.call('DEL', KEYS[1])
-elseif ARGV[3] ~= '0' then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-else
-  redis.call('SET', KEYS[1], ARGV[2])
-end
-return 1
+return out
 ";
 
 /// Keys per script call, and script calls per pipelined round trip.
 const KEYS_PER_CALL: usize = 500;
+/// Keys per compare-and-set call: entity blobs are larger than rows (hundreds of bytes),
+/// so fewer per call keep one script's run short.
+const CAS_KEYS_PER_CALL: usize = 100;
 const CALLS_PER_ROUND_TRIP: usize = 32;
 
 /// One call of the write script: its keys and its arguments.
@@ -376,19 +388,19 @@ impl RedisStore {
     }
 
     async fn run_pipeline(&self, calls: &[ScriptCall]) -> Result<u64> {
-        let counts = self.run_script(&self.script, WRITE_SCRIPT, calls).await?;
+        let counts: Vec<u64> = self.run_script(&self.script, WRITE_SCRIPT, calls).await?;
         Ok(counts.iter().sum())
     }
 
     /// Runs `script` once per call — pipelined in one round trip on a server, many calls
     /// in flight on a cluster (each call's keys share a slot) — and returns each call's
     /// answer. Loads the script again when a server lost it (a restart, a new node).
-    async fn run_script(
+    async fn run_script<T: FromRedisValue + Send>(
         &self,
         script: &redis::Script,
         source: &str,
         calls: &[ScriptCall],
-    ) -> Result<Vec<u64>> {
+    ) -> Result<Vec<T>> {
         match self.send_script(script, calls).await {
             Ok(counts) => Ok(counts),
             Err(e) if e.kind() == RedisErrorKind::Server(redis::ServerErrorKind::NoScript) => {
@@ -404,11 +416,11 @@ impl RedisStore {
         }
     }
 
-    async fn send_script(
+    async fn send_script<T: FromRedisValue + Send>(
         &self,
         script: &redis::Script,
         calls: &[ScriptCall],
-    ) -> Result<Vec<u64>, RedisError> {
+    ) -> Result<Vec<T>, RedisError> {
         let call = |(keys, args): &ScriptCall| {
             let mut command = redis::cmd("EVALSHA");
             command
@@ -435,7 +447,7 @@ impl RedisStore {
                     .map(|each| {
                         let command = call(each);
                         let mut connection = connection.clone();
-                        async move { command.query_async::<u64>(&mut connection).await }
+                        async move { command.query_async::<T>(&mut connection).await }
                     })
                     .collect();
                 let result = futures::stream::iter(sends)
@@ -588,33 +600,62 @@ impl OnlineStore for RedisStore {
         now: i64,
     ) -> Result<Vec<bool>> {
         let prefix = view.key_prefix();
-        let mut out = Vec::with_capacity(writes.len());
-        for chunk in writes.chunks(KEYS_PER_CALL * CALLS_PER_ROUND_TRIP / 8) {
-            let calls: Vec<ScriptCall> = chunk
-                .iter()
-                .map(|write| {
-                    let key = self.key(&prefix, &write.key);
-                    let expect = match &write.expect {
-                        Expect::Anything => Vec::new(),
-                        Expect::Absent => b"-".to_vec(),
-                        Expect::Version(v) => v.to_vec(),
-                    };
-                    let ttl_ms = match write.expires_at {
-                        Some(at) => (at.saturating_sub(now) / 1_000).max(1),
-                        None => 0,
-                    };
-                    (
-                        vec![key],
-                        vec![
-                            expect,
-                            write.value.clone().unwrap_or_default(),
-                            ttl_ms.to_string().into_bytes(),
-                        ],
-                    )
-                })
-                .collect();
-            let answers = self.run_script(&self.cas, CAS_SCRIPT, &calls).await?;
-            out.extend(answers.into_iter().map(|a| a == 1));
+        let cluster = matches!(self.connection, Connection::Cluster(_));
+        // One script call per group of keys (on a cluster, keys of one slot), each key
+        // compared and set on its own; `positions` maps answers back to `writes`.
+        let mut groups: HashMap<Option<Slot>, (ScriptCall, Vec<usize>)> = HashMap::new();
+        let mut calls: Vec<ScriptCall> = Vec::new();
+        let mut positions: Vec<Vec<usize>> = Vec::new();
+        for (position, write) in writes.iter().enumerate() {
+            let key = self.key(&prefix, &write.key);
+            let expect = match &write.expect {
+                Expect::Anything => Vec::new(),
+                Expect::Absent => b"-".to_vec(),
+                Expect::Version(v) => v.to_vec(),
+            };
+            let ttl_ms = match write.expires_at {
+                Some(at) => (at.saturating_sub(now) / 1_000).max(1),
+                None => 0,
+            };
+            let slot = cluster.then(|| Slot::for_key(&key));
+            let ((keys, args), at) = groups.entry(slot).or_default();
+            keys.push(key);
+            args.push(expect);
+            args.push(write.value.clone().unwrap_or_default());
+            args.push(ttl_ms.to_string().into_bytes());
+            at.push(position);
+            if keys.len() == CAS_KEYS_PER_CALL {
+                let (call, at) = groups.remove(&slot).unwrap_or_default();
+                calls.push(call);
+                positions.push(at);
+            }
+        }
+        for (call, at) in groups.into_values() {
+            calls.push(call);
+            positions.push(at);
+        }
+        let mut out = vec![false; writes.len()];
+        let calls_per_round = if cluster { 1_024 } else { CALLS_PER_ROUND_TRIP };
+        for (round, at) in calls
+            .chunks(calls_per_round)
+            .zip(positions.chunks(calls_per_round))
+        {
+            let answers: Vec<Vec<u64>> = self.run_script(&self.cas, CAS_SCRIPT, round).await?;
+            for (answers, at) in answers.iter().zip(at) {
+                if answers.len() != at.len() {
+                    return Err(Error::Redis {
+                        url: self.url.clone(),
+                        message: format!(
+                            "the compare-and-set script answered {} of {} keys",
+                            answers.len(),
+                            at.len()
+                        ),
+                    });
+                }
+                for (answer, position) in answers.iter().zip(at) {
+                    out[*position] = *answer == 1;
+                }
+            }
         }
         Ok(out)
     }

@@ -421,6 +421,58 @@ async fn suite(store: &dyn OnlineStore) {
         store.name()
     );
 
+    // Many entities in one call (more than one script call's worth, on many cluster
+    // slots): each key is compared on its own and every answer lands at its write.
+    let many: Vec<Vec<u8>> = keys(&(1_000..1_250).map(Some).collect::<Vec<_>>())
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    let first: Vec<BlobWrite> = many
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 5 != 0)
+        .map(|(_, k)| BlobWrite {
+            key: k.clone(),
+            expect: Expect::Absent,
+            value: Some(blob(1, k)),
+            expires_at: None,
+        })
+        .collect();
+    let answers = store.compare_and_set(&b, &first, NOW).await.unwrap();
+    assert!(answers.iter().all(|a| *a), "{}: fresh keys", store.name());
+    // Stored: every key but each fifth (version 1). Expect version 1 everywhere: the
+    // fifths fail, the others are written.
+    let second: Vec<BlobWrite> = many
+        .iter()
+        .map(|k| BlobWrite {
+            key: k.clone(),
+            expect: Expect::Version([1; 8]),
+            value: Some(blob(2, k)),
+            expires_at: None,
+        })
+        .collect();
+    let answers = store.compare_and_set(&b, &second, NOW).await.unwrap();
+    let expected: Vec<bool> = (0..many.len()).map(|i| i % 5 != 0).collect();
+    assert_eq!(answers, expected, "{}: answers per key", store.name());
+    let lookup: Vec<Option<Vec<u8>>> = many.iter().cloned().map(Some).collect();
+    let stored = store
+        .read(
+            &[ViewRead {
+                view: &b,
+                keys: &lookup,
+                raw: true,
+            }],
+            NOW,
+        )
+        .await
+        .unwrap()
+        .remove(0)
+        .raw;
+    for (i, (k, value)) in many.iter().zip(stored).enumerate() {
+        let want = (i % 5 != 0).then(|| blob(2, k));
+        assert_eq!(value, want, "{}: entity {i}", store.name());
+    }
+
     // Names that share a prefix never share keys: dropping `a` v1 leaves `a` v11, `a1`
     // v1 and `a_1` v1 alone (names are identifiers, and every part of the key prefix
     // ends with `:`).

@@ -35,7 +35,8 @@ pub struct CatalogView {
     /// The view's identity in the online store, with each feature's Arrow type parsed
     /// once from the registry's type names (the lookup path reads it on every request);
     /// `Err` names a type that does not parse.
-    pub online: Result<ViewRef, String>,
+    /// Shared, as every lookup plan holds it.
+    pub online: Result<Arc<ViewRef>, String>,
     /// The columns of its offline table.
     columns: ViewColumns,
     /// For an aggregation view: its program, compiled once per catalog.
@@ -71,12 +72,14 @@ impl CatalogView {
             .map(|_| Arc::new(tokio::sync::OnceCell::new()));
         CatalogView {
             on_demand,
-            online: feature_types(&view).map(|features| ViewRef {
-                project: project.to_string(),
-                view: view.view.name.clone(),
-                version,
-                ttl_micros: view.view.ttl.map(|t| t.micros()),
-                features,
+            online: feature_types(&view).map(|features| {
+                Arc::new(ViewRef {
+                    project: project.to_string(),
+                    view: view.view.name.clone(),
+                    version,
+                    ttl_micros: view.view.ttl.map(|t| t.micros()),
+                    features,
+                })
             }),
             columns: ViewColumns::new(&view.schema, &key_types),
             view,
@@ -150,7 +153,7 @@ impl CatalogView {
     }
 
     /// The online identity of this view version.
-    pub fn online_ref(&self) -> Result<&ViewRef> {
+    pub fn online_ref(&self) -> Result<&Arc<ViewRef>> {
         self.online.as_ref().map_err(|e| Error::Task(e.clone()))
     }
 

@@ -181,7 +181,7 @@ impl FeatureStore {
                 version,
             });
         }
-        let mut view_ref = current.online_ref()?.clone();
+        let mut view_ref = ViewRef::clone(current.online_ref()?);
         view_ref.version = version;
         let removed = self.online_store().await?.drop_view(&view_ref).await?;
         let registry = self.registry().clone();
@@ -465,7 +465,7 @@ pub struct LookupPlan {
 
 #[derive(Debug, Clone)]
 struct PlannedView {
-    view: ViewRef,
+    view: Arc<ViewRef>,
     /// The view's key columns and their types.
     keys: Vec<(String, DataType)>,
     /// An aggregation view's program: its entities' states are merged at lookup time.
@@ -526,7 +526,7 @@ impl LookupPlan {
             keys.push((column.name.clone(), data_type));
         }
         self.views.push(PlannedView {
-            view: view.online_ref()?.clone(),
+            view: Arc::clone(view.online_ref()?),
             keys,
             window: view.window()?.cloned(),
         });
@@ -551,22 +551,16 @@ impl LookupPlan {
         let mut sources = Vec::with_capacity(schema.inputs.len());
         let mut request_fields = Vec::new();
         let mut views = Vec::new();
-        for input in &schema.inputs {
+        for (input, (_, typed)) in schema.inputs.iter().zip(&program.inputs) {
             let mut columns = Vec::with_capacity(input.columns.len());
             match input.kind {
                 OnDemandInputKind::Request => {
-                    for column in &input.columns {
-                        let data_type = column.data_type.parse::<DataType>().map_err(|_| {
-                            Error::Task(format!(
-                                "request field `{}` has an unreadable type {}",
-                                column.name, column.data_type
-                            ))
-                        })?;
-                        if !self.inputs.iter().any(|(name, _)| *name == column.name) {
-                            self.inputs.push((column.name.clone(), data_type.clone()));
+                    for (name, data_type) in typed {
+                        if !self.inputs.iter().any(|(input, _)| input == name) {
+                            self.inputs.push((name.clone(), data_type.clone()));
                         }
-                        request_fields.push((column.name.clone(), data_type));
-                        columns.push(InputColumn::Request(column.name.clone()));
+                        request_fields.push((name.clone(), data_type.clone()));
+                        columns.push(InputColumn::Request(name.clone()));
                     }
                 }
                 OnDemandInputKind::View => {
