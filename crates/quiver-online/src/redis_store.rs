@@ -76,17 +76,20 @@ return written
 /// Compare-and-set of entity blobs (aggregation views), each key on its own: KEYS: the
 /// keys. ARGV: for each key, the expected 8-byte version (`''` anything, `'-'` absent),
 /// the new value (`''` deletes) and its time to live in ms (`0`: none). Returns, per
-/// key, 1 when written and 0 when the stored version was not the expected one.
+/// key, 1 when written and 0 when the stored version was not the expected one. Only the
+/// stored version is read (`GETRANGE`: `''` for a missing key, as every blob starts with
+/// its 8 bytes), not the whole blob: copying blobs into Lua was a sixth of the script's
+/// time.
 const CAS_SCRIPT: &str = r"
 local out = {}
 for i = 1, #KEYS do
   local expect, value, expire_in = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
-  local current = redis.call('GET', KEYS[i])
+  local current = redis.call('GETRANGE', KEYS[i], 0, 7)
   local matches = true
   if expect == '-' then
-    matches = not current
+    matches = current == ''
   elseif expect ~= '' then
-    matches = current and string.sub(current, 1, 8) == expect
+    matches = current == expect
   end
   if not matches then
     out[i] = 0
