@@ -117,6 +117,48 @@ const CALLS_PER_ROUND_TRIP: usize = 32;
 /// One call of the write script: its keys and its arguments.
 type ScriptCall = (Vec<Vec<u8>>, Vec<Vec<u8>>);
 
+/// Script calls being filled: at most `per_call` keys each and, on a cluster, the keys
+/// of one call in one slot (a script's keys must share a slot). Each call remembers the
+/// positions its keys were added with, to map answers back.
+struct CallGroups {
+    cluster: bool,
+    per_call: usize,
+    open: HashMap<Option<Slot>, (ScriptCall, Vec<usize>)>,
+}
+
+impl CallGroups {
+    fn new(cluster: bool, per_call: usize) -> Self {
+        CallGroups {
+            cluster,
+            per_call,
+            open: HashMap::new(),
+        }
+    }
+
+    /// Adds a key and its arguments; returns its call once the call is full.
+    fn add(
+        &mut self,
+        key: Vec<u8>,
+        args: impl IntoIterator<Item = Vec<u8>>,
+        position: usize,
+    ) -> Option<(ScriptCall, Vec<usize>)> {
+        let slot = self.cluster.then(|| Slot::for_key(&key));
+        let ((keys, call_args), positions) = self.open.entry(slot).or_default();
+        keys.push(key);
+        call_args.extend(args);
+        positions.push(position);
+        if keys.len() < self.per_call {
+            return None;
+        }
+        self.open.remove(&slot)
+    }
+
+    /// The calls not full yet.
+    fn finish(self) -> impl Iterator<Item = (ScriptCall, Vec<usize>)> {
+        self.open.into_values()
+    }
+}
+
 /// Connection settings of the Redis store.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
@@ -357,7 +399,7 @@ impl RedisStore {
     fn key(&self, prefix: &[u8], entity: &[u8]) -> Vec<u8> {
         let mut key = Vec::with_capacity(prefix.len() + entity.len() + 10);
         key.extend_from_slice(prefix);
-        if matches!(self.connection, Connection::Cluster(_)) {
+        if self.is_cluster() {
             // `{` + 8 hex digits + `}`, written in place (this runs once per key).
             const HEX: &[u8; 16] = b"0123456789abcdef";
             let hash = fnv1a(entity);
@@ -380,6 +422,20 @@ impl RedisStore {
                 }
                 result
             }
+        }
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.connection, Connection::Cluster(_))
+    }
+
+    /// Script calls sent together: one pipeline on a server; on a cluster, many small
+    /// calls (one per slot group) in flight.
+    fn calls_per_round(&self) -> usize {
+        if self.is_cluster() {
+            1_024
+        } else {
+            CALLS_PER_ROUND_TRIP
         }
     }
 
@@ -508,13 +564,9 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 impl OnlineStore for RedisStore {
     async fn write(&self, view: &ViewRef, rows: &OnlineRows, now: i64) -> Result<WriteStats> {
         let prefix = view.key_prefix();
-        let cluster = matches!(self.connection, Connection::Cluster(_));
-        // Calls sent together: one pipeline on a server; on a cluster, many small calls
-        // (one per slot group) in flight.
-        let calls_per_round = if cluster { 1_024 } else { CALLS_PER_ROUND_TRIP };
+        let calls_per_round = self.calls_per_round();
         let mut stats = WriteStats::default();
-        // On a cluster the keys of one call must share a slot: rows are grouped by slot.
-        let mut groups: HashMap<Option<Slot>, ScriptCall> = HashMap::new();
+        let mut groups = CallGroups::new(self.is_cluster(), KEYS_PER_CALL);
         let mut calls: Vec<ScriptCall> = Vec::new();
         for row in 0..rows.len() {
             let Some(entity) = &rows.keys[row] else {
@@ -533,21 +585,17 @@ impl OnlineStore for RedisStore {
                 }
                 None => 0,
             };
-            let slot = cluster.then(|| Slot::for_key(&key));
-            let (keys, args) = groups.entry(slot).or_default();
-            keys.push(key);
-            args.push(value);
-            args.push(expire_ms.to_string().into_bytes());
             stats.rows += 1;
-            if keys.len() == KEYS_PER_CALL {
-                calls.extend(groups.remove(&slot));
+            let expire = expire_ms.to_string().into_bytes();
+            if let Some((call, _)) = groups.add(key, [value, expire], row) {
+                calls.push(call);
                 if calls.len() == calls_per_round {
                     stats.written += self.run_pipeline(&calls).await?;
                     calls.clear();
                 }
             }
         }
-        calls.extend(groups.into_values());
+        calls.extend(groups.finish().map(|(call, _)| call));
         for round in calls.chunks(calls_per_round) {
             stats.written += self.run_pipeline(round).await?;
         }
@@ -603,10 +651,9 @@ impl OnlineStore for RedisStore {
         now: i64,
     ) -> Result<Vec<bool>> {
         let prefix = view.key_prefix();
-        let cluster = matches!(self.connection, Connection::Cluster(_));
-        // One script call per group of keys (on a cluster, keys of one slot), each key
-        // compared and set on its own; `positions` maps answers back to `writes`.
-        let mut groups: HashMap<Option<Slot>, (ScriptCall, Vec<usize>)> = HashMap::new();
+        // One script call per group of keys, each key compared and set on its own;
+        // `positions` maps answers back to `writes`.
+        let mut groups = CallGroups::new(self.is_cluster(), CAS_KEYS_PER_CALL);
         let mut calls: Vec<ScriptCall> = Vec::new();
         let mut positions: Vec<Vec<usize>> = Vec::new();
         for (position, write) in writes.iter().enumerate() {
@@ -620,25 +667,19 @@ impl OnlineStore for RedisStore {
                 Some(at) => (at.saturating_sub(now) / 1_000).max(1),
                 None => 0,
             };
-            let slot = cluster.then(|| Slot::for_key(&key));
-            let ((keys, args), at) = groups.entry(slot).or_default();
-            keys.push(key);
-            args.push(expect);
-            args.push(write.value.clone().unwrap_or_default());
-            args.push(ttl_ms.to_string().into_bytes());
-            at.push(position);
-            if keys.len() == CAS_KEYS_PER_CALL {
-                let (call, at) = groups.remove(&slot).unwrap_or_default();
+            let value = write.value.clone().unwrap_or_default();
+            let args = [expect, value, ttl_ms.to_string().into_bytes()];
+            if let Some((call, at)) = groups.add(key, args, position) {
                 calls.push(call);
                 positions.push(at);
             }
         }
-        for (call, at) in groups.into_values() {
+        for (call, at) in groups.finish() {
             calls.push(call);
             positions.push(at);
         }
         let mut out = vec![false; writes.len()];
-        let calls_per_round = if cluster { 1_024 } else { CALLS_PER_ROUND_TRIP };
+        let calls_per_round = self.calls_per_round();
         for (round, at) in calls
             .chunks(calls_per_round)
             .zip(positions.chunks(calls_per_round))

@@ -34,8 +34,7 @@ pub struct CatalogView {
     pub key_types: Vec<KeyType>,
     /// The view's identity in the online store, with each feature's Arrow type parsed
     /// once from the registry's type names (the lookup path reads it on every request);
-    /// `Err` names a type that does not parse.
-    /// Shared, as every lookup plan holds it.
+    /// `Err` names a type that does not parse. Shared: every lookup plan holds it.
     pub online: Result<Arc<ViewRef>, String>,
     /// The columns of its offline table.
     columns: ViewColumns,
