@@ -11,7 +11,8 @@
 //!   merge code;
 //! - [`program`] compiles a view once and evaluates windows from tiles and events;
 //! - [`entity`] is what the online store keeps per entity;
-//! - [`tiles`] writes tile files during materialization and [`export`] answers spines.
+//! - [`tiles`] writes tile files during materialization and [`export`] answers spines
+//!   (numeric aggregates of tiles folded on the fly through `columns`' loops).
 //!
 //! The offline table of an aggregation view holds its events (`part-*.parquet`, sorted
 //! by keys and event order) and, in the same date partitions, its tiles
@@ -19,6 +20,7 @@
 //! online lookups merge the same tiles and events with the same code, so online and
 //! offline agree by construction.
 
+mod columns;
 pub mod entity;
 pub mod export;
 pub mod program;

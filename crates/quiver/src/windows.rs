@@ -14,11 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, RecordBatch};
+use futures::StreamExt;
 use quiver_offline::table::{Interval, OfflineTable};
 use quiver_offline::window::tiles::events_of;
 use quiver_offline::window::{EntityState, Event, WindowProgram};
 use quiver_online::codec::encode_entity_keys;
-use quiver_online::{BLOB_VERSION_BYTES, BlobWrite, Expect, ViewRead, WriteStats};
+use quiver_online::{
+    BLOB_VERSION_BYTES, BlobWrite, Expect, OnlineStore, ViewRead, ViewRef, WriteStats,
+};
 
 use crate::catalog::CatalogView;
 use crate::online::OnlineWrite;
@@ -28,6 +31,11 @@ use crate::{Error, FeatureStore, Result};
 const PUSH_ATTEMPTS: usize = 20;
 /// Entities per write call when materializing.
 const WRITE_CHUNK: usize = 20_000;
+/// Entities per read–add–compare-and-set step of a push, and steps in flight at once: a
+/// push of 1 000 entities into Redis spent as long waiting for Redis as decoding and
+/// encoding, one after the other; in steps, the two overlap.
+const PUSH_CHUNK_ENTITIES: usize = 200;
+const PUSH_CHUNKS_IN_FLIGHT: usize = 3;
 
 /// A version no earlier write of this process used (time-seeded, then counting).
 fn next_version() -> [u8; BLOB_VERSION_BYTES] {
@@ -171,45 +179,30 @@ impl FeatureStore {
             }
             let now = self.clock().now().timestamp_micros();
             let entity_keys: Vec<Vec<u8>> = pending.keys().cloned().collect();
-            let lookup: Vec<Option<Vec<u8>>> = entity_keys.iter().cloned().map(Some).collect();
-            let found = store
-                .read(
-                    &[ViewRead {
-                        view: view_ref,
-                        keys: &lookup,
-                        raw: true,
-                    }],
-                    now,
-                )
-                .await?;
-            let stored = found.into_iter().next().map(|v| v.raw).unwrap_or_default();
-            let mut writes = Vec::with_capacity(entity_keys.len());
-            for (key, stored) in entity_keys.iter().zip(stored) {
-                let (expect, mut state, version) = match stored {
-                    Some(bytes) => {
-                        let (version, state) = unblob(program, &bytes)?;
-                        let next = u64::from_be_bytes(version).wrapping_add(1).to_be_bytes();
-                        (Expect::Version(version), state, next)
-                    }
-                    None => (Expect::Absent, EntityState::default(), next_version()),
-                };
-                program.add_events(&mut state, &pending[key], now);
-                let expires_at = program.expires_at(&state);
-                let value = expires_at
-                    .filter(|at| *at >= now)
-                    .map(|_| blob(program, version, &state));
-                writes.push(BlobWrite {
-                    key: key.clone(),
-                    expect,
-                    value,
-                    expires_at,
-                });
+            // A few chunks in flight: while one waits for the store, the next is decoded,
+            // added to and encoded.
+            let chunks = (0..entity_keys.len())
+                .step_by(PUSH_CHUNK_ENTITIES)
+                .map(|from| from..(from + PUSH_CHUNK_ENTITIES).min(entity_keys.len()));
+            let mut steps = futures::stream::iter(chunks)
+                .map(|chunk| {
+                    push_step(
+                        &*store,
+                        view_ref,
+                        program,
+                        &entity_keys[chunk],
+                        &pending,
+                        now,
+                    )
+                })
+                .buffer_unordered(PUSH_CHUNKS_IN_FLIGHT);
+            let mut written = Vec::with_capacity(entity_keys.len());
+            while let Some(step) = steps.next().await {
+                written.extend(step?);
             }
-            let done = store.compare_and_set(view_ref, &writes, now).await?;
-            for (write, ok) in writes.iter().zip(done) {
-                if ok {
-                    stats.written += pending.remove(&write.key).map_or(0, |e| e.len() as u64);
-                }
+            drop(steps);
+            for key in written {
+                stats.written += pending.remove(&key).map_or(0, |e| e.len() as u64);
             }
         }
         if pending.is_empty() {
@@ -221,6 +214,59 @@ impl FeatureStore {
             view.name()
         ))))
     }
+}
+
+/// One step of a push for some of its entities: read their blobs, add their pending
+/// events, compare-and-set; the keys written (the others changed under it and are
+/// retried).
+async fn push_step(
+    store: &dyn OnlineStore,
+    view_ref: &ViewRef,
+    program: &WindowProgram,
+    entity_keys: &[Vec<u8>],
+    pending: &HashMap<Vec<u8>, Vec<Event>>,
+    now: i64,
+) -> Result<Vec<Vec<u8>>> {
+    let lookup: Vec<Option<Vec<u8>>> = entity_keys.iter().cloned().map(Some).collect();
+    let found = store
+        .read(
+            &[ViewRead {
+                view: view_ref,
+                keys: &lookup,
+                raw: true,
+            }],
+            now,
+        )
+        .await?;
+    let stored = found.into_iter().next().map(|v| v.raw).unwrap_or_default();
+    let mut writes = Vec::with_capacity(entity_keys.len());
+    for (key, stored) in entity_keys.iter().zip(stored) {
+        let (expect, mut state, version) = match stored {
+            Some(bytes) => {
+                let (version, state) = unblob(program, &bytes)?;
+                let next = u64::from_be_bytes(version).wrapping_add(1).to_be_bytes();
+                (Expect::Version(version), state, next)
+            }
+            None => (Expect::Absent, EntityState::default(), next_version()),
+        };
+        program.add_events(&mut state, &pending[key], now);
+        let expires_at = program.expires_at(&state);
+        let value = expires_at
+            .filter(|at| *at >= now)
+            .map(|_| blob(program, version, &state));
+        writes.push(BlobWrite {
+            key: key.clone(),
+            expect,
+            value,
+            expires_at,
+        });
+    }
+    let done = store.compare_and_set(view_ref, &writes, now).await?;
+    Ok(writes
+        .into_iter()
+        .zip(done)
+        .filter_map(|(write, ok)| ok.then_some(write.key))
+        .collect())
 }
 
 /// The features a lookup asked of an aggregation view, from the entities' stored blobs

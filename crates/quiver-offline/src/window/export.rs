@@ -19,12 +19,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::{CastOptions, cast_with_options};
-use arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType, UInt64Type};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampMicrosecondType, UInt64Type};
 use arrow::util::display::FormatOptions;
 use futures::StreamExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use super::columns::{NumericAggregates, NumericColumn};
 use super::entity::decode_states;
 use super::program::{Event, TilesPerHop, WindowProgram, scalars};
 use super::state::{AggKind, EventOrder, Scalar, State};
@@ -91,9 +92,60 @@ impl ArgColumn {
 
     /// Appends the values of `array` at `rows`.
     fn extend(&mut self, array: &ArrayRef, rows: &[usize]) {
-        let values = scalars(array);
-        for &i in rows {
-            self.push(&values[i]);
+        match (self, array.data_type()) {
+            (ArgColumn::Float { values, valid }, DataType::Float64) => {
+                let array = array.as_primitive::<Float64Type>();
+                values.extend(rows.iter().map(|i| array.value(*i)));
+                valid.extend(rows.iter().map(|i| array.is_valid(*i)));
+            }
+            (ArgColumn::Int { values, valid }, DataType::Int64) => {
+                let array = array.as_primitive::<Int64Type>();
+                values.extend(rows.iter().map(|i| array.value(*i)));
+                valid.extend(rows.iter().map(|i| array.is_valid(*i)));
+            }
+            (column, _) => {
+                let values = scalars(array);
+                for &i in rows {
+                    column.push(&values[i]);
+                }
+            }
+        }
+    }
+
+    /// Appends, for each `(part, row)` of `sources`, that row of `parts[part]`.
+    fn gather(&mut self, parts: &[&ArgColumn], sources: &[(u32, u32)]) {
+        let all_int = parts.iter().all(|p| matches!(p, ArgColumn::Int { .. }));
+        let all_float = parts.iter().all(|p| matches!(p, ArgColumn::Float { .. }));
+        match self {
+            ArgColumn::Int { values, valid } if all_int => {
+                for &(p, row) in sources {
+                    if let ArgColumn::Int {
+                        values: v,
+                        valid: ok,
+                    } = parts[p as usize]
+                    {
+                        values.push(v[row as usize]);
+                        valid.push(ok[row as usize]);
+                    }
+                }
+            }
+            ArgColumn::Float { values, valid } if all_float => {
+                for &(p, row) in sources {
+                    if let ArgColumn::Float {
+                        values: v,
+                        valid: ok,
+                    } = parts[p as usize]
+                    {
+                        values.push(v[row as usize]);
+                        valid.push(ok[row as usize]);
+                    }
+                }
+            }
+            column => {
+                for &(p, row) in sources {
+                    column.push(&parts[p as usize].get(row as usize));
+                }
+            }
         }
     }
 
@@ -125,6 +177,15 @@ impl ArgColumn {
             ArgColumn::Float { values, valid } if valid[i] => Scalar::Float(values[i]),
             ArgColumn::Other(values) => values[i].clone(),
             _ => Scalar::Null,
+        }
+    }
+
+    /// The values as a numeric column, when they are numbers.
+    fn numeric(&self) -> Option<NumericColumn<'_>> {
+        match self {
+            ArgColumn::Int { values, valid } => Some(NumericColumn::Int { values, valid }),
+            ArgColumn::Float { values, valid } => Some(NumericColumn::Float { values, valid }),
+            ArgColumn::Other(_) => None,
         }
     }
 
@@ -214,25 +275,33 @@ impl Events {
         let with_order = parts.iter().any(|p| !p.created.is_empty());
         let mut out = Events {
             groups: Vec::new(),
-            ts: Vec::with_capacity(total),
-            created: Vec::with_capacity(if with_order { total } else { 0 }),
-            seq: Vec::with_capacity(if with_order { total } else { 0 }),
+            ts: Vec::new(),
+            created: Vec::new(),
+            seq: Vec::new(),
             args: parts
                 .first()
                 .map(|p| p.args.iter().map(|a| a.empty_like(total)).collect())
                 .unwrap_or_default(),
             offsets,
         };
-        for (p, row) in sources {
-            let (part, row) = (&parts[p as usize], row as usize);
-            out.ts.push(part.ts[row]);
-            if with_order {
-                out.created.push(part.created[row]);
-                out.seq.push(part.seq[row]);
-            }
-            for (column, from) in out.args.iter_mut().zip(&part.args) {
-                column.push(&from.get(row));
-            }
+        // Column by column: each a gather of `sources`.
+        let pick = |column: &dyn Fn(&Events) -> &Vec<i64>| -> Vec<i64> {
+            sources
+                .iter()
+                .map(|(p, row)| column(&parts[*p as usize])[*row as usize])
+                .collect()
+        };
+        out.ts = pick(&|e| &e.ts);
+        if with_order {
+            out.created = pick(&|e| &e.created);
+            out.seq = sources
+                .iter()
+                .map(|(p, row)| parts[*p as usize].seq[*row as usize])
+                .collect();
+        }
+        for (c, column) in out.args.iter_mut().enumerate() {
+            let from: Vec<&ArgColumn> = parts.iter().map(|p| &p.args[c]).collect();
+            column.gather(&from, &sources);
         }
         out
     }
@@ -756,7 +825,18 @@ fn evaluate_chunk(
     rows: &[usize],
 ) -> Result<Vec<ArrayRef>> {
     let empty = program.empty();
-    let mut scratch = empty.clone();
+    let mut scratch = Scratch {
+        tile: empty.clone(),
+        tile_ranges: Vec::new(),
+    };
+    // Events folded into tiles here (no tile files): numbers take the column loops.
+    let columns: Vec<Option<NumericColumn<'_>>> =
+        data.events.args.iter().map(ArgColumn::numeric).collect();
+    let numeric = data
+        .tiles
+        .is_none()
+        .then(|| NumericAggregates::new(&program.aggregates, &columns))
+        .flatten();
     let mut states: Vec<Vec<State>> = program
         .windows
         .iter()
@@ -770,10 +850,10 @@ fn evaluate_chunk(
                     out.extend(empty.iter().cloned());
                     window_states(
                         program,
+                        numeric.as_ref(),
                         w,
                         data,
-                        g,
-                        t,
+                        (g, t),
                         &mut out[start..],
                         &mut scratch,
                         &empty,
@@ -790,19 +870,27 @@ fn evaluate_chunk(
     program.finalize_flat(&states, rows.len())
 }
 
+/// Reused buffers of a chunk's evaluation.
+struct Scratch {
+    /// One tile's states (the generic fold).
+    tile: Vec<State>,
+    /// Event ranges of a window's tiles (the column loops).
+    tile_ranges: Vec<std::ops::Range<usize>>,
+}
+
 /// The merged states of window `w` at time `t` for group `g` into `states` (empty on
 /// entry): whole tiles in `[floor_h(t − w), floor_h(t))` — read from dense tile files,
-/// or folded from the events of each tile as materialization built them — then the
-/// events in `[floor_h(t), t)`.
+/// or folded from the events of each tile as materialization built them (by `numeric`'s
+/// column loops when it is given) — then the events in `[floor_h(t), t)`.
 #[allow(clippy::too_many_arguments)]
 fn window_states(
     program: &WindowProgram,
+    numeric: Option<&NumericAggregates<'_>>,
     w: usize,
     data: &PassData,
-    g: u32,
-    t: i64,
+    (g, t): (u32, i64),
     states: &mut [State],
-    tile: &mut [State],
+    scratch: &mut Scratch,
     empty: &[State],
 ) {
     let def = &program.windows[w];
@@ -813,9 +901,9 @@ fn window_states(
     let ts = &events.ts[range.clone()];
     let at = |offset: usize| range.start + offset;
     let head_from = ts.partition_point(|x| *x < head);
-    let end = ts.partition_point(|x| *x < t);
-    match &data.tiles {
-        Some(tiles) => {
+    let end = ts.partition_point(|x| *x < t).max(head_from);
+    match (&data.tiles, numeric) {
+        (Some(tiles), _) => {
             let tiles = tiles[g as usize]
                 .get(def.hop_index)
                 .map_or(&[][..], Vec::as_slice);
@@ -825,7 +913,22 @@ fn window_states(
                 program.merge(states, t);
             }
         }
-        None => {
+        (None, Some(numeric)) => {
+            scratch.tile_ranges.clear();
+            let mut i = ts.partition_point(|x| *x < start);
+            while i < head_from {
+                let tile_start = quiver_core::window::floor(ts[i], def.hop);
+                let from = i;
+                while i < head_from && quiver_core::window::floor(ts[i], def.hop) == tile_start {
+                    i += 1;
+                }
+                scratch.tile_ranges.push(at(from)..at(i));
+            }
+            numeric.window_states(&scratch.tile_ranges, at(head_from)..at(end), states);
+            return;
+        }
+        (None, None) => {
+            let tile = &mut scratch.tile;
             let mut i = ts.partition_point(|x| *x < start);
             while i < head_from {
                 let tile_start = quiver_core::window::floor(ts[i], def.hop);
@@ -838,7 +941,7 @@ fn window_states(
             }
         }
     }
-    for i in head_from..end.max(head_from) {
+    for i in head_from..end {
         add(program, states, events, at(i));
     }
 }
