@@ -26,10 +26,14 @@
 //!    with and without `trip_quote:*`, in-process (the library, on the same Redis) and
 //!    over HTTP (`wrk`, one connection), p50 and p99 side by side.
 //!
+//! 5. With `--baseline PATH` (another build of `quiver`, e.g. the previous commit's):
+//!    the export with that binary and this one alternately, and pushes into freshly
+//!    materialized Redis states with each in turn (one connection), side by side.
+//!
 //! Options: `--scale small|medium|large` (default `large`), `--runs N` exports (default
 //! 3), `--seconds N` per `wrk` run (default 10), `--python PATH` (a Python with `duckdb`;
-//! default `python3`), `--no-duckdb`, `--no-redis`. Needs `redis-server`, `wrk` and
-//! `/usr/bin/time` (GNU time, for peak RSS).
+//! default `python3`), `--no-duckdb`, `--no-redis`, `--baseline PATH`. Needs
+//! `redis-server`, `wrk` and `/usr/bin/time` (GNU time, for peak RSS).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark harness
 
@@ -209,6 +213,62 @@ fn redis_used_memory(server: &redis_server::RedisServer) -> u64 {
         .find_map(|l| l.strip_prefix("used_memory:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The export, then pushes, with the baseline binary and this one alternately: exports
+/// `runs` times each; pushes (1 connection, `seconds` each) into states materialized
+/// afresh before every run (pushed states grow, so runs must start equal), twice each.
+fn compare_with_baseline(
+    dir: &Path,
+    scratch: &Path,
+    baseline: &str,
+    args: &process::Args,
+    redis: &redis_server::RedisServer,
+    push: &Path,
+    events: usize,
+) {
+    let binaries = [("baseline", baseline), ("this build", process::QUIVER)];
+    let out = scratch.join("baseline_windows.parquet");
+    let export = [
+        "export",
+        "--spine",
+        "data/spine.parquet",
+        "--features",
+        "customer_trips:*",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let mut exports = [Vec::new(), Vec::new()];
+    for _ in 0..args.runs {
+        for (i, (_, binary)) in binaries.iter().enumerate() {
+            exports[i].push(process::quiver_binary(binary, dir, &export).seconds);
+        }
+    }
+    let mut pushes = [Vec::new(), Vec::new()];
+    for _ in 0..2 {
+        for (i, (_, binary)) in binaries.iter().enumerate() {
+            redis.command(&["FLUSHALL"]);
+            process::quiver_binary(binary, dir, &["materialize", "customer_trips"]);
+            let server = Server::start_binary(binary, dir);
+            let load = process::wrk(&server.url(""), Some(push), 1, 1, args.seconds);
+            pushes[i].push(load.requests_per_second * events as f64);
+        }
+    }
+    println!("baseline {baseline} and this build, alternately:");
+    let [(b, b_median), (t, t_median)] = exports.map(best_and_median);
+    println!(
+        "  export: baseline best {b:.2} s (median {b_median:.2}), this build best {t:.2} s (median {t_median:.2}): {:.2}x faster",
+        b / t
+    );
+    println!(
+        "  push, 1 connection, into fresh states: baseline {:.0} events/s, this build {:.0} events/s (runs {:?} vs {:?}): {:.2}x",
+        pushes[0].iter().copied().fold(0.0, f64::max),
+        pushes[1].iter().copied().fold(0.0, f64::max),
+        pushes[0].iter().map(|p| p.round()).collect::<Vec<_>>(),
+        pushes[1].iter().map(|p| p.round()).collect::<Vec<_>>(),
+        pushes[1].iter().copied().fold(0.0, f64::max)
+            / pushes[0].iter().copied().fold(0.0, f64::max)
+    );
 }
 
 fn main() {
@@ -423,5 +483,8 @@ fn main() {
         results[1].p99_us / results[0].p99_us
     );
     drop(server);
+    if let Some(baseline) = &args.baseline {
+        compare_with_baseline(&dir, &scratch, baseline, &args, &redis, &script, events);
+    }
     process::restore_config(&dir, &config);
 }

@@ -212,8 +212,13 @@ pub struct Server {
 
 impl Server {
     pub fn start(repo: &Path) -> Server {
+        Server::start_binary(QUIVER, repo)
+    }
+
+    /// [`Server::start`] with another build of the binary (`--baseline`).
+    pub fn start_binary(binary: &str, repo: &Path) -> Server {
         let port = free_port();
-        let child = Command::new(QUIVER)
+        let child = Command::new(binary)
             .arg("--repo")
             .arg(repo)
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
