@@ -33,11 +33,13 @@ pub fn label(window: u64) -> String {
 
 /// `t` rounded down to a multiple of `step` (both µs), counted from the epoch; also for
 /// times before 1970.
+#[inline]
 pub fn floor(t: i64, step: i64) -> i64 {
     t.div_euclid(step) * step
 }
 
 /// The first instant of the window `[start, T)` of length `window` and hop `hop` (all µs).
+#[inline]
 pub fn window_start(t: i64, window: i64, hop: i64) -> i64 {
     floor(t.saturating_sub(window), hop)
 }

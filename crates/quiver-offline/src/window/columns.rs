@@ -80,17 +80,17 @@ impl<'a> NumericAggregates<'a> {
         Some(NumericAggregates { aggregates: out })
     }
 
-    /// The window states (one per aggregate, into `out`) of events `tiles` (index ranges,
-    /// one per tile, oldest first: each folded from empty, then merged) followed by the
-    /// events `head` (added one by one).
-    pub(super) fn window_states(
+    /// Appends to `out` the window states (one per aggregate) of events `tiles` (index
+    /// ranges, one per tile, oldest first: each folded from empty, then merged) followed
+    /// by the events `head` (added one by one).
+    pub(super) fn push_window_states(
         &self,
         tiles: &[Range<usize>],
         head: Range<usize>,
-        out: &mut [State],
+        out: &mut Vec<State>,
     ) {
-        for ((kind, column), state) in self.aggregates.iter().zip(out) {
-            *state = match (*kind, column) {
+        for (kind, column) in &self.aggregates {
+            out.push(match (*kind, column) {
                 (AggKind::CountStar, _) => {
                     let n: usize = tiles.iter().map(|t| t.len()).sum::<usize>() + head.len();
                     State::Count(n as i64)
@@ -119,7 +119,7 @@ impl<'a> NumericAggregates<'a> {
                 ) => moments(c, tiles, head.clone()),
                 (AggKind::Min | AggKind::Max, Some(c)) => extreme(*kind, c, tiles, &head),
                 (AggKind::First | AggKind::Last, Some(_)) => State::empty(*kind),
-            };
+            });
         }
     }
 }
@@ -310,8 +310,9 @@ mod tests {
                     }
                     let aggregate = [(kind, (kind != AggKind::CountStar).then_some(arg))];
                     let numeric = NumericAggregates::new(&aggregate, &columns).unwrap();
-                    let mut fast = vec![State::empty(kind)];
-                    numeric.window_states(&tiles, head.clone(), &mut fast);
+                    let mut fast = Vec::new();
+                    numeric.push_window_states(&tiles, head.clone(), &mut fast);
+                    assert_eq!(fast.len(), 1);
                     let value = |i: usize| match (valid[i], arg) {
                         (false, _) => Scalar::Null,
                         (true, 0) => Scalar::Int(ints[i]),

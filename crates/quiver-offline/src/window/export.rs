@@ -238,7 +238,7 @@ impl Events {
 
     /// Parts read file by file, in table order, into one set of columns grouped by key
     /// group (stable: each group's events keep their order).
-    fn grouped(parts: Vec<Events>, group_count: usize) -> Events {
+    fn grouped(mut parts: Vec<Events>, group_count: usize) -> Events {
         let total: usize = parts.iter().map(Events::len).sum();
         let mut offsets = vec![0usize; group_count + 1];
         for part in &parts {
@@ -249,29 +249,18 @@ impl Events {
         for g in 0..group_count {
             offsets[g + 1] += offsets[g];
         }
-        // Where each part row goes.
+        // For each destination, its (part, row): parts in table order, each group's
+        // rows in the order met.
         let mut cursor = offsets.clone();
-        let mut destinations: Vec<Vec<usize>> = Vec::with_capacity(parts.len());
-        for part in &parts {
-            destinations.push(
-                part.groups
-                    .iter()
-                    .map(|g| {
-                        let slot = &mut cursor[*g as usize];
-                        *slot += 1;
-                        *slot - 1
-                    })
-                    .collect(),
-            );
-        }
-        // The inverse: for each destination, its (part, row).
         let mut sources = vec![(0u32, 0u32); total];
-        for (p, dests) in destinations.iter().enumerate() {
-            for (row, d) in dests.iter().enumerate() {
-                sources[*d] = (p as u32, row as u32);
+        for (p, part) in parts.iter().enumerate() {
+            for (row, g) in part.groups.iter().enumerate() {
+                let slot = &mut cursor[*g as usize];
+                sources[*slot] = (p as u32, row as u32);
+                *slot += 1;
             }
         }
-        drop(destinations);
+        drop(cursor);
         let with_order = parts.iter().any(|p| !p.created.is_empty());
         let mut out = Events {
             groups: Vec::new(),
@@ -284,16 +273,19 @@ impl Events {
                 .unwrap_or_default(),
             offsets,
         };
-        // Column by column: each a gather of `sources`.
-        let pick = |column: &dyn Fn(&Events) -> &Vec<i64>| -> Vec<i64> {
-            sources
+        // Column by column, each a gather of `sources`; the parts' copy of a column is
+        // freed once gathered, so only one column is held twice at a time.
+        let pick = |parts: &mut [Events], column: fn(&mut Events) -> &mut Vec<i64>| {
+            let gathered: Vec<i64> = sources
                 .iter()
-                .map(|(p, row)| column(&parts[*p as usize])[*row as usize])
-                .collect()
+                .map(|(p, row)| column(&mut parts[*p as usize])[*row as usize])
+                .collect();
+            parts.iter_mut().for_each(|p| *column(p) = Vec::new());
+            gathered
         };
-        out.ts = pick(&|e| &e.ts);
+        out.ts = pick(&mut parts, |e| &mut e.ts);
         if with_order {
-            out.created = pick(&|e| &e.created);
+            out.created = pick(&mut parts, |e| &mut e.created);
             out.seq = sources
                 .iter()
                 .map(|(p, row)| parts[*p as usize].seq[*row as usize])
@@ -302,6 +294,9 @@ impl Events {
         for (c, column) in out.args.iter_mut().enumerate() {
             let from: Vec<&ArgColumn> = parts.iter().map(|p| &p.args[c]).collect();
             column.gather(&from, &sources);
+            for part in &mut parts {
+                part.args[c] = part.args[c].empty_like(0);
+            }
         }
         out
     }
@@ -782,10 +777,13 @@ fn evaluate(
             .map(|_| {
                 scope.spawn(|| {
                     let mut done = Vec::new();
+                    let mut scratch = Scratch::new(program);
                     loop {
                         let c = next.fetch_add(1, Ordering::Relaxed);
                         let Some(chunk) = chunks.get(c) else { break };
-                        done.push((c, evaluate_chunk(program, groups, times, data, chunk)));
+                        let arrays =
+                            evaluate_chunk(program, groups, times, data, chunk, &mut scratch);
+                        done.push((c, arrays));
                     }
                     done
                 })
@@ -797,7 +795,14 @@ fn evaluate(
             .collect()
     });
     if chunks.is_empty() {
-        return evaluate_chunk(program, groups, times, data, &[]);
+        return evaluate_chunk(
+            program,
+            groups,
+            times,
+            data,
+            &[],
+            &mut Scratch::new(program),
+        );
     }
     results.sort_by_key(|(c, _)| *c);
     let chunk_arrays: Vec<Vec<ArrayRef>> =
@@ -823,12 +828,8 @@ fn evaluate_chunk(
     times: &[Option<i64>],
     data: &PassData,
     rows: &[usize],
+    scratch: &mut Scratch,
 ) -> Result<Vec<ArrayRef>> {
-    let empty = program.empty();
-    let mut scratch = Scratch {
-        tile: empty.clone(),
-        tile_ranges: Vec::new(),
-    };
     // Events folded into tiles here (no tile files): numbers take the column loops.
     let columns: Vec<Option<NumericColumn<'_>>> =
         data.events.args.iter().map(ArgColumn::numeric).collect();
@@ -837,61 +838,65 @@ fn evaluate_chunk(
         .is_none()
         .then(|| NumericAggregates::new(&program.aggregates, &columns))
         .flatten();
-    let mut states: Vec<Vec<State>> = program
-        .windows
-        .iter()
-        .map(|_| Vec::with_capacity(rows.len() * empty.len()))
-        .collect();
+    let mut states = std::mem::take(&mut scratch.states);
+    states.resize_with(program.windows.len(), Vec::new);
+    for out in &mut states {
+        out.clear();
+    }
     for &row in rows {
         match (groups.spine_groups[row], times[row]) {
             (Some(g), Some(t)) => {
                 for (w, out) in states.iter_mut().enumerate() {
-                    let start = out.len();
-                    out.extend(empty.iter().cloned());
-                    window_states(
-                        program,
-                        numeric.as_ref(),
-                        w,
-                        data,
-                        (g, t),
-                        &mut out[start..],
-                        &mut scratch,
-                        &empty,
-                    );
+                    window_states(program, numeric.as_ref(), w, data, (g, t), out, scratch);
                 }
             }
             _ => {
                 for out in &mut states {
-                    out.extend(empty.iter().cloned());
+                    out.extend(scratch.empty.iter().cloned());
                 }
             }
         }
     }
-    program.finalize_flat(&states, rows.len())
+    let arrays = program.finalize_flat(&states, rows.len());
+    scratch.states = states;
+    arrays
 }
 
-/// Reused buffers of a chunk's evaluation.
+/// Buffers an evaluation thread reuses from chunk to chunk.
 struct Scratch {
+    /// The states of no events.
+    empty: Vec<State>,
     /// One tile's states (the generic fold).
     tile: Vec<State>,
     /// Event ranges of a window's tiles (the column loops).
     tile_ranges: Vec<std::ops::Range<usize>>,
+    /// Per window, the chunk's merged states, row after row.
+    states: Vec<Vec<State>>,
 }
 
-/// The merged states of window `w` at time `t` for group `g` into `states` (empty on
-/// entry): whole tiles in `[floor_h(t − w), floor_h(t))` — read from dense tile files,
-/// or folded from the events of each tile as materialization built them (by `numeric`'s
-/// column loops when it is given) — then the events in `[floor_h(t), t)`.
-#[allow(clippy::too_many_arguments)]
+impl Scratch {
+    fn new(program: &WindowProgram) -> Scratch {
+        Scratch {
+            empty: program.empty(),
+            tile: program.empty(),
+            tile_ranges: Vec::new(),
+            states: Vec::new(),
+        }
+    }
+}
+
+/// Appends to `out` the merged states of window `w` at time `t` for group `g`: whole
+/// tiles in `[floor_h(t − w), floor_h(t))` — read from dense tile files, or folded from
+/// the events of each tile as materialization built them (by `numeric`'s column loops
+/// when it is given) — then the events in `[floor_h(t), t)`.
 fn window_states(
     program: &WindowProgram,
     numeric: Option<&NumericAggregates<'_>>,
     w: usize,
     data: &PassData,
     (g, t): (u32, i64),
-    states: &mut [State],
+    out: &mut Vec<State>,
     scratch: &mut Scratch,
-    empty: &[State],
 ) {
     let def = &program.windows[w];
     let start = quiver_core::window::window_start(t, def.length, def.hop);
@@ -902,8 +907,25 @@ fn window_states(
     let at = |offset: usize| range.start + offset;
     let head_from = ts.partition_point(|x| *x < head);
     let end = ts.partition_point(|x| *x < t).max(head_from);
-    match (&data.tiles, numeric) {
-        (Some(tiles), _) => {
+    if let (None, Some(numeric)) = (&data.tiles, numeric) {
+        scratch.tile_ranges.clear();
+        let mut i = ts.partition_point(|x| *x < start);
+        while i < head_from {
+            let tile_start = quiver_core::window::floor(ts[i], def.hop);
+            let from = i;
+            while i < head_from && quiver_core::window::floor(ts[i], def.hop) == tile_start {
+                i += 1;
+            }
+            scratch.tile_ranges.push(at(from)..at(i));
+        }
+        numeric.push_window_states(&scratch.tile_ranges, at(head_from)..at(end), out);
+        return;
+    }
+    let from = out.len();
+    out.extend(scratch.empty.iter().cloned());
+    let states = &mut out[from..];
+    match &data.tiles {
+        Some(tiles) => {
             let tiles = tiles[g as usize]
                 .get(def.hop_index)
                 .map_or(&[][..], Vec::as_slice);
@@ -913,26 +935,12 @@ fn window_states(
                 program.merge(states, t);
             }
         }
-        (None, Some(numeric)) => {
-            scratch.tile_ranges.clear();
-            let mut i = ts.partition_point(|x| *x < start);
-            while i < head_from {
-                let tile_start = quiver_core::window::floor(ts[i], def.hop);
-                let from = i;
-                while i < head_from && quiver_core::window::floor(ts[i], def.hop) == tile_start {
-                    i += 1;
-                }
-                scratch.tile_ranges.push(at(from)..at(i));
-            }
-            numeric.window_states(&scratch.tile_ranges, at(head_from)..at(end), states);
-            return;
-        }
-        (None, None) => {
+        None => {
             let tile = &mut scratch.tile;
             let mut i = ts.partition_point(|x| *x < start);
             while i < head_from {
                 let tile_start = quiver_core::window::floor(ts[i], def.hop);
-                tile.clone_from_slice(empty);
+                tile.clone_from_slice(&scratch.empty);
                 while i < head_from && quiver_core::window::floor(ts[i], def.hop) == tile_start {
                     add(program, tile, events, at(i));
                     i += 1;
