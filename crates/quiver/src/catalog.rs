@@ -183,6 +183,19 @@ pub struct Catalog {
     serving: BTreeMap<String, u32>,
     /// Versions other than the applied ones that lookups or services need.
     older: BTreeMap<(String, u32), CatalogView>,
+    /// Per source pushed into: what its pushes plan with, built by the first push and
+    /// reused by the catalog's later ones (registering a source reads the footers of
+    /// its files, and planning a view's query to see whether it aggregates takes a
+    /// session: together milliseconds per push).
+    push_plans: tokio::sync::Mutex<BTreeMap<String, Arc<PushPlan>>>,
+}
+
+/// What pushes into one source plan with: an engine with the sources of the views that
+/// read it registered, and which of those (row) views aggregate (they refuse pushes).
+#[derive(Debug)]
+pub(crate) struct PushPlan {
+    pub engine: OfflineEngine,
+    pub aggregating: BTreeSet<String>,
 }
 
 impl Catalog {
@@ -392,6 +405,33 @@ impl Catalog {
             }
         }
         Ok(engine)
+    }
+
+    /// The push plan of source `source` read by `views`, built on first use.
+    pub(crate) async fn push_plan(
+        &self,
+        store: &crate::FeatureStore,
+        source: &str,
+        views: &[&CatalogView],
+    ) -> Result<Arc<PushPlan>> {
+        let mut plans = self.push_plans.lock().await;
+        if let Some(plan) = plans.get(source) {
+            return Ok(Arc::clone(plan));
+        }
+        let engine = self.engine(store, views).await?;
+        let mut aggregating = BTreeSet::new();
+        for view in views {
+            // An aggregation view takes events; other aggregating views cannot.
+            if !view.view.view.is_windowed() && engine.view_aggregates(&view.view.view).await? {
+                aggregating.insert(view.name().to_string());
+            }
+        }
+        let plan = Arc::new(PushPlan {
+            engine,
+            aggregating,
+        });
+        plans.insert(source.to_string(), Arc::clone(&plan));
+        Ok(plan)
     }
 
     /// An engine with every source registered (for a spine query).

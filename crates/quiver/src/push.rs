@@ -215,25 +215,21 @@ impl FeatureStore {
                         ),
                     });
                 }
-                let engine = catalog.engine(self, &readers).await?;
-                for view in &readers {
-                    // An aggregation view takes events; other aggregating views cannot.
-                    if !view.view.view.is_windowed()
-                        && engine.view_aggregates(&view.view.view).await?
-                    {
-                        return Err(Error::PushIntoAggregatingView {
-                            source_name: target.to_string(),
-                            view: view.name().to_string(),
-                        });
-                    }
+                let plan = catalog.push_plan(self, target, &readers).await?;
+                if let Some(view) = plan.aggregating.first() {
+                    return Err(Error::PushIntoAggregatingView {
+                        source_name: target.to_string(),
+                        view: view.clone(),
+                    });
                 }
                 for view in readers {
-                    let batch = engine
+                    let batch = plan
+                        .engine
                         .view_rows(&view.table()?, target, rows.clone())
                         .await?;
                     targets.push((view, batch));
                 }
-                source_rows = Some(engine);
+                source_rows = Some(plan);
             }
         }
 
@@ -248,8 +244,8 @@ impl FeatureStore {
         // Rows pushed into a source are kept in the source's log, so every view version
         // materialized later (not only the current ones) gets them.
         let log = match (&offline, source_rows) {
-            (Some(_), Some(engine)) => {
-                engine
+            (Some(_), Some(plan)) => {
+                plan.engine
                     .push_source(&self.offline_root()?, target, &rows, options)
                     .await?;
                 PushLog::Source
