@@ -215,6 +215,19 @@ fn redis_used_memory(server: &redis_server::RedisServer) -> u64 {
         .unwrap_or(0)
 }
 
+/// The arguments of the export both engines are timed on, writing to `out`.
+fn export_args(out: &str) -> [&str; 7] {
+    [
+        "export",
+        "--spine",
+        "data/spine.parquet",
+        "--features",
+        "customer_trips:*",
+        "--out",
+        out,
+    ]
+}
+
 /// The export, then pushes, with the baseline binary and this one alternately: exports
 /// `runs` times each; pushes (1 connection, `seconds` each) into states materialized
 /// afresh before every run (pushed states grow, so runs must start equal), twice each.
@@ -229,15 +242,7 @@ fn compare_with_baseline(
 ) {
     let binaries = [("baseline", baseline), ("this build", process::QUIVER)];
     let out = scratch.join("baseline_windows.parquet");
-    let export = [
-        "export",
-        "--spine",
-        "data/spine.parquet",
-        "--features",
-        "customer_trips:*",
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let export = export_args(out.to_str().unwrap());
     let mut exports = [Vec::new(), Vec::new()];
     for _ in 0..args.runs {
         for (i, (_, binary)) in binaries.iter().enumerate() {
@@ -300,18 +305,7 @@ fn main() {
     let mut times = Vec::new();
     let mut peak: f64 = 0.0;
     for _ in 0..args.runs {
-        let run = quiver(
-            &dir,
-            &[
-                "export",
-                "--spine",
-                "data/spine.parquet",
-                "--features",
-                "customer_trips:*",
-                "--out",
-                out,
-            ],
-        );
+        let run = quiver(&dir, &export_args(out));
         times.push(run.seconds);
         peak = peak.max(run.peak_mib);
     }

@@ -684,23 +684,7 @@ pub fn kind_name(kind: AggKind) -> &'static str {
 
 /// The kind a registry name stands for.
 pub fn kind_of(name: &str) -> Option<AggKind> {
-    [
-        AggKind::CountStar,
-        AggKind::Count,
-        AggKind::SumInt,
-        AggKind::SumFloat,
-        AggKind::Avg,
-        AggKind::Min,
-        AggKind::Max,
-        AggKind::StddevSamp,
-        AggKind::StddevPop,
-        AggKind::VarSamp,
-        AggKind::VarPop,
-        AggKind::First,
-        AggKind::Last,
-    ]
-    .into_iter()
-    .find(|k| kind_name(*k) == name)
+    AggKind::ALL.into_iter().find(|k| kind_name(*k) == name)
 }
 
 /// The refined kind and the value type of an aggregate over `input`; `None` when the

@@ -81,6 +81,25 @@ pub enum AggKind {
     Last,
 }
 
+impl AggKind {
+    /// Every kind.
+    pub const ALL: [AggKind; 13] = [
+        AggKind::CountStar,
+        AggKind::Count,
+        AggKind::SumInt,
+        AggKind::SumFloat,
+        AggKind::Avg,
+        AggKind::Min,
+        AggKind::Max,
+        AggKind::StddevSamp,
+        AggKind::StddevPop,
+        AggKind::VarSamp,
+        AggKind::VarPop,
+        AggKind::First,
+        AggKind::Last,
+    ];
+}
+
 /// Where an event stands in its key's order: event time, created time, source order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EventOrder {
