@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, SchemaRef};
 use quiver_core::diagnostic::closest;
 use quiver_core::model::{
     Entity, FeatureService, KeyType, Object, RequestSource, ResolvedView, Source,
@@ -188,6 +188,9 @@ pub struct Catalog {
     /// its files, and planning a view's query to see whether it aggregates takes a
     /// session: together milliseconds per push).
     push_plans: tokio::sync::Mutex<BTreeMap<String, Arc<PushPlan>>>,
+    /// Each source's schema as its files give it, read on first use by a push (the
+    /// server asks for it on every push request).
+    source_schemas: tokio::sync::Mutex<BTreeMap<String, SchemaRef>>,
 }
 
 /// What pushes into one source plan with: an engine with the sources of the views that
@@ -405,6 +408,23 @@ impl Catalog {
             }
         }
         Ok(engine)
+    }
+
+    /// The schema of `source` as its files give it, read on first use.
+    pub(crate) async fn source_schema(
+        &self,
+        store: &crate::FeatureStore,
+        source: &Source,
+    ) -> Result<SchemaRef> {
+        let mut schemas = self.source_schemas.lock().await;
+        if let Some(schema) = schemas.get(&source.name) {
+            return Ok(Arc::clone(schema));
+        }
+        let engine = store.new_engine();
+        engine.register_source(source).await?;
+        let schema = engine.source_schema(&source.name).await?;
+        schemas.insert(source.name.clone(), Arc::clone(&schema));
+        Ok(schema)
     }
 
     /// The push plan of source `source` read by `views`, built on first use.

@@ -158,9 +158,7 @@ impl FeatureStore {
             });
         }
         if let Some(source) = catalog.sources.get(target) {
-            let engine = self.new_engine();
-            engine.register_source(source).await?;
-            let schema = engine.source_schema(&source.name).await?;
+            let schema = catalog.source_schema(self, source).await?;
             return Ok(PushSchema {
                 target: target.to_string(),
                 kind: PushTargetKind::Source,
