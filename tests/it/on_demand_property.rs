@@ -13,8 +13,6 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::DateTime;
 use proptest::prelude::*;
-use quiver::clock::FixedClock;
-use quiver::{FeatureStore, MaterializeOptions};
 
 use crate::redis_server::RedisServer;
 
@@ -169,14 +167,7 @@ async fn check(
     write_events(&dir.path().join("data/events.parquet"), &events);
     let at = BASE + minute * MINUTE + 7; // never exactly on the grid
     let clock = DateTime::from_timestamp_micros(at).unwrap();
-    let store = FeatureStore::open(dir.path())
-        .unwrap()
-        .with_clock(Arc::new(FixedClock(clock)));
-    store.apply().await.unwrap();
-    store
-        .materialize(MaterializeOptions::default())
-        .await
-        .unwrap();
+    let store = crate::support::materialized_at(dir.path(), at).await;
     let spine = spine(&requests, at);
     let export = store
         .export()

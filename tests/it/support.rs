@@ -232,3 +232,18 @@ pub async fn online_equals_export(
         format!("online != export: {}\n", mismatches.join("; "))
     })
 }
+
+/// The repository in `dir` opened with its clock fixed at `at` (µs), applied and
+/// materialized.
+pub async fn materialized_at(dir: &Path, at: i64) -> quiver::FeatureStore {
+    let clock = chrono::DateTime::<Utc>::from_timestamp_micros(at).unwrap();
+    let store = quiver::FeatureStore::open(dir)
+        .unwrap()
+        .with_clock(std::sync::Arc::new(quiver::clock::FixedClock(clock)));
+    store.apply().await.unwrap();
+    store
+        .materialize(quiver::MaterializeOptions::default())
+        .await
+        .unwrap();
+    store
+}

@@ -17,10 +17,8 @@ use arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit};
-use chrono::{DateTime, Utc};
 use proptest::prelude::*;
-use quiver::clock::FixedClock;
-use quiver::{FeatureStore, MaterializeOptions, PushTo};
+use quiver::{FeatureStore, PushTo};
 
 use crate::redis_server::RedisServer;
 
@@ -354,21 +352,6 @@ proptest! {
     }
 }
 
-/// The repository in `dir` opened with its clock fixed at `at` (µs), applied and
-/// materialized.
-async fn materialized_at(dir: &tempfile::TempDir, at: i64) -> FeatureStore {
-    let clock = DateTime::<Utc>::from_timestamp_micros(at).unwrap();
-    let store = FeatureStore::open(dir.path())
-        .unwrap()
-        .with_clock(Arc::new(FixedClock(clock)));
-    store.apply().await.unwrap();
-    store
-        .materialize(MaterializeOptions::default())
-        .await
-        .unwrap();
-    store
-}
-
 /// Materialize at a fixed clock, look every key up: the export at that time; then push
 /// events (online and offline) and check again.
 #[allow(clippy::too_many_arguments)]
@@ -384,7 +367,7 @@ async fn check_online(
 ) -> Result<(), TestCaseError> {
     let dir = repo(&events, &windows, hop, online, project, numbers_only);
     let at = BASE + minute * MINUTE + 7; // never exactly on the grid
-    let store = materialized_at(&dir, at).await;
+    let store = crate::support::materialized_at(dir.path(), at).await;
     compare_online(&store, at, "after materializing").await?;
     // Pushed events up to the clock (later ones would be beyond the lookup time).
     let pushed: Vec<Event> = pushed
@@ -462,7 +445,7 @@ async fn concurrent_pushes_count_every_event(online: &str, project: &str) {
     const PUSHES: i64 = 12;
     const KEYS: i64 = 450;
     let dir = repo(&[], &[1440], None, online, project, true);
-    let store = materialized_at(&dir, BASE + 2 * 24 * 60 * MINUTE).await;
+    let store = crate::support::materialized_at(dir.path(), BASE + 2 * 24 * 60 * MINUTE).await;
     let mut expected = vec![0i64; KEYS as usize];
     let mut writers = Vec::new();
     for writer in 0..WRITERS {
