@@ -309,7 +309,10 @@ def test_ctrl_c_interrupts_a_long_call(materialized):
     # A spine query that runs for minutes: a cross join of the drivers' history.
     script = textwrap.dedent(
         f"""
-        import quiver, sys
+        import quiver, signal, sys
+        # A suite started in the background (`cmd &` without job control) hands its
+        # children an ignored SIGINT, and Python then installs no handler for it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         store = quiver.FeatureStore({str(materialized)!r})
         print("started", flush=True)
         try:
