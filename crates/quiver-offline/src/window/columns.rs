@@ -204,33 +204,38 @@ fn extreme(
     tiles: &[Range<usize>],
     head: &Range<usize>,
 ) -> State {
-    let better = |a: std::cmp::Ordering| {
-        if kind == AggKind::Min {
-            a == std::cmp::Ordering::Less
-        } else {
-            a == std::cmp::Ordering::Greater
-        }
-    };
+    let indices = all(tiles, head);
     match c {
         NumericColumn::Int { values, valid } => {
-            let mut best: Option<i64> = None;
-            for i in all(tiles, head) {
-                if valid[i] && best.is_none_or(|b| better(values[i].cmp(&b))) {
-                    best = Some(values[i]);
-                }
-            }
-            State::Extreme(best.map(Scalar::Int))
+            State::Extreme(best(kind, values, valid, indices, i64::cmp).map(Scalar::Int))
         }
         NumericColumn::Float { values, valid } => {
-            let mut best: Option<f64> = None;
-            for i in all(tiles, head) {
-                if valid[i] && best.is_none_or(|b| better(values[i].total_cmp(&b))) {
-                    best = Some(values[i]);
-                }
-            }
-            State::Extreme(best.map(Scalar::Float))
+            State::Extreme(best(kind, values, valid, indices, f64::total_cmp).map(Scalar::Float))
         }
     }
+}
+
+/// The smallest (`MIN`) or largest valid value at `indices` by `order`; the first of
+/// equals.
+fn best<T: Copy>(
+    kind: AggKind,
+    values: &[T],
+    valid: &[bool],
+    indices: impl Iterator<Item = usize>,
+    order: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> Option<T> {
+    let wanted = if kind == AggKind::Min {
+        std::cmp::Ordering::Less
+    } else {
+        std::cmp::Ordering::Greater
+    };
+    let mut best: Option<T> = None;
+    for i in indices {
+        if valid[i] && best.is_none_or(|b| order(&values[i], &b) == wanted) {
+            best = Some(values[i]);
+        }
+    }
+    best
 }
 
 #[cfg(test)]
