@@ -92,6 +92,11 @@ impl BatchExecutor {
         })
     }
 
+    /// How many spawned tasks have not finished.
+    pub fn running(&self) -> usize {
+        self.running.0.load(Ordering::Acquire)
+    }
+
     /// Waits until no spawned work runs, at most `limit`; returns whether it is idle.
     pub async fn drain(&self, limit: Duration) -> bool {
         tokio::time::timeout(limit, idle(&self.running))

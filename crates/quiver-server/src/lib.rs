@@ -84,6 +84,12 @@ impl AppState {
             batch: Arc::new(BatchExecutor::new(threads)?),
         })
     }
+
+    /// How many materializations and offline pushes run in the background (they finish
+    /// even when their requests are gone).
+    pub fn background_work(&self) -> usize {
+        self.batch.running()
+    }
 }
 
 /// The server's routes.

@@ -1410,13 +1410,30 @@ async fn feasts_write_to_online_store_and_async_materialize() {
 async fn a_materialization_whose_client_disconnects_still_finishes_and_is_recorded() {
     let (_dir, store) = example("").await;
     let before = store.runs(Some("materialize"), 100).await.unwrap().len();
-    let app = router(AppState::new(store.clone()).unwrap());
+    let state = AppState::new(store.clone()).unwrap();
+    let app = router(state.clone());
     let request = Request::post("/materialize")
         .body(Body::from(r#"{"feature_views": ["driver_hourly_stats"]}"#))
         .unwrap();
-    // The client gives up before the run ends (it takes longer than 20 ms in a debug
-    // build): the request future is dropped.
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(20), app.oneshot(request)).await;
+    // The client gives up once the run has started, before it ends: the request future
+    // is dropped (and with it the server's state; the run keeps the batch runtime).
+    let mut response = std::pin::pin!(app.oneshot(request));
+    let gave_up = loop {
+        tokio::select! {
+            _ = &mut response => break false,
+            () = tokio::time::sleep(std::time::Duration::from_millis(1)) => {
+                if state.background_work() > 0 {
+                    break true;
+                }
+            }
+        }
+    };
+    assert!(
+        gave_up,
+        "the request was dropped while its run was in progress"
+    );
+    drop(response);
+    drop(state);
     let mut recorded = false;
     for _ in 0..100 {
         if store.runs(Some("materialize"), 100).await.unwrap().len() > before {
