@@ -15,6 +15,7 @@ use quiver_core::model::{Column, Entity, FeatureView, KeyType, Source, ViewSchem
 
 use crate::materialize::{self, MaterializeStats, PushLog, PushStats, WriteOptions};
 use crate::normalize::{ViewColumns, normalize};
+use crate::source_order::{ViewRows, scan_session};
 use crate::storage::{Location, StorageOptions};
 use crate::table::{Interval, OfflineTable};
 use crate::window::WindowProgram;
@@ -248,13 +249,17 @@ impl OfflineEngine {
     ) -> Result<MaterializeStats> {
         self.reach(offline_root)?;
         let view = table.view;
-        let fresh = normalize(
-            self.ordered
+        let plan = |ctx: SessionContext| async move {
+            let df = ctx
                 .sql(table.query)
                 .await
-                .map_err(|e| plan_error(&view.name, e))?,
-            table.columns,
-        )?;
+                .map_err(|e| plan_error(&view.name, e))?;
+            normalize(df, table.columns)
+        };
+        let fresh = ViewRows {
+            one_partition: plan(self.ordered.clone()).await?,
+            per_core: plan(scan_session(&self.ordered, materialize::writer_count())).await?,
+        };
         let mut source_pushes = Vec::new();
         for source in &view.sources {
             let log = OfflineTable::for_source(offline_root, source);

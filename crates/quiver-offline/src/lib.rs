@@ -14,6 +14,7 @@ pub mod normalize;
 pub mod on_demand;
 pub mod pit;
 mod source;
+mod source_order;
 pub mod storage;
 pub mod table;
 pub mod window;

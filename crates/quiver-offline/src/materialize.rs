@@ -43,6 +43,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use crate::normalize::{ViewColumns, timestamp_type};
+use crate::source_order::ViewRows;
 use crate::table::{FileEntry, Interval, Manifest, OfflineTable, PUSH_DIR, PUSH_LOG_EXTENSION};
 use crate::window::WindowProgram;
 use crate::window::tiles::TileBuilder;
@@ -97,7 +98,7 @@ pub(crate) async fn materialize(
     ordered: &SessionContext,
     table: &OfflineTable,
     view_name: &str,
-    fresh: DataFrame,
+    fresh: ViewRows,
     source_pushes: SourcePushes,
     columns: &ViewColumns,
     window: Option<&Arc<WindowProgram>>,
@@ -129,8 +130,11 @@ pub(crate) async fn materialize(
     };
     let mut all = with_sequence(
         fresh
-            .filter(not_null_identity(columns).and(in_interval(ident(&columns.timestamp))))?
-            .window(vec![row_number().alias(SEQ)])?,
+            .numbered(
+                ordered,
+                not_null_identity(columns).and(in_interval(ident(&columns.timestamp))),
+            )
+            .await?,
         columns,
     )?;
     // Pushed rows are part of the interval too, and win ties with source rows.
@@ -600,7 +604,7 @@ async fn rewrite_partitions(
 }
 
 /// How many streams a rewrite sorts and writes at once: one per core.
-fn writer_count() -> usize {
+pub(crate) fn writer_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 

@@ -1417,7 +1417,7 @@ async fn a_materialization_whose_client_disconnects_still_finishes_and_is_record
         .unwrap();
     // The client gives up once the run has started, before it ends: the request future
     // is dropped (and with it the server's state; the run keeps the batch runtime).
-    let mut response = std::pin::pin!(app.oneshot(request));
+    let mut response = Box::pin(app.oneshot(request));
     let gave_up = loop {
         tokio::select! {
             _ = &mut response => break false,
