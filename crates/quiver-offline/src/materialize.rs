@@ -1110,3 +1110,30 @@ impl<'a> PartitionWriter<'a> {
 fn df_error(e: arrow::error::ArrowError) -> Error {
     Error::DataFusion(e.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{Field, TimeUnit};
+
+    #[test]
+    fn dictionaries_only_for_columns_that_repeat_values() {
+        let schema = Schema::new(vec![
+            Field::new("driver_id", DataType::Int64, false),
+            Field::new("city", DataType::Utf8, true),
+            Field::new(
+                "event_timestamp",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("conv_rate", DataType::Float64, true),
+            Field::new("__state", DataType::Binary, true),
+        ]);
+        let properties = writer_properties(&schema);
+        let dictionary = |name: &str| properties.dictionary_enabled(&ColumnPath::from(name));
+        assert!(dictionary("driver_id") && dictionary("city"));
+        assert!(
+            !dictionary("event_timestamp") && !dictionary("conv_rate") && !dictionary("__state")
+        );
+    }
+}
