@@ -163,24 +163,24 @@ impl PartitionStream for NumberedPartition {
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let schema = Arc::clone(&self.schema);
-        let input = self.plan.execute(self.partition, Arc::clone(&self.task));
+        let input = match self.plan.execute(self.partition, Arc::clone(&self.task)) {
+            Ok(input) => input,
+            Err(e) => {
+                let failed = futures::stream::once(async move { Err(e) });
+                return Box::pin(RecordBatchStreamAdapter::new(schema, failed));
+            }
+        };
         let mut next = self.partition as u64 * PARTITION_STRIDE + 1;
         let output = Arc::clone(&schema);
-        let stream = futures::stream::once(async move { input })
-            .map(move |input| match input {
-                Ok(stream) => stream.boxed(),
-                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-            })
-            .flatten()
-            .map(move |batch| {
-                let batch = batch?;
-                let rows = batch.num_rows() as u64;
-                let seq: ArrayRef = Arc::new(UInt64Array::from_iter_values(next..next + rows));
-                next += rows;
-                let mut columns = batch.columns().to_vec();
-                columns.push(seq);
-                Ok(RecordBatch::try_new(Arc::clone(&output), columns)?)
-            });
+        let stream = input.map(move |batch| {
+            let batch = batch?;
+            let rows = batch.num_rows() as u64;
+            let seq: ArrayRef = Arc::new(UInt64Array::from_iter_values(next..next + rows));
+            next += rows;
+            let mut columns = batch.columns().to_vec();
+            columns.push(seq);
+            Ok(RecordBatch::try_new(Arc::clone(&output), columns)?)
+        });
         Box::pin(RecordBatchStreamAdapter::new(schema, stream))
     }
 }
