@@ -13,7 +13,7 @@ use datafusion::prelude::{
 };
 use quiver_core::model::{Column, Entity, FeatureView, KeyType, Source, ViewSchema};
 
-use crate::materialize::{self, MaterializeStats, PushLog, PushStats, WriteOptions};
+use crate::materialize::{self, Materialized, PushLog, PushStats, WriteOptions};
 use crate::normalize::{ViewColumns, normalize};
 use crate::source_order::{ViewRows, scan_session};
 use crate::storage::{Location, StorageOptions};
@@ -239,14 +239,17 @@ impl OfflineEngine {
 impl OfflineEngine {
     /// Materializes `[interval.start, interval.end]` (inclusive) of one view version into
     /// its offline table under `offline_root`, with the rows pushed into its sources and
-    /// into the view merged in. The view's sources must be registered.
+    /// into the view merged in. The view's sources must be registered. With
+    /// `keep_latest` (an online write follows), a row view's latest row per key in the
+    /// interval is kept on the way ([`Materialized::latest`]).
     pub async fn materialize(
         &self,
         offline_root: &Location,
         table: &ViewTable<'_>,
         interval: Interval,
         options: WriteOptions,
-    ) -> Result<MaterializeStats> {
+        keep_latest: bool,
+    ) -> Result<Materialized> {
         self.reach(offline_root)?;
         let view = table.view;
         let plan = |ctx: SessionContext| async move {
@@ -277,6 +280,8 @@ impl OfflineEngine {
             table.window,
             interval,
             options,
+            // Aggregation views keep entity states online, written from their tiles.
+            keep_latest && table.window.is_none(),
         )
         .await
     }

@@ -25,5 +25,7 @@ mod s3_server;
 
 pub use engine::{OfflineEngine, ViewTable};
 pub use error::{Error, Result};
-pub use materialize::{MaterializeStats, PUSH_LOG_MAX_FILES, PushLog, PushStats, WriteOptions};
+pub use materialize::{
+    MaterializeStats, Materialized, PUSH_LOG_MAX_FILES, PushLog, PushStats, WriteOptions,
+};
 pub use storage::{Location, StorageOptions};

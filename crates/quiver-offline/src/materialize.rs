@@ -24,9 +24,9 @@ use std::time::Instant;
 
 use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::SortOptions;
-use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMicrosecondType, UInt64Type};
-use arrow::row::{RowConverter, SortField};
+use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::MemoryLimit;
@@ -43,6 +43,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
+use crate::latest::{LatestRows, RunLasts};
 use crate::normalize::{ViewColumns, timestamp_type};
 use crate::source_order::ViewRows;
 use crate::table::{FileEntry, Interval, Manifest, OfflineTable, PUSH_DIR, PUSH_LOG_EXTENSION};
@@ -90,6 +91,15 @@ pub struct MaterializeStats {
     pub seconds: f64,
 }
 
+/// What a materialization run did, and what its online write starts from.
+#[derive(Debug)]
+pub struct Materialized {
+    pub stats: MaterializeStats,
+    /// When asked for (a row view kept online): the last row of each (date, key) run of
+    /// the interval as written, so that the online write need not read the table back.
+    pub latest: Option<LatestRows>,
+}
+
 /// Rows pushed into the view's sources, already run through the view's query: one
 /// stream per source with a push log.
 pub(crate) type SourcePushes = Vec<DataFrame>;
@@ -105,7 +115,8 @@ pub(crate) async fn materialize(
     window: Option<&Arc<WindowProgram>>,
     interval: Interval,
     options: WriteOptions,
-) -> Result<MaterializeStats> {
+    collect_latest: bool,
+) -> Result<Materialized> {
     let started = Instant::now();
     let lock = table.lock().await?;
     let mut manifest = table.manifest_or_empty(&lock);
@@ -161,6 +172,7 @@ pub(crate) async fn materialize(
         options.max_event_time,
         view_name,
         window,
+        collect_latest.then_some(interval),
     )
     .await?;
 
@@ -184,7 +196,7 @@ pub(crate) async fn materialize(
             options.now,
         )
         .await?;
-    Ok(MaterializeStats {
+    let stats = MaterializeStats {
         view: view_name.to_string(),
         version: table.version(),
         interval,
@@ -195,6 +207,10 @@ pub(crate) async fn materialize(
         partitions_rewritten,
         table_rows: manifest.rows(),
         seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok(Materialized {
+        stats,
+        latest: written.latest,
     })
 }
 
@@ -279,6 +295,7 @@ pub(crate) async fn push(
         options.max_event_time,
         &view_name,
         window,
+        None,
     )
     .await?;
     let partitions_rewritten = touched.len().max(written.files.len());
@@ -477,6 +494,8 @@ struct Written {
     fresh_rows: u64,
     /// Fresh or pushed rows left out for an event time beyond the limit.
     skipped_future: u64,
+    /// The last row of each (date, key) run in the interval, when collected.
+    latest: Option<LatestRows>,
 }
 
 impl Written {
@@ -487,6 +506,10 @@ impl Written {
         }
         self.fresh_rows += other.fresh_rows;
         self.skipped_future += other.skipped_future;
+        match (&mut self.latest, other.latest) {
+            (Some(mine), Some(theirs)) => mine.append(theirs),
+            (mine, theirs) => *mine = mine.take().or(theirs),
+        }
     }
 
     fn rows(&self) -> u64 {
@@ -519,6 +542,7 @@ async fn rewrite_partitions(
     max_event_time: i64,
     view_name: &str,
     window: Option<&Arc<WindowProgram>>,
+    latest_in: Option<Interval>,
 ) -> Result<Written> {
     // Tile files are derived from the events: they are written again, never read here.
     let old_files: Vec<String> = touched
@@ -580,6 +604,10 @@ async fn rewrite_partitions(
         let columns = columns.clone();
         let window = window.cloned();
         let view_name = view_name.to_string();
+        let latest = latest_in.map(|interval| {
+            let keys = columns.keys.iter().map(|(k, _)| k.clone()).collect();
+            RunLasts::new(interval, keys, columns.timestamp.clone())
+        });
         tasks.push(SpawnedTask::spawn(async move {
             let mut writer = PartitionWriter::new(
                 &table,
@@ -587,6 +615,7 @@ async fn rewrite_partitions(
                 &columns,
                 max_event_time,
                 window.as_deref(),
+                latest,
             )?;
             while let Some(batch) = stream.next().await {
                 writer.push(batch.map_err(|e| failed(&view_name, e))?)?;
@@ -775,7 +804,8 @@ struct PartitionWriter<'a> {
     seq_index: usize,
     schema: Option<SchemaRef>,
     converter: Option<RowConverter>,
-    pending: Option<RecordBatch>,
+    /// The last row so far, held back with its encoded identity.
+    pending: Option<(RecordBatch, OwnedRow)>,
     current: Option<OpenFile>,
     files: BTreeMap<String, Vec<FileEntry>>,
     columns: ViewColumns,
@@ -783,6 +813,8 @@ struct PartitionWriter<'a> {
     skipped_future: u64,
     /// For an aggregation view: the tiles of the day being written.
     tiles: Option<(TileBuilder<'a>, Option<i64>)>,
+    /// For the online write: the last row of each (date, key) run in the interval.
+    latest: Option<RunLasts>,
 }
 
 struct OpenFile {
@@ -801,6 +833,7 @@ impl<'a> PartitionWriter<'a> {
         columns: &ViewColumns,
         max_event_time: i64,
         window: Option<&'a WindowProgram>,
+        latest: Option<RunLasts>,
     ) -> Result<Self> {
         let tiles = match window {
             Some(program) => Some((TileBuilder::new(program, columns)?, None)),
@@ -822,6 +855,7 @@ impl<'a> PartitionWriter<'a> {
             fresh_rows: 0,
             skipped_future: 0,
             tiles,
+            latest,
         })
     }
 
@@ -868,17 +902,41 @@ impl<'a> PartitionWriter<'a> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let batch = match self.pending.take() {
-            Some(pending) => {
-                concat_batches(&batch.schema(), [&pending, &batch]).map_err(df_error)?
-            }
-            None => batch,
-        };
+        let identities = self.identities(&batch)?;
+        // The row held back from the previous batch is superseded when this batch starts
+        // with its identity.
+        if let Some((pending, identity)) = self.pending.take()
+            && identity.row() != identities.row(0)
+        {
+            self.write_sorted(pending)?;
+        }
         // Hold back the last row: the next batch may repeat its identity.
         let n = batch.num_rows();
-        self.pending = Some(batch.slice(n - 1, 1));
-        let unique = self.drop_superseded(&batch.slice(0, n - 1), &batch)?;
+        self.pending = Some((batch.slice(n - 1, 1), identities.row(n - 1).owned()));
+        let head = batch.slice(0, n - 1);
+        let keep: BooleanArray = (0..n - 1)
+            .map(|i| Some(identities.row(i) != identities.row(i + 1)))
+            .collect();
+        let unique = if keep.true_count() == keep.len() {
+            head
+        } else {
+            filter_record_batch(&head, &keep).map_err(df_error)?
+        };
         self.write_sorted(unique)
+    }
+
+    /// The identity columns of `batch`'s rows, encoded for comparison.
+    fn identities(&self, batch: &RecordBatch) -> Result<Rows> {
+        let converter = self
+            .converter
+            .as_ref()
+            .expect("initialized on the first batch");
+        let columns: Vec<ArrayRef> = self
+            .identity
+            .iter()
+            .map(|i| Arc::clone(batch.column(*i)))
+            .collect();
+        converter.convert_columns(&columns).map_err(df_error)
     }
 
     /// Counts the rows that came from the query and drops new rows (not kept ones,
@@ -906,25 +964,6 @@ impl<'a> PartitionWriter<'a> {
             return Ok(batch);
         }
         filter_record_batch(&batch, &keep).map_err(df_error)
-    }
-
-    /// Rows of `head` (all rows of `full` but the last) that are not followed by a row
-    /// with the same identity.
-    fn drop_superseded(&self, head: &RecordBatch, full: &RecordBatch) -> Result<RecordBatch> {
-        let converter = self
-            .converter
-            .as_ref()
-            .expect("initialized on the first batch");
-        let columns: Vec<ArrayRef> = self
-            .identity
-            .iter()
-            .map(|i| Arc::clone(full.column(*i)))
-            .collect();
-        let rows = converter.convert_columns(&columns).map_err(df_error)?;
-        let keep: BooleanArray = (0..head.num_rows())
-            .map(|i| Some(rows.row(i) != rows.row(i + 1)))
-            .collect();
-        filter_record_batch(head, &keep).map_err(df_error)
     }
 
     fn write_sorted(&mut self, batch: RecordBatch) -> Result<()> {
@@ -977,6 +1016,9 @@ impl<'a> PartitionWriter<'a> {
             })?;
         open.rows += slice.num_rows() as u64;
         open.range.add(&without_seq, Some(&self.columns.timestamp));
+        if let Some(latest) = &mut self.latest {
+            latest.add(day, &without_seq)?;
+        }
         if self.tiles.as_ref().is_some_and(|(_, d)| *d != Some(day)) {
             self.write_tiles()?;
         }
@@ -1094,7 +1136,7 @@ impl<'a> PartitionWriter<'a> {
     }
 
     fn finish(mut self) -> Result<Written> {
-        if let Some(last) = self.pending.take() {
+        if let Some((last, _)) = self.pending.take() {
             self.write_sorted(last)?;
         }
         self.close_current()?;
@@ -1103,6 +1145,7 @@ impl<'a> PartitionWriter<'a> {
             files: self.files,
             fresh_rows: self.fresh_rows,
             skipped_future: self.skipped_future,
+            latest: self.latest.map(RunLasts::finish),
         })
     }
 }

@@ -73,15 +73,15 @@ fn reference(rows: &[Row], spine: &[(Option<i64>, i64)], ttl: Option<i64>) -> Ve
         .collect()
 }
 
-async fn engine_answer(
+/// A repository in `dir` whose source holds `rows` and whose view `v` (key `k`, feature
+/// `value`) selects them all; returns its engine, view and columns, with the source
+/// registered.
+async fn repository(
+    dir: &std::path::Path,
     rows: &[Row],
-    spine: &[(Option<i64>, i64)],
-    ttl: Option<i64>,
-    budget: usize,
-) -> Vec<Option<i64>> {
-    let dir = tempfile::tempdir().unwrap();
-    write_source(&dir.path().join("src.parquet"), rows);
-    let engine = OfflineEngine::new(dir.path());
+) -> (OfflineEngine, FeatureView, ViewColumns) {
+    write_source(&dir.join("src.parquet"), rows);
+    let engine = OfflineEngine::new(dir);
     let source = Source {
         name: "src".into(),
         path: "src.parquet".into(),
@@ -121,6 +121,23 @@ async fn engine_answer(
         on_demand: None,
     };
     let columns = ViewColumns::new(&schema, &[KeyType::Int64]);
+    (engine, view, columns)
+}
+
+const OPTIONS: WriteOptions = WriteOptions {
+    now: 1_000_000,
+    retention: 3_600_000_000,
+    max_event_time: i64::MAX,
+};
+
+async fn engine_answer(
+    rows: &[Row],
+    spine: &[(Option<i64>, i64)],
+    ttl: Option<i64>,
+    budget: usize,
+) -> Vec<Option<i64>> {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, view, columns) = repository(dir.path(), rows).await;
     let offline = Location::Local(dir.path().join("offline"));
     // Two runs over split intervals exercise partition rewrites; the second run's
     // interval overlaps the first, which must not duplicate rows.
@@ -132,17 +149,12 @@ async fn engine_answer(
         columns: &columns,
         window: None,
     };
-    let options = WriteOptions {
-        now: 1_000_000,
-        retention: 3_600_000_000,
-        max_event_time: i64::MAX,
-    };
     engine
-        .materialize(&offline, &table, interval(None, 40), options)
+        .materialize(&offline, &table, interval(None, 40), OPTIONS, false)
         .await
         .unwrap();
     engine
-        .materialize(&offline, &table, interval(Some(5), 1_000), options)
+        .materialize(&offline, &table, interval(Some(5), 1_000), OPTIONS, false)
         .await
         .unwrap();
     let files = OfflineTable::new(&offline, "v", 1)
@@ -219,5 +231,129 @@ proptest! {
         let budget = if tiny { 1 } else { 1 << 30 };
         let actual = runtime.block_on(engine_answer(&rows, &spine, ttl, budget));
         prop_assert_eq!(actual, reference(&rows, &spine, ttl));
+    }
+}
+
+const DAY: i64 = 86_400_000_000;
+
+/// The latest row per key with event time in `[start, end]`, literally: the greatest
+/// (ts, created, position in the source) among that key's rows; `(key, ts, value)` by
+/// key.
+fn reference_latest(rows: &[Row], start: i64, end: i64) -> Vec<(i64, i64, Option<i64>)> {
+    /// (event time, created, position in the source): the greater wins.
+    type Rank = (i64, i64, usize);
+    let mut best: BTreeMap<i64, (Rank, Option<i64>)> = BTreeMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        let Some(key) = row.key else { continue };
+        if row.ts < start || row.ts > end {
+            continue;
+        }
+        let rank = (row.ts, row.created, i);
+        let entry = best.entry(key).or_insert((rank, row.value));
+        if rank > entry.0 {
+            *entry = (rank, row.value);
+        }
+    }
+    best.into_iter()
+        .map(|(key, ((ts, _, _), value))| (key, ts, value))
+        .collect()
+}
+
+/// What a materialization of `[start, end]` keeps for the online write, after an
+/// earlier one of everything up to `first_end`.
+async fn engine_latest(
+    rows: &[Row],
+    first_end: i64,
+    start: i64,
+    end: i64,
+) -> Vec<(i64, i64, Option<i64>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, view, columns) = repository(dir.path(), rows).await;
+    let offline = Location::Local(dir.path().join("offline"));
+    let table = ViewTable {
+        view: &view,
+        version: 1,
+        query: &view.query,
+        columns: &columns,
+        window: None,
+    };
+    let first = Interval {
+        start: None,
+        end: first_end,
+    };
+    engine
+        .materialize(&offline, &table, first, OPTIONS, true)
+        .await
+        .unwrap();
+    let second = Interval {
+        start: Some(start),
+        end,
+    };
+    let latest = engine
+        .materialize(&offline, &table, second, OPTIONS, true)
+        .await
+        .unwrap()
+        .latest
+        .expect("kept when asked for");
+    let Some(batch) = latest.merge().unwrap() else {
+        return Vec::new();
+    };
+    let column = |name: &str| Arc::clone(batch.column_by_name(name).unwrap());
+    let (keys, ts, values) = (column("k"), column("ts"), column("value"));
+    let keys = keys.as_primitive::<Int64Type>();
+    let ts = ts.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+    let values = values.as_primitive::<Int64Type>();
+    let mut out: Vec<_> = (0..batch.num_rows())
+        .map(|i| {
+            (
+                keys.value(i),
+                ts.value(i),
+                values.is_valid(i).then(|| values.value(i)),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Rows spread over five days, with ties on event time and created inside each.
+fn rows_over_days() -> impl Strategy<Value = Vec<Row>> {
+    let row = (
+        prop::option::weighted(0.95, 0i64..5),
+        0i64..5,
+        0i64..6,
+        0i64..3,
+        prop::option::weighted(0.9, 0i64..100),
+    )
+        .prop_map(|(key, day, offset, created, value)| Row {
+            key,
+            ts: day * DAY + offset,
+            created,
+            value,
+        });
+    prop::collection::vec(row, 0..80)
+}
+
+/// A time in the five days: a day and an offset into it.
+fn time_in_days() -> impl Strategy<Value = i64> {
+    (0i64..5, 0i64..7).prop_map(|(day, offset)| day * DAY + offset)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The rows a materialization keeps for the online write (taken as its writers go,
+    /// over several dates and writers) are the latest per key in its interval.
+    #[test]
+    fn kept_latest_rows_equal_brute_force(
+        rows in rows_over_days(),
+        first_end in time_in_days(),
+        start in time_in_days(),
+        length in time_in_days(),
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let end = start + length;
+        let actual = runtime.block_on(engine_latest(&rows, first_end, start, end));
+        prop_assert_eq!(actual, reference_latest(&rows, start, end));
     }
 }

@@ -133,6 +133,7 @@ impl Fixture {
                     end: T0 + 3 * DAY,
                 },
                 options(now),
+                false,
             )
             .await
             .unwrap();
@@ -313,9 +314,11 @@ async fn future_event_times_are_skipped_and_counted() {
                 end: T0 + 100 * DAY,
             },
             options(now),
+            false,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .stats;
     // Rows at T0 .. T0 + 36h are kept (hours 0..=36), the other 35 skipped.
     assert_eq!(stats.rows_skipped_future, 35);
     assert_eq!(stats.rows_in_interval, 37);

@@ -8,12 +8,12 @@ use std::time::Instant;
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{Field, Schema};
 use chrono::{DateTime, SecondsFormat, Utc};
-use quiver_offline::MaterializeStats;
 use quiver_offline::WriteOptions;
 use quiver_offline::export::{OutputFormat, ViewRequest, join_view, spine_times, write_output};
 use quiver_offline::table::{Interval, OfflineTable};
 use quiver_offline::window::export::{WindowRequest, join_windows};
 use quiver_offline::{Location, StorageOptions};
+use quiver_offline::{MaterializeStats, Materialized};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -115,10 +115,15 @@ impl FeatureStore {
         let mut finishing: Option<Finishing<'_>> = None;
         for (view, interval) in runs {
             let offline = match finishing.take() {
-                None => self.materialize_view(engine, view, interval).await?,
+                None => {
+                    self.materialize_view(engine, view, interval, view.view.view.online)
+                        .await?
+                }
                 Some(previous) => {
-                    let (offline, previous) =
-                        tokio::join!(self.materialize_view(engine, view, interval), previous);
+                    let (offline, previous) = tokio::join!(
+                        self.materialize_view(engine, view, interval, view.view.view.online),
+                        previous
+                    );
                     out.push(previous?);
                     offline?
                 }
@@ -138,7 +143,7 @@ impl FeatureStore {
     async fn finish_materialization(
         &self,
         view: &CatalogView,
-        offline: MaterializeStats,
+        offline: Materialized,
         interval: Interval,
     ) -> Result<MaterializeReport> {
         let online = match (view.view.view.online, view.window()?) {
@@ -147,7 +152,7 @@ impl FeatureStore {
                 self.materialize_window_online(view, program, interval)
                     .await?,
             ),
-            (true, None) => Some(self.materialize_online(view, interval).await?),
+            (true, None) => Some(self.materialize_online(view, offline.latest).await?),
         };
         // The watermark moves only after both halves succeeded, and never past now.
         let registry = self.registry().clone();
@@ -159,28 +164,36 @@ impl FeatureStore {
         // A first run of a new version makes it the serving one: this process's lookups
         // read it from the next request on, not after the catalog's recheck interval.
         self.forget_catalog();
-        Ok(MaterializeReport { offline, online })
+        Ok(MaterializeReport {
+            offline: offline.stats,
+            online,
+        })
     }
 
+    /// Materializes a view's offline table; with `keep_latest` (an online write follows)
+    /// the result keeps the latest row per key on the way.
     async fn materialize_view(
         &self,
         engine: &quiver_offline::OfflineEngine,
         view: &CatalogView,
         interval: Interval,
-    ) -> Result<MaterializeStats> {
+        keep_latest: bool,
+    ) -> Result<Materialized> {
         let started = self.clock().now();
-        let stats = engine
+        let materialized = engine
             .materialize(
                 &self.offline_root()?,
                 &view.table()?,
                 interval,
                 self.write_options(),
+                keep_latest,
             )
             .await?;
+        let stats = &materialized.stats;
         tracing::info!(view = %stats.view, version = stats.version, rows = stats.rows_in_interval, "materialized");
-        let details = serde_json::to_value(&stats).expect("stats serialize to JSON");
+        let details = serde_json::to_value(stats).expect("stats serialize to JSON");
         self.record_run("materialize", started, details).await?;
-        Ok(stats)
+        Ok(materialized)
     }
 
     /// Starts a training-set export.
@@ -789,7 +802,12 @@ impl ExportBuilder<'_> {
                         command: materialize_command(view.name(), needed),
                     });
                 }
-                materialized.push(self.store.materialize_view(engine, view, needed).await?);
+                materialized.push(
+                    self.store
+                        .materialize_view(engine, view, needed, false)
+                        .await?
+                        .stats,
+                );
             }
         }
         // The files of one snapshot: commits made while the export reads do not

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, TimestampMicrosecondType};
 use quiver_core::config::{OnlineStoreType, STATE_DIR};
-use quiver_offline::latest::latest_rows;
+use quiver_offline::latest::LatestRows;
 use quiver_offline::normalize::key_data_type;
-use quiver_offline::table::{Interval, OfflineTable};
 use quiver_online::codec::encode_entity_keys;
 use quiver_online::{
     EmbeddedStore, FeatureStatus, OnlineRows, OnlineStore, RedisOptions, RedisStore, ViewRead,
@@ -80,27 +79,23 @@ impl FeatureStore {
         Ok(Arc::clone(store))
     }
 
-    /// Writes the latest row of each entity within `interval` from the view's offline
-    /// table to the online store.
+    /// Writes the latest row of each entity in a materialized interval (`latest`, kept
+    /// as the view's offline table was written; `None` when the run kept none) to the
+    /// online store.
     pub(crate) async fn materialize_online(
         &self,
         view: &CatalogView,
-        interval: Interval,
+        latest: Option<LatestRows>,
     ) -> Result<OnlineWrite> {
         let started = Instant::now();
         let store = self.online_store().await?;
         let view_ref = view.online_ref()?;
-        let dates = OfflineTable::new(&self.offline_root()?, view.name(), view.version)
-            .snapshot()
-            .await?
-            .partitions();
-        let columns = view.columns();
-        let keys: Vec<String> = columns.keys.iter().map(|(k, _)| k.clone()).collect();
-        let timestamp = columns.timestamp.clone();
-        let latest =
-            tokio::task::spawn_blocking(move || latest_rows(&dates, &keys, &timestamp, interval))
+        let latest = match latest {
+            Some(latest) => tokio::task::spawn_blocking(move || latest.merge())
                 .await
-                .map_err(|e| Error::Task(e.to_string()))??;
+                .map_err(|e| Error::Task(e.to_string()))??,
+            None => None,
+        };
         let mut report = OnlineWrite {
             store: store.name(),
             rows: 0,
