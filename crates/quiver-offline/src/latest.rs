@@ -8,12 +8,11 @@
 //! overall ([`LatestRows::merge`] takes the writers' dates newest first). So the online write
 //! does not read back the table it follows, and memory holds one row per key and date.
 
-use std::collections::HashSet;
-
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::TimestampMicrosecondType;
 use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+use datafusion::common::HashSet;
 
 use crate::table::Interval;
 use crate::{Error, Result};
@@ -146,14 +145,23 @@ impl LatestRows {
                 .collect(),
         )
         .map_err(arrow_error)?;
-        let mut seen: HashSet<Box<[u8]>> = HashSet::new();
+        let keys: Vec<Rows> = self
+            .dated
+            .iter()
+            .map(|(_, batch)| {
+                converter
+                    .convert_columns(&key_columns(batch)?)
+                    .map_err(arrow_error)
+            })
+            .collect::<Result<_>>()?;
+        // Keys borrowed from their encodings (no allocation per key), with DataFusion's
+        // hasher: millions of keys for a large table.
+        let total = keys.iter().map(Rows::num_rows).sum();
+        let mut seen: HashSet<&[u8]> = HashSet::with_capacity(total);
         let mut out = Vec::with_capacity(self.dated.len());
-        for (_, batch) in &self.dated {
-            let rows = converter
-                .convert_columns(&key_columns(batch)?)
-                .map_err(arrow_error)?;
+        for ((_, batch), keys) in self.dated.iter().zip(&keys) {
             let picked: Vec<u32> = (0..batch.num_rows())
-                .filter(|&i| seen.insert(rows.row(i).as_ref().into()))
+                .filter(|&i| seen.insert(keys.row(i).data()))
                 .map(|i| i as u32)
                 .collect();
             out.push(take_record_batch(batch, &UInt32Array::from(picked)).map_err(arrow_error)?);
