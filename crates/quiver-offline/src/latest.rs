@@ -4,18 +4,23 @@
 //! A materialization's writers receive the view's rows sorted by (date, keys, event
 //! time, created), one writer per set of dates. The last row of each key's run inside a
 //! date is that key's latest row in the date ([`RunLasts`] keeps those, in the interval,
-//! as the writer goes), and the newest date in which a key appears holds its latest row
-//! overall ([`LatestRows::merge`] takes the writers' dates newest first). So the online write
-//! does not read back the table it follows, and memory holds one row per key and date.
+//! as the writer goes); a key's rows of different dates differ in event time, so its
+//! latest row overall is the one with the greatest event time ([`LatestRows::merge`]).
+//! So the online write does not read back the table it follows. Memory stays about one
+//! row per key: a writer reduces what it kept to the latest per key whenever that
+//! doubled.
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use arrow::compute::{filter_record_batch, interleave_record_batch, take_record_batch};
 use arrow::datatypes::TimestampMicrosecondType;
 use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
-use datafusion::common::HashSet;
+use datafusion::common::HashMap;
 
 use crate::table::Interval;
 use crate::{Error, Result};
+
+/// Kept rows a writer holds before it first reduces them to the latest per key.
+const FIRST_REDUCTION_ROWS: usize = 1 << 20;
 
 /// The last row of each (date, key) run among rows with event time in an interval, fed
 /// a writer's rows in their sorted order.
@@ -24,8 +29,11 @@ pub(crate) struct RunLasts {
     keys: Vec<String>,
     timestamp: String,
     converter: Option<RowConverter>,
-    /// Last rows of finished runs, with their date (days since the epoch).
-    done: Vec<(i64, RecordBatch)>,
+    /// Last rows of finished runs.
+    done: Vec<RecordBatch>,
+    done_rows: usize,
+    /// `done` is reduced to the latest row per key when it reaches this many rows.
+    reduce_at: usize,
     /// The newest row so far, its date and encoded key: the last of its run unless the
     /// next row continues the run.
     open: Option<(i64, OwnedRow, RecordBatch)>,
@@ -39,8 +47,17 @@ impl RunLasts {
             timestamp,
             converter: None,
             done: Vec::new(),
+            done_rows: 0,
+            reduce_at: FIRST_REDUCTION_ROWS,
             open: None,
         }
+    }
+
+    /// Reduces kept rows from `rows` on (tests reach the reduction with few rows).
+    #[cfg(test)]
+    fn reducing_at(mut self, rows: usize) -> Self {
+        self.reduce_at = rows;
+        self
     }
 
     /// Takes in the next rows of date `day` (unique on keys, event time and created, in
@@ -64,7 +81,7 @@ impl RunLasts {
         if let Some((open_day, key, row)) = self.open.take()
             && (open_day != day || key.row() != keys.row(0))
         {
-            self.done.push((open_day, row));
+            self.keep(row)?;
         }
         let n = rows.num_rows();
         let last_of_runs: Vec<u32> = (0..n - 1)
@@ -74,7 +91,7 @@ impl RunLasts {
         if !last_of_runs.is_empty() {
             let taken =
                 take_record_batch(&rows, &UInt32Array::from(last_of_runs)).map_err(arrow_error)?;
-            self.done.push((day, taken));
+            self.keep(taken)?;
         }
         // A copy: a slice would hold the whole batch in memory.
         let newest = take_record_batch(&rows, &UInt32Array::from(vec![n as u32 - 1]))
@@ -83,91 +100,119 @@ impl RunLasts {
         Ok(())
     }
 
-    /// The last rows of every (date, key) run seen.
-    pub(crate) fn finish(mut self) -> LatestRows {
-        if let Some((day, _, row)) = self.open.take() {
-            self.done.push((day, row));
+    fn keep(&mut self, rows: RecordBatch) -> Result<()> {
+        self.done_rows += rows.num_rows();
+        self.done.push(rows);
+        if self.done_rows >= self.reduce_at {
+            let reduced = latest_per_key(&self.done, &self.keys, &self.timestamp)?;
+            self.done_rows = reduced.as_ref().map_or(0, RecordBatch::num_rows);
+            self.done = reduced.into_iter().collect();
+            self.reduce_at = self.reduce_at.max(2 * self.done_rows);
         }
-        LatestRows {
+        Ok(())
+    }
+
+    /// The last rows of every (date, key) run seen (or the latest per key of them).
+    pub(crate) fn finish(mut self) -> Result<LatestRows> {
+        if let Some((_, _, row)) = self.open.take() {
+            self.keep(row)?;
+        }
+        Ok(LatestRows {
             keys: self.keys,
-            dated: self.done,
-        }
+            timestamp: self.timestamp,
+            kept: self.done,
+        })
     }
 
     fn encode_keys(&mut self, batch: &RecordBatch) -> Result<Rows> {
-        let columns: Vec<ArrayRef> = self
-            .keys
-            .iter()
-            .map(|k| column(batch, k))
-            .collect::<Result<_>>()?;
+        let columns = key_columns(batch, &self.keys)?;
         if self.converter.is_none() {
-            let fields = columns
-                .iter()
-                .map(|a| SortField::new(a.data_type().clone()))
-                .collect();
-            self.converter = Some(RowConverter::new(fields).map_err(arrow_error)?);
+            self.converter = Some(converter(&columns)?);
         }
         let converter = self.converter.as_ref().expect("created above");
         converter.convert_columns(&columns).map_err(arrow_error)
     }
 }
 
-/// The last rows of the (date, key) runs of a materialization's interval, from all its
-/// writers: the latest row per key is the one of the newest date.
+/// What a materialization's writers kept of the interval's rows: the latest row per key
+/// is among them, the one with the greatest event time.
 #[derive(Debug)]
 pub struct LatestRows {
     keys: Vec<String>,
-    dated: Vec<(i64, RecordBatch)>,
+    timestamp: String,
+    kept: Vec<RecordBatch>,
 }
 
 impl LatestRows {
     /// Adds what another writer of the same materialization kept (its dates are its own).
     pub(crate) fn append(&mut self, other: LatestRows) {
-        self.dated.extend(other.dated);
+        self.kept.extend(other.kept);
     }
 
-    /// The latest row per key (the table's columns); `None` when the interval held no
-    /// rows. CPU-bound: run it off the async runtime.
-    pub fn merge(mut self) -> Result<Option<RecordBatch>> {
-        // Stable: a date's batches keep their order (each key appears once per date).
-        self.dated.sort_by_key(|(day, _)| std::cmp::Reverse(*day));
-        let Some((_, first)) = self.dated.first() else {
-            return Ok(None);
-        };
-        let schema = first.schema();
-        let key_columns = |batch: &RecordBatch| -> Result<Vec<ArrayRef>> {
-            self.keys.iter().map(|k| column(batch, k)).collect()
-        };
-        let converter = RowConverter::new(
-            key_columns(first)?
-                .iter()
-                .map(|a| SortField::new(a.data_type().clone()))
-                .collect(),
-        )
-        .map_err(arrow_error)?;
-        let keys: Vec<Rows> = self
-            .dated
-            .iter()
-            .map(|(_, batch)| {
-                converter
-                    .convert_columns(&key_columns(batch)?)
-                    .map_err(arrow_error)
-            })
-            .collect::<Result<_>>()?;
-        // Keys borrowed from their encodings (no allocation per key), with DataFusion's
-        // hasher: millions of keys for a large table.
-        let total = keys.iter().map(Rows::num_rows).sum();
-        let mut seen: HashSet<&[u8]> = HashSet::with_capacity(total);
-        let mut out = Vec::with_capacity(self.dated.len());
-        for ((_, batch), keys) in self.dated.iter().zip(&keys) {
-            let picked: Vec<u32> = (0..batch.num_rows())
-                .filter(|&i| seen.insert(keys.row(i).data()))
-                .map(|i| i as u32)
-                .collect();
-            out.push(take_record_batch(batch, &UInt32Array::from(picked)).map_err(arrow_error)?);
-        }
-        Ok(Some(concat_batches(&schema, &out).map_err(arrow_error)?))
+    /// The latest row per key (the table's columns, in no particular order); `None` when
+    /// the interval held no rows. CPU-bound: run it off the async runtime.
+    pub fn merge(self) -> Result<Option<RecordBatch>> {
+        latest_per_key(&self.kept, &self.keys, &self.timestamp)
     }
+}
+
+/// Of `batches` (in a writer's order, so a later row of a key is at least as new), the
+/// row with the greatest event time per key.
+fn latest_per_key(
+    batches: &[RecordBatch],
+    keys: &[String],
+    timestamp: &str,
+) -> Result<Option<RecordBatch>> {
+    let Some(first) = batches.first() else {
+        return Ok(None);
+    };
+    let converter = converter(&key_columns(first, keys)?)?;
+    let encoded: Vec<Rows> = batches
+        .iter()
+        .map(|batch| {
+            converter
+                .convert_columns(&key_columns(batch, keys)?)
+                .map_err(arrow_error)
+        })
+        .collect::<Result<_>>()?;
+    // Keys borrowed from their encodings (no allocation per key), with DataFusion's
+    // hasher: millions of keys for a large table.
+    let total = encoded.iter().map(Rows::num_rows).sum();
+    let mut newest: HashMap<&[u8], (usize, usize, i64)> = HashMap::with_capacity(total);
+    for (b, (batch, keys)) in batches.iter().zip(&encoded).enumerate() {
+        let ts = column(batch, timestamp)?;
+        let ts = ts.as_primitive::<TimestampMicrosecondType>();
+        for (row, key) in keys.iter().enumerate() {
+            let t = ts.value(row);
+            newest
+                .entry(key.data())
+                .and_modify(|kept| {
+                    if t >= kept.2 {
+                        *kept = (b, row, t);
+                    }
+                })
+                .or_insert((b, row, t));
+        }
+    }
+    let picked: Vec<(usize, usize)> = newest.into_values().map(|(b, r, _)| (b, r)).collect();
+    let batches: Vec<&RecordBatch> = batches.iter().collect();
+    Ok(Some(
+        interleave_record_batch(&batches, &picked).map_err(arrow_error)?,
+    ))
+}
+
+fn key_columns(batch: &RecordBatch, keys: &[String]) -> Result<Vec<ArrayRef>> {
+    keys.iter().map(|k| column(batch, k)).collect()
+}
+
+fn converter(columns: &[ArrayRef]) -> Result<RowConverter> {
+    RowConverter::new(
+        columns
+            .iter()
+            .map(|a| SortField::new(a.data_type().clone()))
+            .collect(),
+    )
+    .map_err(arrow_error)
 }
 
 fn column(batch: &RecordBatch, name: &str) -> Result<ArrayRef> {
@@ -221,7 +266,8 @@ mod tests {
     }
 
     /// Runs of a key cut at every possible place between batches, over two writers and
-    /// several dates: the merge gives each key's newest row in the interval.
+    /// several dates, kept rows reduced early or never: the merge gives each key's newest
+    /// row in the interval.
     #[test]
     fn runs_cut_between_batches_and_writers_give_each_keys_newest_row() {
         // (key, ts, value), sorted by date, key, ts as a writer receives them; rows at
@@ -246,12 +292,13 @@ mod tests {
                 expected.insert(*key, (*ts, *value));
             }
         }
-        for chunk in 1..=4 {
+        for (chunk, reduce_at) in (1..=4).flat_map(|c| [(c, 1), (c, 3), (c, usize::MAX)]) {
             // Even days to one writer, odd to the other, each in batches of `chunk`
             // rows within a day.
             let mut merged: Option<LatestRows> = None;
             for parity in 0..2 {
-                let mut writer = RunLasts::new(interval, vec!["k".into()], "ts".into());
+                let mut writer =
+                    RunLasts::new(interval, vec!["k".into()], "ts".into()).reducing_at(reduce_at);
                 for day in (0..4).filter(|d| d % 2 == parity) {
                     let of_day: Vec<_> = rows
                         .iter()
@@ -262,7 +309,7 @@ mod tests {
                         writer.add(day, &batch(piece)).unwrap();
                     }
                 }
-                let kept = writer.finish();
+                let kept = writer.finish().unwrap();
                 match &mut merged {
                     Some(m) => m.append(kept),
                     None => merged = Some(kept),
@@ -276,7 +323,10 @@ mod tests {
                 .map(|i| (keys.value(i), (ts.value(i), values.value(i))))
                 .collect();
             assert_eq!(latest.num_rows(), actual.len(), "one row per key");
-            assert_eq!(actual, expected, "batches of {chunk} rows");
+            assert_eq!(
+                actual, expected,
+                "batches of {chunk} rows, reduced from {reduce_at} kept rows"
+            );
         }
     }
 }

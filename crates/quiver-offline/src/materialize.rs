@@ -1145,7 +1145,7 @@ impl<'a> PartitionWriter<'a> {
             files: self.files,
             fresh_rows: self.fresh_rows,
             skipped_future: self.skipped_future,
-            latest: self.latest.map(RunLasts::finish),
+            latest: self.latest.map(RunLasts::finish).transpose()?,
         })
     }
 }

@@ -124,6 +124,17 @@ async fn repository(
     (engine, view, columns)
 }
 
+/// Version 1 of the view [`repository`] made.
+fn view_table<'a>(view: &'a FeatureView, columns: &'a ViewColumns) -> ViewTable<'a> {
+    ViewTable {
+        view,
+        version: 1,
+        query: &view.query,
+        columns,
+        window: None,
+    }
+}
+
 const OPTIONS: WriteOptions = WriteOptions {
     now: 1_000_000,
     retention: 3_600_000_000,
@@ -142,13 +153,7 @@ async fn engine_answer(
     // Two runs over split intervals exercise partition rewrites; the second run's
     // interval overlaps the first, which must not duplicate rows.
     let interval = |start, end| Interval { start, end };
-    let table = ViewTable {
-        view: &view,
-        version: 1,
-        query: &view.query,
-        columns: &columns,
-        window: None,
-    };
+    let table = view_table(&view, &columns);
     engine
         .materialize(&offline, &table, interval(None, 40), OPTIONS, false)
         .await
@@ -270,13 +275,7 @@ async fn engine_latest(
     let dir = tempfile::tempdir().unwrap();
     let (engine, view, columns) = repository(dir.path(), rows).await;
     let offline = Location::Local(dir.path().join("offline"));
-    let table = ViewTable {
-        view: &view,
-        version: 1,
-        query: &view.query,
-        columns: &columns,
-        window: None,
-    };
+    let table = view_table(&view, &columns);
     let first = Interval {
         start: None,
         end: first_end,
