@@ -149,7 +149,7 @@ impl LatestRows {
         self.kept.extend(other.kept);
     }
 
-    /// The latest row per key (the table's columns, in no particular order); `None` when
+    /// The latest row per key (the table's columns, in key order); `None` when
     /// the interval held no rows. CPU-bound: run it off the async runtime.
     pub fn merge(self) -> Result<Option<RecordBatch>> {
         latest_per_key(&self.kept, &self.keys, &self.timestamp)
@@ -157,7 +157,7 @@ impl LatestRows {
 }
 
 /// Of `batches` (in a writer's order, so a later row of a key is at least as new), the
-/// row with the greatest event time per key.
+/// row with the greatest event time per key, in key order.
 fn latest_per_key(
     batches: &[RecordBatch],
     keys: &[String],
@@ -178,7 +178,9 @@ fn latest_per_key(
     // Keys borrowed from their encodings (no allocation per key), with DataFusion's
     // hasher: millions of keys for a large table.
     let total = encoded.iter().map(Rows::num_rows).sum();
-    let mut newest: HashMap<&[u8], (usize, usize, i64)> = HashMap::with_capacity(total);
+    // Per key: (batch, row, event time) of its newest row so far.
+    type Newest = (usize, usize, i64);
+    let mut newest: HashMap<&[u8], Newest> = HashMap::with_capacity(total);
     for (b, (batch, keys)) in batches.iter().zip(&encoded).enumerate() {
         let ts = column(batch, timestamp)?;
         let ts = ts.as_primitive::<TimestampMicrosecondType>();
@@ -194,7 +196,11 @@ fn latest_per_key(
                 .or_insert((b, row, t));
         }
     }
-    let picked: Vec<(usize, usize)> = newest.into_values().map(|(b, r, _)| (b, r)).collect();
+    // In key order: stores write sorted keys faster (the embedded store's B-tree took
+    // 1.2-1.3 s for 200 000 keys in hash order, 0.5-0.8 s sorted).
+    let mut newest: Vec<(&[u8], Newest)> = newest.into_iter().collect();
+    newest.sort_unstable_by_key(|(key, _)| *key);
+    let picked: Vec<(usize, usize)> = newest.into_iter().map(|(_, (b, r, _))| (b, r)).collect();
     let batches: Vec<&RecordBatch> = batches.iter().collect();
     Ok(Some(
         interleave_record_batch(&batches, &picked).map_err(arrow_error)?,
