@@ -209,19 +209,29 @@ pub async fn online_equals_export(
     let found = store.get_online_features(&plan, entities).await?;
     let options = FormatOptions::default().with_null("NULL");
     let mut mismatches = Vec::new();
-    for column in &found.columns {
-        let offline = exported.column_by_name(&column.name).unwrap();
-        let a = ArrayFormatter::try_new(column.values.as_ref(), &options).unwrap();
-        let b = ArrayFormatter::try_new(offline.as_ref(), &options).unwrap();
-        for &row in &rows {
-            let (online, offline) = (a.value(row).to_string(), b.value(row).to_string());
+    let mut compare = |found: &quiver::OnlineFeatures, row: usize, at: usize, how: &str| {
+        for column in &found.columns {
+            let offline = exported.column_by_name(&column.name).unwrap();
+            let a = ArrayFormatter::try_new(column.values.as_ref(), &options).unwrap();
+            let b = ArrayFormatter::try_new(offline.as_ref(), &options).unwrap();
+            let (online, offline) = (a.value(at).to_string(), b.value(row).to_string());
             if online != offline {
                 mismatches.push(format!(
-                    "{} row {row}: online {online}, export {offline}",
+                    "{} row {row}{how}: online {online}, export {offline}",
                     column.name
                 ));
             }
         }
+    };
+    for &row in &rows {
+        compare(&found, row, row, "");
+    }
+    // One entity per lookup too, as a server mostly answers (and a one-row evaluation).
+    for &row in &rows {
+        let alone = store
+            .get_online_features(&plan, &entities.slice(row, 1))
+            .await?;
+        compare(&alone, row, 0, " (looked up alone)");
     }
     Ok(if mismatches.is_empty() {
         format!(

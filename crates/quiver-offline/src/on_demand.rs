@@ -8,7 +8,8 @@
 //!   expressions read;
 //! - [`OnDemandProgram::compile`] plans the query once per catalog into DataFusion
 //!   physical expressions over one *input batch* (the columns the expressions read, one
-//!   row per entity row or spine row), and [`OnDemandProgram::evaluate`] runs them.
+//!   row per entity row or spine row), and [`OnDemandProgram::evaluate`] runs them — one
+//!   row on plain values when it can ([`row`]), anything else on DataFusion.
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
@@ -32,6 +33,8 @@ use datafusion::sql::sqlparser::parser::Parser;
 use quiver_core::model::{Column, OnDemandInput, OnDemandInputKind, OnDemandSchema};
 
 use crate::{Error, Result};
+
+pub mod row;
 
 const ALLOWED: &str = "an on-demand view is SELECT <expression> AS <name>, … FROM <inputs>: request sources and feature views listed by name, every output a scalar expression (arithmetic, CASE, COALESCE, string and math functions) over their columns";
 
@@ -385,6 +388,8 @@ pub struct OnDemandProgram {
     pub inputs: Vec<(String, Vec<(String, DataType)>)>,
     /// The outputs (features), in the view's order.
     pub outputs: Vec<(String, Arc<dyn PhysicalExpr>)>,
+    /// The outputs compiled for one row on plain values, when every expression allows.
+    row: Option<row::RowProgram>,
 }
 
 impl OnDemandProgram {
@@ -460,14 +465,22 @@ impl OnDemandProgram {
                     state.create_physical_expr(expr, input_schema)?,
                 ))
             })
-            .collect::<Result<_>>()?;
+            .collect::<Result<Vec<(String, Arc<dyn PhysicalExpr>)>>>()?;
+        let exprs: Vec<_> = outputs.iter().map(|(_, e)| Arc::clone(e)).collect();
+        let row = row::RowProgram::compile(input_schema.as_arrow(), &exprs);
         Ok(OnDemandProgram {
             view: view.to_string(),
             layout,
             input_schema: Arc::clone(input_schema.inner()),
             inputs,
             outputs,
+            row,
         })
+    }
+
+    /// Whether one row is evaluated on plain values ([`row`]) rather than on DataFusion.
+    pub fn evaluates_rows_directly(&self) -> bool {
+        self.row.is_some()
     }
 
     /// Evaluates every output for `rows` rows; `column(input, column)` gives an input
@@ -477,9 +490,34 @@ impl OnDemandProgram {
         rows: usize,
         column: impl Fn(usize, usize) -> Result<ArrayRef>,
     ) -> Result<Vec<ArrayRef>> {
+        let columns = self
+            .layout
+            .iter()
+            .map(|(input, index)| column(*input, *index))
+            .collect::<Result<Vec<_>>>()?;
+        if rows == 1
+            && let Some(outputs) = self.evaluate_directly(&columns)
+        {
+            return Ok(outputs);
+        }
+        self.evaluate_on_datafusion(rows, columns)
+    }
+
+    /// Every output for the first row of `columns` (the input batch's columns) on plain
+    /// values; `None` when the program or this row needs DataFusion ([`row`]).
+    pub fn evaluate_directly(&self, columns: &[ArrayRef]) -> Option<Vec<ArrayRef>> {
+        let row = self.row.as_ref()?;
+        row.evaluate(&row.read(columns, 0).ok()?).ok()
+    }
+
+    /// Evaluates every output on DataFusion over `columns` (the input batch's columns).
+    pub fn evaluate_on_datafusion(
+        &self,
+        rows: usize,
+        columns: Vec<ArrayRef>,
+    ) -> Result<Vec<ArrayRef>> {
         let mut arrays = Vec::with_capacity(self.layout.len());
-        for ((input, index), field) in self.layout.iter().zip(self.input_schema.fields()) {
-            let array = column(*input, *index)?;
+        for (array, field) in columns.into_iter().zip(self.input_schema.fields()) {
             let array = if array.data_type() == field.data_type() {
                 array
             } else {

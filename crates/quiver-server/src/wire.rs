@@ -547,7 +547,7 @@ fn times(
 
 macro_rules! integers {
     ($builder:ty, $bad:expr, $values:expr, $what:expr) => {{
-        let mut b = <$builder>::new();
+        let mut b = <$builder>::with_capacity($values.len());
         for (row, v) in $values.iter().enumerate() {
             match v {
                 Value::Null => b.append_null(),
@@ -592,7 +592,7 @@ pub fn to_array(
         DataType::UInt16 => integers!(UInt16Builder, bad, values, "an unsigned 16-bit integer"),
         DataType::UInt32 => integers!(UInt32Builder, bad, values, "an unsigned 32-bit integer"),
         DataType::UInt64 => {
-            let mut b = UInt64Builder::new();
+            let mut b = UInt64Builder::with_capacity(values.len());
             for (row, v) in values.iter().enumerate() {
                 match v {
                     Value::Null => b.append_null(),
@@ -620,18 +620,18 @@ pub fn to_array(
                 });
             }
             if data_type == &DataType::Float32 {
-                let mut b = Float32Builder::new();
+                let mut b = Float32Builder::with_capacity(values.len());
                 out.iter()
                     .for_each(|v| b.append_option(v.map(|f| f as f32)));
                 Arc::new(b.finish())
             } else {
-                let mut b = Float64Builder::new();
+                let mut b = Float64Builder::with_capacity(values.len());
                 out.iter().for_each(|v| b.append_option(*v));
                 Arc::new(b.finish())
             }
         }
         DataType::Boolean => {
-            let mut b = BooleanBuilder::new();
+            let mut b = BooleanBuilder::with_capacity(values.len());
             for (row, v) in values.iter().enumerate() {
                 match v {
                     Value::Null => b.append_null(),
@@ -645,7 +645,7 @@ pub fn to_array(
             Arc::new(b.finish())
         }
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            let mut b = StringBuilder::new();
+            let mut b = StringBuilder::with_capacity(values.len(), 16 * values.len());
             for (row, v) in values.iter().enumerate() {
                 match v {
                     Value::Null => b.append_null(),
@@ -662,7 +662,7 @@ pub fn to_array(
             }
         }
         DataType::Binary | DataType::LargeBinary => {
-            let mut b = BinaryBuilder::new();
+            let mut b = BinaryBuilder::with_capacity(values.len(), 16 * values.len());
             for (row, v) in values.iter().enumerate() {
                 match v {
                     Value::Null => b.append_null(),
@@ -677,7 +677,7 @@ pub fn to_array(
         }
         DataType::Timestamp(unit, tz) => {
             let micros = times(values, bad)?;
-            let mut b = Int64Builder::new();
+            let mut b = Int64Builder::with_capacity(values.len());
             for (row, v) in values.iter().enumerate() {
                 if v.is_null() {
                     b.append_null();
