@@ -55,23 +55,36 @@ impl std::fmt::Debug for OfflineEngine {
     }
 }
 
+/// The one-partition session, with `sort_memory` bytes for its sorts. A sort reserves
+/// memory for merging what it spills: DataFusion's 10 MiB, less when that would be more
+/// than an eighth of the whole (a materialization's sorts share it).
+fn ordered_session(sort_memory: usize) -> SessionContext {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(sort_memory, 1.0)
+        .build_arc()
+        .expect("a runtime with a memory limit and the default disk manager always builds");
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_sort_spill_reservation_bytes((sort_memory / 8).min(10 << 20));
+    SessionContext::new_with_config_rt(config, runtime)
+}
+
 impl OfflineEngine {
     /// An engine whose relative source paths resolve against `repo_root`.
     pub fn new(repo_root: impl Into<PathBuf>) -> Self {
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(SORT_MEMORY_BYTES, 1.0)
-            .build_arc()
-            .expect("a runtime with a memory limit and the default disk manager always builds");
-        let ordered = SessionContext::new_with_config_rt(
-            SessionConfig::new().with_target_partitions(1),
-            runtime,
-        );
         OfflineEngine {
             ctx: SessionContext::new(),
-            ordered,
+            ordered: ordered_session(SORT_MEMORY_BYTES),
             repo_root: repo_root.into(),
             storage: StorageOptions::default(),
         }
+    }
+
+    /// This engine with `bytes` of memory for sorting instead of 1 GiB (beyond it, sorts
+    /// spill to disk); call it before registering sources.
+    pub fn with_sort_memory(mut self, bytes: usize) -> Self {
+        self.ordered = ordered_session(bytes);
+        self
     }
 
     /// This engine with the `[storage]` settings for `s3://` sources.

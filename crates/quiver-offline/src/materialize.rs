@@ -35,7 +35,9 @@ use datafusion::functions_window::expr_fn::row_number;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::{ExecutionPlan, Partitioning, SendableRecordBatchStream};
 use datafusion::prelude::{DataFrame, Expr, ParquetReadOptions, SessionContext, cast, ident, lit};
 use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
@@ -589,17 +591,36 @@ async fn rewrite_partitions(
             SortOptions::new(false, false),
         ));
     }
-    let by_date = Arc::new(RepartitionExec::try_new(
+    let by_date: Arc<dyn ExecutionPlan> = Arc::new(RepartitionExec::try_new(
         all.create_physical_plan().await?,
         Partitioning::Hash(vec![physical(&date)?], writers),
     )?);
     let ordering = LexOrdering::new(ordering).expect("the order starts with the date");
-    let sorted: Arc<dyn ExecutionPlan> =
-        Arc::new(SortExec::new(ordering, by_date).with_preserve_partitioning(true));
+    // The split feeds every writer's sort from a memory pool of its own. Run inside the
+    // writers' plans, it took its buffers (which can spill) from the pool of the writer
+    // that started first, and that writer's sort then failed in its in-memory merge
+    // (which cannot spill) with "Resources exhausted … ExternalSorterMerge" instead of
+    // spilling: once in about ten runs of the benchmark's 10 M events.
+    let split = pool_context(ordered, writers * 2)?;
+    let schema = by_date.schema();
 
     let mut tasks = Vec::new();
-    for partition in 0..sorted.output_partitioning().partition_count() {
-        let mut stream = sorted.execute(partition, writer_context(ordered, writers)?)?;
+    for partition in 0..writers {
+        let input = StreamingTableExec::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(PartitionIn {
+                plan: Arc::clone(&by_date),
+                partition,
+                task: Arc::clone(&split),
+                schema: Arc::clone(&schema),
+            }) as Arc<dyn PartitionStream>],
+            None,
+            Vec::<LexOrdering>::new(),
+            false,
+            None,
+        )?;
+        let sorted = SortExec::new(ordering.clone(), Arc::new(input));
+        let mut stream = sorted.execute(0, pool_context(ordered, writers)?)?;
         let table = table.clone();
         let columns = columns.clone();
         let window = window.cloned();
@@ -639,18 +660,48 @@ pub(crate) fn writer_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// The context one of `writers` sort streams runs in: a memory pool of its own, an equal
-/// share of the session's. (Sorts sharing one pool fail instead of spilling when one
-/// holds memory for its in-memory merge while another grows.)
-fn writer_context(ordered: &SessionContext, writers: usize) -> Result<Arc<TaskContext>> {
+/// A task context of `ordered`'s settings with a memory pool of its own, `1 / parts` of
+/// the session's limit: each sort stream has one (sorts sharing one pool fail instead of
+/// spilling when one holds memory for its in-memory merge while another grows), and so
+/// has the split feeding them (half a writer's share).
+fn pool_context(ordered: &SessionContext, parts: usize) -> Result<Arc<TaskContext>> {
     let session = ordered.runtime_env();
     let mut runtime = RuntimeEnvBuilder::from_runtime_env(&session);
     if let MemoryLimit::Finite(bytes) = session.memory_pool.memory_limit() {
-        runtime = runtime.with_memory_limit(bytes / writers.max(1), 1.0);
+        runtime = runtime.with_memory_limit(bytes / parts.max(1), 1.0);
     }
     Ok(Arc::new(
         TaskContext::from(&ordered.state()).with_runtime(runtime.build_arc()?),
     ))
+}
+
+/// One output partition of `plan`, run in a task context of its own whatever context
+/// runs the plan reading it.
+#[derive(Debug)]
+struct PartitionIn {
+    plan: Arc<dyn ExecutionPlan>,
+    partition: usize,
+    task: Arc<TaskContext>,
+    schema: SchemaRef,
+}
+
+impl PartitionStream for PartitionIn {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        match self.plan.execute(self.partition, Arc::clone(&self.task)) {
+            Ok(stream) => stream,
+            Err(e) => {
+                let failed = futures::stream::once(async move { Err(e) });
+                Box::pin(RecordBatchStreamAdapter::new(
+                    Arc::clone(&self.schema),
+                    failed,
+                ))
+            }
+        }
+    }
 }
 
 /// Swaps the files of the rewritten partitions for the new ones; returns the files
