@@ -601,7 +601,9 @@ async fn rewrite_partitions(
     // that started first, and that writer's sort then failed in its in-memory merge
     // (which cannot spill) with "Resources exhausted … ExternalSorterMerge" instead of
     // spilling: once in about ten runs of the benchmark's 10 M events.
-    let split = pool_context(ordered, writers * 2)?;
+    // The sort memory in halves of a writer's share: one for the split, two per writer.
+    let halves = 2 * writers + 1;
+    let split = pool_context(ordered, 1, halves)?;
     let schema = by_date.schema();
 
     let mut tasks = Vec::new();
@@ -620,7 +622,7 @@ async fn rewrite_partitions(
             None,
         )?;
         let sorted = SortExec::new(ordering.clone(), Arc::new(input));
-        let mut stream = sorted.execute(0, pool_context(ordered, writers)?)?;
+        let mut stream = sorted.execute(0, pool_context(ordered, 2, halves)?)?;
         let table = table.clone();
         let columns = columns.clone();
         let window = window.cloned();
@@ -660,15 +662,15 @@ pub(crate) fn writer_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// A task context of `ordered`'s settings with a memory pool of its own, `1 / parts` of
+/// A task context of `ordered`'s settings with a memory pool of its own, `share / of` of
 /// the session's limit: each sort stream has one (sorts sharing one pool fail instead of
 /// spilling when one holds memory for its in-memory merge while another grows), and so
-/// has the split feeding them (half a writer's share).
-fn pool_context(ordered: &SessionContext, parts: usize) -> Result<Arc<TaskContext>> {
+/// has the split feeding them.
+fn pool_context(ordered: &SessionContext, share: usize, of: usize) -> Result<Arc<TaskContext>> {
     let session = ordered.runtime_env();
     let mut runtime = RuntimeEnvBuilder::from_runtime_env(&session);
     if let MemoryLimit::Finite(bytes) = session.memory_pool.memory_limit() {
-        runtime = runtime.with_memory_limit(bytes / parts.max(1), 1.0);
+        runtime = runtime.with_memory_limit(bytes / of.max(1) * share, 1.0);
     }
     Ok(Arc::new(
         TaskContext::from(&ordered.state()).with_runtime(runtime.build_arc()?),
