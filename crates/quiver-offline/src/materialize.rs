@@ -35,9 +35,8 @@ use datafusion::functions_window::expr_fn::row_number;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
-use datafusion::physical_plan::{ExecutionPlan, Partitioning, SendableRecordBatchStream};
+use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use datafusion::prelude::{DataFrame, Expr, ParquetReadOptions, SessionContext, cast, ident, lit};
 use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
@@ -47,7 +46,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::latest::{LatestRows, RunLasts};
 use crate::normalize::{ViewColumns, timestamp_type};
-use crate::source_order::ViewRows;
+use crate::source_order::{PartitionIn, ViewRows};
 use crate::table::{FileEntry, Interval, Manifest, OfflineTable, PUSH_DIR, PUSH_LOG_EXTENSION};
 use crate::window::WindowProgram;
 use crate::window::tiles::TileBuilder;
@@ -600,8 +599,8 @@ async fn rewrite_partitions(
     // writers' plans, it took its buffers (which can spill) from the pool of the writer
     // that started first, and that writer's sort then failed in its in-memory merge
     // (which cannot spill) with "Resources exhausted … ExternalSorterMerge" instead of
-    // spilling: once in about ten runs of the benchmark's 10 M events.
-    // The sort memory in halves of a writer's share: one for the split, two per writer.
+    // spilling (3 of 5 runs of the benchmark's 10 M events beside a compile). The sort
+    // memory is shared in halves of a writer's share: one for the split, two per writer.
     let halves = 2 * writers + 1;
     let split = pool_context(ordered, 1, halves)?;
     let schema = by_date.schema();
@@ -610,12 +609,11 @@ async fn rewrite_partitions(
     for partition in 0..writers {
         let input = StreamingTableExec::try_new(
             Arc::clone(&schema),
-            vec![Arc::new(PartitionIn {
-                plan: Arc::clone(&by_date),
+            vec![Arc::new(PartitionIn::new(
+                Arc::clone(&by_date),
                 partition,
-                task: Arc::clone(&split),
-                schema: Arc::clone(&schema),
-            }) as Arc<dyn PartitionStream>],
+                Arc::clone(&split),
+            )) as Arc<dyn PartitionStream>],
             None,
             Vec::<LexOrdering>::new(),
             false,
@@ -675,35 +673,6 @@ fn pool_context(ordered: &SessionContext, share: usize, of: usize) -> Result<Arc
     Ok(Arc::new(
         TaskContext::from(&ordered.state()).with_runtime(runtime.build_arc()?),
     ))
-}
-
-/// One output partition of `plan`, run in a task context of its own whatever context
-/// runs the plan reading it.
-#[derive(Debug)]
-struct PartitionIn {
-    plan: Arc<dyn ExecutionPlan>,
-    partition: usize,
-    task: Arc<TaskContext>,
-    schema: SchemaRef,
-}
-
-impl PartitionStream for PartitionIn {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        match self.plan.execute(self.partition, Arc::clone(&self.task)) {
-            Ok(stream) => stream,
-            Err(e) => {
-                let failed = futures::stream::once(async move { Err(e) });
-                Box::pin(RecordBatchStreamAdapter::new(
-                    Arc::clone(&self.schema),
-                    failed,
-                ))
-            }
-        }
-    }
 }
 
 /// Swaps the files of the rewritten partitions for the new ones; returns the files

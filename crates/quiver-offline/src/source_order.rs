@@ -91,9 +91,7 @@ impl ViewRows {
         let partitions = (0..plan.output_partitioning().partition_count())
             .map(|partition| {
                 Arc::new(NumberedPartition {
-                    plan: Arc::clone(&plan),
-                    partition,
-                    task: Arc::clone(&task),
+                    input: PartitionIn::new(Arc::clone(&plan), partition, Arc::clone(&task)),
                     schema: Arc::clone(&schema),
                 }) as Arc<dyn PartitionStream>
             })
@@ -146,13 +144,56 @@ fn files_in_order(scan: &FileScanConfig) -> bool {
     starts.windows(2).all(|pair| pair[0] < pair[1])
 }
 
-/// One partition of the per-core plan, with its rows numbered.
+/// One output partition of `plan`, run in a task context of its own whatever context
+/// runs the plan reading it.
 #[derive(Debug)]
-struct NumberedPartition {
+pub(crate) struct PartitionIn {
     plan: Arc<dyn ExecutionPlan>,
     partition: usize,
-    /// The scan session's context (its settings keep each partition on its own files).
     task: Arc<TaskContext>,
+    schema: SchemaRef,
+}
+
+impl PartitionIn {
+    pub(crate) fn new(
+        plan: Arc<dyn ExecutionPlan>,
+        partition: usize,
+        task: Arc<TaskContext>,
+    ) -> Self {
+        let schema = plan.schema();
+        PartitionIn {
+            plan,
+            partition,
+            task,
+            schema,
+        }
+    }
+}
+
+impl PartitionStream for PartitionIn {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        match self.plan.execute(self.partition, Arc::clone(&self.task)) {
+            Ok(stream) => stream,
+            Err(e) => {
+                let failed = futures::stream::once(async move { Err(e) });
+                Box::pin(RecordBatchStreamAdapter::new(
+                    Arc::clone(&self.schema),
+                    failed,
+                ))
+            }
+        }
+    }
+}
+
+/// One partition of the per-core plan (run in the scan session's context: its settings
+/// keep each partition on its own files), with its rows numbered.
+#[derive(Debug)]
+struct NumberedPartition {
+    input: PartitionIn,
     schema: SchemaRef,
 }
 
@@ -161,17 +202,10 @@ impl PartitionStream for NumberedPartition {
         &self.schema
     }
 
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let schema = Arc::clone(&self.schema);
-        let input = match self.plan.execute(self.partition, Arc::clone(&self.task)) {
-            Ok(input) => input,
-            Err(e) => {
-                let failed = futures::stream::once(async move { Err(e) });
-                return Box::pin(RecordBatchStreamAdapter::new(schema, failed));
-            }
-        };
-        let mut next = self.partition as u64 * PARTITION_STRIDE + 1;
-        let output = Arc::clone(&schema);
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let input = self.input.execute(ctx);
+        let mut next = self.input.partition as u64 * PARTITION_STRIDE + 1;
+        let output = Arc::clone(&self.schema);
         let stream = input.map(move |batch| {
             let batch = batch?;
             let rows = batch.num_rows() as u64;
@@ -181,7 +215,10 @@ impl PartitionStream for NumberedPartition {
             columns.push(seq);
             Ok(RecordBatch::try_new(Arc::clone(&output), columns)?)
         });
-        Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        ))
     }
 }
 

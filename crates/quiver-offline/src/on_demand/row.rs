@@ -301,24 +301,8 @@ impl Node {
                 let both_null = left == Value::Null && right == Value::Null;
                 op.apply(compare(left, right, Zeros::Equal)?, both_null)
             }
-            // Three-valued logic; the right side is skipped only when DataFusion skips it
-            // (a non-NULL left side that decides the result).
-            Node::And(left, right) => match left.evaluate(row)? {
-                Value::Bool(false) => Value::Bool(false),
-                l => match (l, right.evaluate(row)?) {
-                    (_, Value::Bool(false)) => Value::Bool(false),
-                    (Value::Bool(true), r) => r,
-                    _ => Value::Null,
-                },
-            },
-            Node::Or(left, right) => match left.evaluate(row)? {
-                Value::Bool(true) => Value::Bool(true),
-                l => match (l, right.evaluate(row)?) {
-                    (_, Value::Bool(true)) => Value::Bool(true),
-                    (Value::Bool(false), r) => r,
-                    _ => Value::Null,
-                },
-            },
+            Node::And(left, right) => logic(left, right, row, false)?,
+            Node::Or(left, right) => logic(left, right, row, true)?,
             Node::Not(arg) => match arg.evaluate(row)? {
                 Value::Bool(b) => Value::Bool(!b),
                 _ => Value::Null,
@@ -369,6 +353,20 @@ impl Node {
             }
         })
     }
+}
+
+/// `AND` (`decisive` false) or `OR` (`decisive` true) in three-valued logic. The right
+/// side is skipped only where DataFusion skips it: a non-NULL left side that decides.
+fn logic(left: &Node, right: &Node, row: &[Value], decisive: bool) -> Evaluated {
+    let left = left.evaluate(row)?;
+    if left == Value::Bool(decisive) {
+        return Ok(left);
+    }
+    Ok(match (left, right.evaluate(row)?) {
+        (_, Value::Bool(b)) if b == decisive => Value::Bool(b),
+        (Value::Bool(_), right) => right,
+        _ => Value::Null,
+    })
 }
 
 /// Arrow's kernels: integers wrap or fail on overflow (per session setting) — either way
