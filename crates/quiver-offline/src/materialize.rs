@@ -96,8 +96,9 @@ pub struct MaterializeStats {
 #[derive(Debug)]
 pub struct Materialized {
     pub stats: MaterializeStats,
-    /// When asked for (a row view kept online): the last row of each (date, key) run of
-    /// the interval as written, so that the online write need not read the table back.
+    /// When asked for (a row view kept online): what the writers kept of the interval's
+    /// rows as they wrote them, each key's latest row among them, so that the online
+    /// write need not read the table back.
     pub latest: Option<LatestRows>,
 }
 
@@ -116,7 +117,7 @@ pub(crate) async fn materialize(
     window: Option<&Arc<WindowProgram>>,
     interval: Interval,
     options: WriteOptions,
-    collect_latest: bool,
+    keep_latest: bool,
 ) -> Result<Materialized> {
     let started = Instant::now();
     let lock = table.lock().await?;
@@ -173,7 +174,7 @@ pub(crate) async fn materialize(
         options.max_event_time,
         view_name,
         window,
-        collect_latest.then_some(interval),
+        keep_latest.then_some(interval),
     )
     .await?;
 
@@ -543,7 +544,7 @@ async fn rewrite_partitions(
     max_event_time: i64,
     view_name: &str,
     window: Option<&Arc<WindowProgram>>,
-    latest_in: Option<Interval>,
+    keep_latest_in: Option<Interval>,
 ) -> Result<Written> {
     // Tile files are derived from the events: they are written again, never read here.
     let old_files: Vec<String> = touched
@@ -625,7 +626,7 @@ async fn rewrite_partitions(
         let columns = columns.clone();
         let window = window.cloned();
         let view_name = view_name.to_string();
-        let latest = latest_in.map(|interval| {
+        let latest = keep_latest_in.map(|interval| {
             let keys = columns.keys.iter().map(|(k, _)| k.clone()).collect();
             RunLasts::new(interval, keys, columns.timestamp.clone())
         });
