@@ -87,9 +87,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 full_feature_names,
                 include_feature_view_version_metadata: false,
             };
-            let entity_columns = request.entities.0.len();
             let response = lookup(&store, request).await?;
-            render::online(&response, entity_columns, json)
+            render::online(&response, json)
         }
         Command::Drop {
             view,
@@ -215,7 +214,7 @@ async fn lookup(
     request.entities.rows("entities")?;
     let entities = request.entities.to_batch("entities", plan.inputs())?;
     let found = store.get_online_features(&plan, &entities).await?;
-    Ok(wire::lookup_response(&request, &entities, &found))
+    Ok(wire::lookup_response(&request, &entities, found))
 }
 
 /// `--entity driver_id=1001 --entity driver_id=1002` → `{"driver_id": ["1001", "1002"]}`.
@@ -304,7 +303,6 @@ async fn quickstart(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         full_feature_names: false,
         include_feature_view_version_metadata: false,
     };
-    let entity_columns = request.entities.0.len();
     let online = lookup(&store, request).await?;
     // The on-demand view: request fields travel beside the keys.
     let pricing_request = wire::LookupRequest {
@@ -319,7 +317,6 @@ async fn quickstart(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         full_feature_names: false,
         include_feature_view_version_metadata: false,
     };
-    let pricing_columns = pricing_request.entities.0.len();
     let pricing = lookup(&store, pricing_request).await?;
     if json {
         return render::json(&serde_json::json!({
@@ -346,11 +343,11 @@ async fn quickstart(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     outln!(
         "\n== quiver get --service driver_ranking --entity driver_id=1001,customer_id=10001 (and two more)"
     );
-    render::online(&online, entity_columns, false)?;
+    render::online(&online, false)?;
     outln!(
         "\n== quiver get --service ride_pricing --entity driver_id=1001,customer_id=10001,fare_estimate=42.5,distance_km=12"
     );
-    render::online(&pricing, pricing_columns, false)?;
+    render::online(&pricing, false)?;
     outln!(
         "\nThe repository is in {}; try `quiver --repo {} describe driver_hourly_stats`.",
         dir.display(),

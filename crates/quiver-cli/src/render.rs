@@ -511,33 +511,30 @@ pub fn materialized(reports: &[quiver::MaterializeReport], as_json: bool) -> any
     Ok(())
 }
 
-pub fn online(
-    response: &quiver_server::wire::LookupResponse,
-    entity_columns: usize,
-    as_json: bool,
-) -> anyhow::Result<()> {
+pub fn online(response: &quiver_server::wire::LookupResponse, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         // Compact, exactly as the server answers the same request.
         outln!("{}", serde_json::to_string(response)?);
         return Ok(());
     }
-    let names = &response.metadata.feature_names;
-    let rows = response.results.first().map_or(0, |r| r.values.len());
+    let names: Vec<&str> = response.feature_names().collect();
+    let entity_columns = response.entity_columns();
     let mut table: Vec<[String; 5]> = Vec::new();
-    for row in 0..rows {
+    for row in 0..response.rows() {
         let entity: Vec<String> = (0..entity_columns)
-            .map(|c| format!("{}={}", names[c], plain(&response.results[c].values[row])))
+            .map(|c| format!("{}={}", names[c], plain(&response.cell(c, row).0)))
             .collect();
-        for (name, result) in names.iter().zip(&response.results).skip(entity_columns) {
+        for (result, name) in names.iter().enumerate().skip(entity_columns) {
+            let (value, status, event_timestamp) = response.cell(result, row);
             table.push([
                 entity.join(","),
-                name.clone(),
-                plain(&result.values[row]),
-                serde_json::to_value(result.statuses[row])?
+                name.to_string(),
+                plain(&value),
+                serde_json::to_value(status)?
                     .as_str()
                     .unwrap_or_default()
                     .to_string(),
-                result.event_timestamps[row].clone(),
+                event_timestamp.to_string(),
             ]);
         }
     }

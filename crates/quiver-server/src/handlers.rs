@@ -164,7 +164,7 @@ pub async fn get_online_features(
     })
     .await?;
     state.metrics.lookup(count, started.elapsed().as_secs_f64());
-    Ok(Json(wire::lookup_response(&request, &entities, &found)).into_response())
+    Ok(Json(wire::lookup_response(&request, &entities, found)).into_response())
 }
 
 /// `"to"` of a push.

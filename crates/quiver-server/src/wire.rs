@@ -327,32 +327,21 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 }
 
 /// Feast's lookup response: one result per name (entity columns first), one entry per
-/// entity row.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// entity row. It holds the lookup's Arrow columns and is written as JSON straight from
+/// them (no `serde_json::Value` tree in between: a lookup's answer is built once per
+/// request, and its allocations showed in the server's profile).
+#[derive(Debug, Clone)]
 pub struct LookupResponse {
-    pub metadata: Metadata,
-    pub results: Vec<FeatureVector>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Metadata {
-    pub feature_names: Vec<String>,
-    /// With `include_feature_view_version_metadata`: each view read and its version.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub feature_view_metadata: Option<Vec<ViewMetadata>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ViewMetadata {
-    pub name: String,
-    pub version: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FeatureVector {
-    pub values: Vec<Value>,
-    pub statuses: Vec<FeatureStatus>,
-    pub event_timestamps: Vec<String>,
+    /// Entity columns (and request fields) of the request, in request order, converted
+    /// to their types as Feast answers; columns the lookup does not read are left out,
+    /// as Feast does.
+    entities: Vec<(String, ArrayRef)>,
+    found: OnlineFeatures,
+    /// Per feature column, the index of its formatted event times in `times`.
+    times_of: Vec<usize>,
+    /// Event times formatted once per view (the features of a view share them).
+    times: Vec<Vec<String>>,
+    with_view_metadata: bool,
 }
 
 const EPOCH: &str = "1970-01-01T00:00:00Z";
@@ -362,66 +351,163 @@ const EPOCH: &str = "1970-01-01T00:00:00Z";
 pub fn lookup_response(
     request: &LookupRequest,
     entities: &RecordBatch,
-    found: &OnlineFeatures,
+    found: OnlineFeatures,
 ) -> LookupResponse {
-    let rows = entities.num_rows();
-    let mut names = Vec::with_capacity(request.entities.0.len() + found.columns.len());
-    let mut results = Vec::with_capacity(names.capacity());
-    for (name, _) in &request.entities.0 {
-        // Entity columns (and request fields) come back converted to their types, as
-        // Feast answers; columns the lookup does not read are left out, as Feast does.
-        let Some(array) = entities.column_by_name(name) else {
-            continue;
-        };
-        let values = (0..rows).map(|row| json_value(array, row)).collect();
-        names.push(name.clone());
-        results.push(FeatureVector {
-            values,
-            statuses: vec![FeatureStatus::Present; rows],
-            event_timestamps: vec![EPOCH.to_string(); rows],
-        });
-    }
-    let mut last_times: Option<(&[Option<i64>], Vec<String>)> = None;
+    let entities = request
+        .entities
+        .0
+        .iter()
+        .filter_map(|(name, _)| Some((name.clone(), Arc::clone(entities.column_by_name(name)?))))
+        .collect();
+    let mut times_of = Vec::with_capacity(found.columns.len());
+    let mut times: Vec<Vec<String>> = Vec::new();
+    let mut last: Option<&[Option<i64>]> = None;
     for column in &found.columns {
-        // Features of one view share their event times: format them once.
-        let times = match &last_times {
-            Some((raw, formatted)) if *raw == column.event_timestamps.as_slice() => {
-                formatted.clone()
-            }
-            _ => {
-                let formatted: Vec<String> = column
+        if last != Some(column.event_timestamps.as_slice()) {
+            times.push(
+                column
                     .event_timestamps
                     .iter()
                     .map(|t| t.map_or_else(|| EPOCH.to_string(), rfc3339_micros))
-                    .collect();
-                last_times = Some((&column.event_timestamps, formatted.clone()));
-                formatted
-            }
-        };
-        names.push(column.name.clone());
-        results.push(FeatureVector {
-            values: (0..column.values.len())
-                .map(|row| json_value(&column.values, row))
-                .collect(),
-            statuses: column.statuses.clone(),
-            event_timestamps: times,
-        });
+                    .collect(),
+            );
+            last = Some(&column.event_timestamps);
+        }
+        times_of.push(times.len() - 1);
     }
     LookupResponse {
-        metadata: Metadata {
-            feature_names: names,
-            feature_view_metadata: request.include_feature_view_version_metadata.then(|| {
-                found
-                    .views
-                    .iter()
-                    .map(|(name, version)| ViewMetadata {
-                        name: name.clone(),
-                        version: *version,
-                    })
-                    .collect()
-            }),
-        },
-        results,
+        entities,
+        found,
+        times_of,
+        times,
+        with_view_metadata: request.include_feature_view_version_metadata,
+    }
+}
+
+impl LookupResponse {
+    /// `metadata.feature_names`: entity columns first, then the features.
+    pub fn feature_names(&self) -> impl Iterator<Item = &str> {
+        let entities = self.entities.iter().map(|(name, _)| name.as_str());
+        entities.chain(self.found.columns.iter().map(|c| c.name.as_str()))
+    }
+
+    /// How many entity columns lead the results.
+    pub fn entity_columns(&self) -> usize {
+        self.entities.len()
+    }
+
+    /// Entity rows.
+    pub fn rows(&self) -> usize {
+        self.entities.first().map_or(0, |(_, a)| a.len())
+    }
+
+    /// Result `result` (in `feature_names` order) at `row`: its value as JSON, status
+    /// and event time.
+    pub fn cell(&self, result: usize, row: usize) -> (Value, FeatureStatus, &str) {
+        match result.checked_sub(self.entities.len()) {
+            None => (
+                json_value(&self.entities[result].1, row),
+                FeatureStatus::Present,
+                EPOCH,
+            ),
+            Some(f) => {
+                let column = &self.found.columns[f];
+                (
+                    json_value(&column.values, row),
+                    column.statuses[row],
+                    &self.times[self.times_of[f]][row],
+                )
+            }
+        }
+    }
+}
+
+impl Serialize for LookupResponse {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+
+        /// `serialize_seq` of `items`.
+        struct Seq<I>(std::cell::Cell<Option<I>>);
+        impl<I: Iterator<Item = T>, T: Serialize> Serialize for Seq<I> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let items = self.0.take().into_iter().flatten();
+                let mut seq = serializer.serialize_seq(None)?;
+                for item in items {
+                    seq.serialize_element(&item)?;
+                }
+                seq.end()
+            }
+        }
+        fn seq<I: Iterator>(items: I) -> Seq<I> {
+            Seq(std::cell::Cell::new(Some(items)))
+        }
+
+        struct FeatureResult<'a> {
+            values: &'a ArrayRef,
+            statuses: Option<&'a [FeatureStatus]>,
+            times: Option<&'a [String]>,
+        }
+        impl Serialize for FeatureResult<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let rows = self.values.len();
+                let mut map = serializer.serialize_map(Some(3))?;
+                map.serialize_entry(
+                    "values",
+                    &seq((0..rows).map(|row| JsonCell(self.values, row))),
+                )?;
+                match self.statuses {
+                    Some(statuses) => map.serialize_entry("statuses", statuses)?,
+                    None => map.serialize_entry(
+                        "statuses",
+                        &seq((0..rows).map(|_| FeatureStatus::Present)),
+                    )?,
+                }
+                match self.times {
+                    Some(times) => map.serialize_entry("event_timestamps", times)?,
+                    None => {
+                        map.serialize_entry("event_timestamps", &seq((0..rows).map(|_| EPOCH)))?
+                    }
+                }
+                map.end()
+            }
+        }
+
+        #[derive(Serialize)]
+        struct ViewMetadata<'a> {
+            name: &'a str,
+            version: &'a u32,
+        }
+
+        struct Metadata<'a>(&'a LookupResponse);
+        impl Serialize for Metadata<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let response = self.0;
+                let mut map = serializer.serialize_map(None)?;
+                map.serialize_entry("feature_names", &seq(response.feature_names()))?;
+                if response.with_view_metadata {
+                    let views = response.found.views.iter();
+                    let views = views.map(|(name, version)| ViewMetadata { name, version });
+                    map.serialize_entry("feature_view_metadata", &seq(views))?;
+                }
+                map.end()
+            }
+        }
+
+        let entities = self.entities.iter().map(|(_, values)| FeatureResult {
+            values,
+            statuses: None,
+            times: None,
+        });
+        let features = self.found.columns.iter().zip(&self.times_of);
+        let features = features.map(|(column, &times)| FeatureResult {
+            values: &column.values,
+            statuses: Some(&column.statuses),
+            times: Some(&self.times[times]),
+        });
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("metadata", &Metadata(self))?;
+        map.serialize_entry("results", &seq(entities.chain(features)))?;
+        map.end()
     }
 }
 
@@ -434,57 +520,106 @@ fn rfc3339_micros(micros: i64) -> String {
 /// One Arrow value as JSON: integers and floats as numbers (NaN and infinities as
 /// `null`), strings, booleans, bytes as base64, dates and timestamps as RFC 3339.
 pub fn json_value(array: &ArrayRef, row: usize) -> Value {
-    if array.is_null(row) {
-        return Value::Null;
+    serde_json::to_value(JsonCell(array, row)).unwrap_or(Value::Null)
+}
+
+/// One Arrow value written as JSON ([`json_value`]).
+struct JsonCell<'a>(&'a ArrayRef, usize);
+
+impl Serialize for JsonCell<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let JsonCell(array, row) = *self;
+        if array.is_null(row) {
+            return serializer.serialize_unit();
+        }
+        match array.data_type() {
+            DataType::Int8 => serializer.serialize_i8(array.as_primitive::<Int8Type>().value(row)),
+            DataType::Int16 => {
+                serializer.serialize_i16(array.as_primitive::<Int16Type>().value(row))
+            }
+            DataType::Int32 => {
+                serializer.serialize_i32(array.as_primitive::<Int32Type>().value(row))
+            }
+            DataType::Int64 => {
+                serializer.serialize_i64(array.as_primitive::<Int64Type>().value(row))
+            }
+            DataType::UInt8 => {
+                serializer.serialize_u8(array.as_primitive::<UInt8Type>().value(row))
+            }
+            DataType::UInt16 => {
+                serializer.serialize_u16(array.as_primitive::<UInt16Type>().value(row))
+            }
+            DataType::UInt32 => {
+                serializer.serialize_u32(array.as_primitive::<UInt32Type>().value(row))
+            }
+            DataType::UInt64 => {
+                serializer.serialize_u64(array.as_primitive::<UInt64Type>().value(row))
+            }
+            DataType::Float32 => float(
+                serializer,
+                array.as_primitive::<Float32Type>().value(row).into(),
+            ),
+            DataType::Float64 => float(serializer, array.as_primitive::<Float64Type>().value(row)),
+            DataType::Boolean => serializer.serialize_bool(array.as_boolean().value(row)),
+            DataType::Utf8 => serializer.serialize_str(array.as_string::<i32>().value(row)),
+            DataType::LargeUtf8 => serializer.serialize_str(array.as_string::<i64>().value(row)),
+            DataType::Utf8View => serializer.serialize_str(array.as_string_view().value(row)),
+            DataType::Binary => {
+                serializer.serialize_str(&base64_encode(array.as_binary::<i32>().value(row)))
+            }
+            DataType::LargeBinary => {
+                serializer.serialize_str(&base64_encode(array.as_binary::<i64>().value(row)))
+            }
+            DataType::Date32 => {
+                let days = array.as_primitive::<Date32Type>().value(row);
+                day(
+                    serializer,
+                    DateTime::from_timestamp(i64::from(days) * 86_400, 0),
+                )
+            }
+            DataType::Date64 => {
+                let ms = array.as_primitive::<Date64Type>().value(row);
+                day(serializer, DateTime::from_timestamp_millis(ms))
+            }
+            DataType::Timestamp(unit, _) => {
+                let micros = match unit {
+                    TimeUnit::Second => array
+                        .as_primitive::<TimestampSecondType>()
+                        .value(row)
+                        .saturating_mul(1_000_000),
+                    TimeUnit::Millisecond => array
+                        .as_primitive::<TimestampMillisecondType>()
+                        .value(row)
+                        .saturating_mul(1_000),
+                    TimeUnit::Microsecond => {
+                        array.as_primitive::<TimestampMicrosecondType>().value(row)
+                    }
+                    TimeUnit::Nanosecond => {
+                        array.as_primitive::<TimestampNanosecondType>().value(row) / 1_000
+                    }
+                };
+                serializer.serialize_str(&rfc3339_micros(micros))
+            }
+            _ => serializer.serialize_unit(),
+        }
     }
-    let float = |f: f64| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number);
-    match array.data_type() {
-        DataType::Int8 => array.as_primitive::<Int8Type>().value(row).into(),
-        DataType::Int16 => array.as_primitive::<Int16Type>().value(row).into(),
-        DataType::Int32 => array.as_primitive::<Int32Type>().value(row).into(),
-        DataType::Int64 => array.as_primitive::<Int64Type>().value(row).into(),
-        DataType::UInt8 => array.as_primitive::<UInt8Type>().value(row).into(),
-        DataType::UInt16 => array.as_primitive::<UInt16Type>().value(row).into(),
-        DataType::UInt32 => array.as_primitive::<UInt32Type>().value(row).into(),
-        DataType::UInt64 => array.as_primitive::<UInt64Type>().value(row).into(),
-        DataType::Float32 => float(array.as_primitive::<Float32Type>().value(row).into()),
-        DataType::Float64 => float(array.as_primitive::<Float64Type>().value(row)),
-        DataType::Boolean => array.as_boolean().value(row).into(),
-        DataType::Utf8 => array.as_string::<i32>().value(row).into(),
-        DataType::LargeUtf8 => array.as_string::<i64>().value(row).into(),
-        DataType::Utf8View => array.as_string_view().value(row).into(),
-        DataType::Binary => base64_encode(array.as_binary::<i32>().value(row)).into(),
-        DataType::LargeBinary => base64_encode(array.as_binary::<i64>().value(row)).into(),
-        DataType::Date32 => {
-            let days = array.as_primitive::<Date32Type>().value(row);
-            DateTime::from_timestamp(i64::from(days) * 86_400, 0)
-                .map_or(Value::Null, |d| d.format("%Y-%m-%d").to_string().into())
-        }
-        DataType::Date64 => {
-            let ms = array.as_primitive::<Date64Type>().value(row);
-            DateTime::from_timestamp_millis(ms)
-                .map_or(Value::Null, |d| d.format("%Y-%m-%d").to_string().into())
-        }
-        DataType::Timestamp(unit, _) => {
-            let micros = match unit {
-                TimeUnit::Second => array
-                    .as_primitive::<TimestampSecondType>()
-                    .value(row)
-                    .saturating_mul(1_000_000),
-                TimeUnit::Millisecond => array
-                    .as_primitive::<TimestampMillisecondType>()
-                    .value(row)
-                    .saturating_mul(1_000),
-                TimeUnit::Microsecond => {
-                    array.as_primitive::<TimestampMicrosecondType>().value(row)
-                }
-                TimeUnit::Nanosecond => {
-                    array.as_primitive::<TimestampNanosecondType>().value(row) / 1_000
-                }
-            };
-            rfc3339_micros(micros).into()
-        }
-        _ => Value::Null,
+}
+
+/// A float as a number; NaN and infinities as `null` (serde_json writes them so; said
+/// here for any format).
+fn float<S: serde::Serializer>(serializer: S, f: f64) -> Result<S::Ok, S::Error> {
+    if f.is_finite() {
+        serializer.serialize_f64(f)
+    } else {
+        serializer.serialize_unit()
+    }
+}
+
+/// A date as `YYYY-MM-DD`.
+fn day<S: serde::Serializer>(serializer: S, d: Option<DateTime<Utc>>) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => serializer.collect_str(&d.format("%Y-%m-%d")),
+        None => serializer.serialize_unit(),
     }
 }
 
