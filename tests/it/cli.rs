@@ -646,6 +646,26 @@ fn serve_answers_and_stops_on_sigterm() {
         ],
     );
     assert_eq!(printed.trim(), served);
+    // The table: one row per (entity, feature); an entity column the lookup does not
+    // read (`customer_id` here) is left out of the answer and of the ENTITY column.
+    let table = ok(
+        &repo,
+        &[
+            "get",
+            "--features",
+            "driver_hourly_stats:conv_rate",
+            "--entity",
+            "driver_id=1001,customer_id=10001",
+        ],
+    );
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert_eq!(rows[0][..3], ["ENTITY", "FEATURE", "VALUE"], "{table}");
+    assert_eq!(rows[1][..2], ["driver_id=1001", "conv_rate"], "{table}");
+    assert_eq!(rows[1][3], "PRESENT", "{table}");
 
     // A second server on the same port fails before it says it listens.
     let busy = quiver(&repo, &["serve", "--bind", &bind]);
