@@ -238,7 +238,14 @@ impl RowDecoder {
 
     /// Decodes `values` into one array per feature type (all of them, in order).
     pub fn decode(&self, values: &[Option<&[u8]>]) -> Result<Vec<ArrayRef>> {
-        let mut builders: Vec<ColumnBuilder> = self.types.iter().map(ColumnBuilder::new).collect();
+        // Sized for the rows at hand (Arrow's default is 1 024 values: a lookup of one
+        // entity would allocate and zero kilobytes per feature).
+        let rows = values.len();
+        let mut builders: Vec<ColumnBuilder> = self
+            .types
+            .iter()
+            .map(|t| ColumnBuilder::new(t, rows))
+            .collect();
         for value in values {
             match value {
                 None => builders.iter_mut().for_each(ColumnBuilder::append_null),
@@ -303,21 +310,24 @@ enum ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    fn new(data_type: &DataType) -> Self {
+    /// A builder for `rows` values of `data_type`.
+    fn new(data_type: &DataType, rows: usize) -> Self {
         match data_type {
             DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
-                ColumnBuilder::UInt(data_type.clone(), PrimitiveBuilder::new())
+                ColumnBuilder::UInt(data_type.clone(), PrimitiveBuilder::with_capacity(rows))
             }
-            DataType::Float32 => ColumnBuilder::F32(Float32Builder::new()),
-            DataType::Float64 => ColumnBuilder::F64(Float64Builder::new()),
-            DataType::Boolean => ColumnBuilder::Bool(BooleanBuilder::new()),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                ColumnBuilder::Str(data_type.clone(), StringBuilder::new())
-            }
-            DataType::Binary | DataType::LargeBinary => {
-                ColumnBuilder::Bin(data_type.clone(), BinaryBuilder::new())
-            }
-            other => ColumnBuilder::Int(other.clone(), PrimitiveBuilder::new()),
+            DataType::Float32 => ColumnBuilder::F32(Float32Builder::with_capacity(rows)),
+            DataType::Float64 => ColumnBuilder::F64(Float64Builder::with_capacity(rows)),
+            DataType::Boolean => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ColumnBuilder::Str(
+                data_type.clone(),
+                StringBuilder::with_capacity(rows, rows * 16),
+            ),
+            DataType::Binary | DataType::LargeBinary => ColumnBuilder::Bin(
+                data_type.clone(),
+                BinaryBuilder::with_capacity(rows, rows * 16),
+            ),
+            other => ColumnBuilder::Int(other.clone(), PrimitiveBuilder::with_capacity(rows)),
         }
     }
 

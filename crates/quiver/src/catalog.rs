@@ -191,6 +191,8 @@ pub struct Catalog {
     /// Each source's schema as its files give it, read on first use by a push (the
     /// server asks for it on every push request).
     source_schemas: tokio::sync::Mutex<BTreeMap<String, SchemaRef>>,
+    /// The lookup plans made from this catalog, by request.
+    pub(crate) lookup_plans: std::sync::Mutex<crate::online::LookupPlans>,
 }
 
 /// What pushes into one source plan with: an engine with the sources of the views that
@@ -425,6 +427,13 @@ impl Catalog {
         let schema = engine.source_schema(&source.name).await?;
         schemas.insert(source.name.clone(), Arc::clone(&schema));
         Ok(schema)
+    }
+
+    /// The lookup plans made from this catalog ([`crate::FeatureStore::lookup_plan`]).
+    pub(crate) fn lookup_plans(&self) -> std::sync::MutexGuard<'_, crate::online::LookupPlans> {
+        self.lookup_plans
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The push plan of source `source` read by `views`, built on first use.

@@ -18,7 +18,7 @@ use quiver_online::{
 };
 use serde::Serialize;
 
-use crate::catalog::{CatalogView, Purpose};
+use crate::catalog::{Catalog, CatalogView, Purpose};
 use crate::{Error, FeatureStore, Result};
 use quiver_core::model::OnDemandInputKind;
 use quiver_offline::on_demand::OnDemandProgram;
@@ -190,14 +190,41 @@ impl FeatureStore {
 
     /// Plans a lookup: which view versions and features it reads, and which input
     /// columns (entity keys, with their types, and the request fields of on-demand views)
-    /// the entity rows must hold. A plan is cheap and meant for one request.
+    /// the entity rows must hold. Plans are kept per catalog: the same request planned
+    /// again (a server answers the same few over and over) gets the same plan, until the
+    /// definitions change.
     pub async fn lookup_plan(
         &self,
         features: &[String],
         service: Option<&str>,
         full_feature_names: bool,
-    ) -> Result<LookupPlan> {
+    ) -> Result<Arc<LookupPlan>> {
         let catalog = self.catalog().await?;
+        let request = PlanRequest {
+            features,
+            service,
+            full_feature_names,
+        };
+        let hash = request.hash();
+        if let Some(plan) = catalog.lookup_plans().get(hash, &request) {
+            return Ok(plan);
+        }
+        let plan = Arc::new(self.plan_lookup(&catalog, &request).await?);
+        catalog
+            .lookup_plans()
+            .insert(hash, &request, Arc::clone(&plan));
+        Ok(plan)
+    }
+
+    async fn plan_lookup(
+        &self,
+        catalog: &Catalog,
+        &PlanRequest {
+            features,
+            service,
+            full_feature_names,
+        }: &PlanRequest<'_>,
+    ) -> Result<LookupPlan> {
         let selected = catalog.resolve_features(service, features, Purpose::Online)?;
         let mut plan = LookupPlan {
             views: Vec::new(),
@@ -443,7 +470,73 @@ fn evaluate_on_demand(
         .collect())
 }
 
-/// What a lookup reads, planned once per request by [`FeatureStore::lookup_plan`].
+/// The arguments a lookup plan is made from.
+struct PlanRequest<'a> {
+    features: &'a [String],
+    service: Option<&'a str>,
+    full_feature_names: bool,
+}
+
+impl PlanRequest<'_> {
+    fn hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        (self.features, self.service, self.full_feature_names).hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+/// The lookup plans of one catalog, by request. At most [`LookupPlans::MAX`]: past it the
+/// cache starts over, so requests naming ever new feature lists cannot grow it.
+#[derive(Debug, Default)]
+pub(crate) struct LookupPlans {
+    by_hash: HashMap<u64, Vec<CachedPlan>>,
+    count: usize,
+}
+
+#[derive(Debug)]
+struct CachedPlan {
+    features: Vec<String>,
+    service: Option<String>,
+    full_feature_names: bool,
+    plan: Arc<LookupPlan>,
+}
+
+impl LookupPlans {
+    const MAX: usize = 1024;
+
+    fn get(&self, hash: u64, request: &PlanRequest<'_>) -> Option<Arc<LookupPlan>> {
+        self.by_hash
+            .get(&hash)?
+            .iter()
+            .find(|cached| {
+                cached.features == request.features
+                    && cached.service.as_deref() == request.service
+                    && cached.full_feature_names == request.full_feature_names
+            })
+            .map(|cached| Arc::clone(&cached.plan))
+    }
+
+    fn insert(&mut self, hash: u64, request: &PlanRequest<'_>, plan: Arc<LookupPlan>) {
+        if self.get(hash, request).is_some() {
+            return;
+        }
+        if self.count >= Self::MAX {
+            self.by_hash.clear();
+            self.count = 0;
+        }
+        self.by_hash.entry(hash).or_default().push(CachedPlan {
+            features: request.features.to_vec(),
+            service: request.service.map(str::to_string),
+            full_feature_names: request.full_feature_names,
+            plan,
+        });
+        self.count += 1;
+    }
+}
+
+/// What a lookup reads, planned by [`FeatureStore::lookup_plan`] (once per catalog and
+/// request).
 #[derive(Debug, Clone)]
 pub struct LookupPlan {
     /// The view versions read from the store, each once (requested or read for an
@@ -751,4 +844,68 @@ pub(crate) fn online_rows(
             .map(|f| column(f))
             .collect::<Result<_>>()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty_plan() -> Arc<LookupPlan> {
+        Arc::new(LookupPlan {
+            views: Vec::new(),
+            on_demand: Vec::new(),
+            outputs: Vec::new(),
+            inputs: Vec::new(),
+            feature_names: Vec::new(),
+            requested: Vec::new(),
+        })
+    }
+
+    fn request<'a>(
+        features: &'a [String],
+        service: Option<&'a str>,
+        full: bool,
+    ) -> PlanRequest<'a> {
+        PlanRequest {
+            features,
+            service,
+            full_feature_names: full,
+        }
+    }
+
+    #[test]
+    fn plans_are_kept_per_request_and_bounded() {
+        let mut plans = LookupPlans::default();
+        let features = vec!["v:a".to_string(), "v:b".to_string()];
+        let asked = request(&features, None, false);
+        let plan = empty_plan();
+        plans.insert(asked.hash(), &asked, Arc::clone(&plan));
+        let again = plans.get(asked.hash(), &request(&features, None, false));
+        assert!(again.is_some_and(|p| Arc::ptr_eq(&p, &plan)));
+
+        // Any argument that differs is another request, even under the same hash.
+        let reordered = vec!["v:b".to_string(), "v:a".to_string()];
+        for other in [
+            request(&features, None, true),
+            request(&features, Some("s"), false),
+            request(&reordered, None, false),
+            request(&features[..1], None, false),
+        ] {
+            assert!(plans.get(asked.hash(), &other).is_none());
+            assert!(plans.get(other.hash(), &other).is_none());
+        }
+
+        // Past the bound the cache starts over.
+        let many: Vec<Vec<String>> = (0..LookupPlans::MAX)
+            .map(|i| vec![format!("v:f{i}")])
+            .collect();
+        for features in &many {
+            let r = request(features, None, false);
+            plans.insert(r.hash(), &r, empty_plan());
+        }
+        assert!(plans.count <= LookupPlans::MAX);
+        assert!(plans.get(asked.hash(), &asked).is_none());
+        let last = request(&many[LookupPlans::MAX - 1], None, false);
+        assert!(plans.get(last.hash(), &last).is_some());
+    }
 }
