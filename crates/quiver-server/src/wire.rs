@@ -398,7 +398,9 @@ impl LookupResponse {
 
     /// Entity rows.
     pub fn rows(&self) -> usize {
-        self.entities.first().map_or(0, |(_, a)| a.len())
+        let entities = self.entities.first().map(|(_, values)| values.len());
+        let features = || self.found.columns.first().map(|c| c.values.len());
+        entities.or_else(features).unwrap_or(0)
     }
 
     /// Result `result` (in `feature_names` order) at `row`: its value as JSON, status
@@ -424,22 +426,17 @@ impl LookupResponse {
 
 impl Serialize for LookupResponse {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{SerializeMap, SerializeSeq};
+        use serde::ser::SerializeMap;
 
-        /// `serialize_seq` of `items`.
-        struct Seq<I>(std::cell::Cell<Option<I>>);
-        impl<I: Iterator<Item = T>, T: Serialize> Serialize for Seq<I> {
+        /// A JSON array of the items `items()` yields.
+        struct Seq<F>(F);
+        impl<F: Fn() -> I, I: Iterator<Item = T>, T: Serialize> Serialize for Seq<F> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let items = self.0.take().into_iter().flatten();
-                let mut seq = serializer.serialize_seq(None)?;
-                for item in items {
-                    seq.serialize_element(&item)?;
-                }
-                seq.end()
+                serializer.collect_seq((self.0)())
             }
         }
-        fn seq<I: Iterator>(items: I) -> Seq<I> {
-            Seq(std::cell::Cell::new(Some(items)))
+        fn seq<F: Fn() -> I, I: Iterator>(items: F) -> Seq<F> {
+            Seq(items)
         }
 
         struct FeatureResult<'a> {
@@ -453,19 +450,19 @@ impl Serialize for LookupResponse {
                 let mut map = serializer.serialize_map(Some(3))?;
                 map.serialize_entry(
                     "values",
-                    &seq((0..rows).map(|row| JsonCell(self.values, row))),
+                    &seq(|| (0..rows).map(|row| JsonCell(self.values, row))),
                 )?;
                 match self.statuses {
                     Some(statuses) => map.serialize_entry("statuses", statuses)?,
                     None => map.serialize_entry(
                         "statuses",
-                        &seq((0..rows).map(|_| FeatureStatus::Present)),
+                        &seq(|| (0..rows).map(|_| FeatureStatus::Present)),
                     )?,
                 }
                 match self.times {
                     Some(times) => map.serialize_entry("event_timestamps", times)?,
                     None => {
-                        map.serialize_entry("event_timestamps", &seq((0..rows).map(|_| EPOCH)))?
+                        map.serialize_entry("event_timestamps", &seq(|| (0..rows).map(|_| EPOCH)))?
                     }
                 }
                 map.end()
@@ -483,30 +480,34 @@ impl Serialize for LookupResponse {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 let response = self.0;
                 let mut map = serializer.serialize_map(None)?;
-                map.serialize_entry("feature_names", &seq(response.feature_names()))?;
+                map.serialize_entry("feature_names", &seq(|| response.feature_names()))?;
                 if response.with_view_metadata {
-                    let views = response.found.views.iter();
-                    let views = views.map(|(name, version)| ViewMetadata { name, version });
+                    let views = || {
+                        let views = response.found.views.iter();
+                        views.map(|(name, version)| ViewMetadata { name, version })
+                    };
                     map.serialize_entry("feature_view_metadata", &seq(views))?;
                 }
                 map.end()
             }
         }
 
-        let entities = self.entities.iter().map(|(_, values)| FeatureResult {
-            values,
-            statuses: None,
-            times: None,
-        });
-        let features = self.found.columns.iter().zip(&self.times_of);
-        let features = features.map(|(column, &times)| FeatureResult {
-            values: &column.values,
-            statuses: Some(&column.statuses),
-            times: Some(&self.times[times]),
-        });
+        let results = || {
+            let entities = self.entities.iter().map(|(_, values)| FeatureResult {
+                values,
+                statuses: None,
+                times: None,
+            });
+            let features = self.found.columns.iter().zip(&self.times_of);
+            entities.chain(features.map(|(column, &times)| FeatureResult {
+                values: &column.values,
+                statuses: Some(&column.statuses),
+                times: Some(&self.times[times]),
+            }))
+        };
         let mut map = serializer.serialize_map(Some(2))?;
         map.serialize_entry("metadata", &Metadata(self))?;
-        map.serialize_entry("results", &seq(entities.chain(features)))?;
+        map.serialize_entry("results", &seq(results))?;
         map.end()
     }
 }

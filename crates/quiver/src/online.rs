@@ -226,14 +226,7 @@ impl FeatureStore {
         }: &PlanRequest<'_>,
     ) -> Result<LookupPlan> {
         let selected = catalog.resolve_features(service, features, Purpose::Online)?;
-        let mut plan = LookupPlan {
-            views: Vec::new(),
-            on_demand: Vec::new(),
-            outputs: Vec::new(),
-            inputs: Vec::new(),
-            feature_names: Vec::new(),
-            requested: Vec::new(),
-        };
+        let mut plan = LookupPlan::default();
         let mut names: HashMap<String, String> = HashMap::new();
         for (view, features) in &selected {
             plan.requested.push((view.name().to_string(), view.version));
@@ -258,7 +251,7 @@ impl FeatureStore {
             }
             match view.on_demand_program().await? {
                 Some(program) => {
-                    let planned = plan.plan_on_demand(&catalog, view, program, columns)?;
+                    let planned = plan.plan_on_demand(catalog, view, program, columns)?;
                     plan.outputs.push(PlannedOutput::OnDemand(planned));
                 }
                 None => {
@@ -537,7 +530,7 @@ impl LookupPlans {
 
 /// What a lookup reads, planned by [`FeatureStore::lookup_plan`] (once per catalog and
 /// request).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LookupPlan {
     /// The view versions read from the store, each once (requested or read for an
     /// on-demand view).
@@ -851,14 +844,7 @@ mod tests {
     use super::*;
 
     fn empty_plan() -> Arc<LookupPlan> {
-        Arc::new(LookupPlan {
-            views: Vec::new(),
-            on_demand: Vec::new(),
-            outputs: Vec::new(),
-            inputs: Vec::new(),
-            feature_names: Vec::new(),
-            requested: Vec::new(),
-        })
+        Arc::new(LookupPlan::default())
     }
 
     fn request<'a>(
