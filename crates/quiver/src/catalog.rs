@@ -192,7 +192,7 @@ pub struct Catalog {
     /// server asks for it on every push request).
     source_schemas: tokio::sync::Mutex<BTreeMap<String, SchemaRef>>,
     /// The lookup plans made from this catalog, by request.
-    pub(crate) lookup_plans: std::sync::Mutex<crate::online::LookupPlans>,
+    lookup_plans: std::sync::Mutex<crate::online::LookupPlans>,
 }
 
 /// What pushes into one source plan with: an engine with the sources of the views that
