@@ -229,15 +229,24 @@ fn spine(rows: &[(i64, i64)]) -> RecordBatch {
 }
 
 async fn export(store: &FeatureStore, rows: &[(i64, i64)]) -> RecordBatch {
-    store
+    export_within(store, rows, None).await
+}
+
+/// The export, with a memory budget when one is given (a small one: many passes).
+async fn export_within(
+    store: &FeatureStore,
+    rows: &[(i64, i64)],
+    memory_budget: Option<usize>,
+) -> RecordBatch {
+    let mut export = store
         .export()
         .with_spine(spine(rows))
         .with_features(["v:*"])
-        .with_materialize(true)
-        .execute()
-        .await
-        .unwrap()
-        .batch
+        .with_materialize(true);
+    if let Some(bytes) = memory_budget {
+        export = export.with_memory_budget(bytes);
+    }
+    export.execute().await.unwrap().batch
 }
 
 async fn check_export(
@@ -255,6 +264,9 @@ async fn check_export(
         .map(|(k, m)| (*k, BASE + m * MINUTE))
         .collect();
     let exported = export(&store, &rows).await;
+    // Read in passes of a few keys each, the same training set.
+    let in_passes = export_within(&store, &rows, Some(256)).await;
+    prop_assert_eq!(&in_passes, &exported, "the export in many passes differs");
     for w in &windows {
         let hop_minutes =
             hop.unwrap_or_else(|| (quiver::window::default_hop(*w as u64 * 60) / 60) as i64);

@@ -28,19 +28,35 @@ pub(super) enum NumericColumn<'a> {
 }
 
 impl NumericColumn<'_> {
-    /// The value as a float, as sums and moments take it (`None`: NULL).
+    /// Calls `f` with each valid value of `range`, as a float (as sums and moments take
+    /// it), in order.
     #[inline]
-    fn float(&self, i: usize) -> Option<f64> {
+    fn each_float(&self, range: Range<usize>, mut f: impl FnMut(f64)) {
         match self {
-            NumericColumn::Int { values, valid } => valid[i].then(|| values[i] as f64),
-            NumericColumn::Float { values, valid } => valid[i].then_some(values[i]),
+            NumericColumn::Int { values, valid } => {
+                for (v, ok) in values[range.clone()].iter().zip(&valid[range]) {
+                    if *ok {
+                        f(*v as f64);
+                    }
+                }
+            }
+            NumericColumn::Float { values, valid } => {
+                for (v, ok) in values[range.clone()].iter().zip(&valid[range]) {
+                    if *ok {
+                        f(*v);
+                    }
+                }
+            }
         }
     }
 
+    /// The valid values in `range`.
     #[inline]
-    fn is_valid(&self, i: usize) -> bool {
+    fn count_valid(&self, range: Range<usize>) -> usize {
         match self {
-            NumericColumn::Int { valid, .. } | NumericColumn::Float { valid, .. } => valid[i],
+            NumericColumn::Int { valid, .. } | NumericColumn::Float { valid, .. } => {
+                valid[range].iter().filter(|ok| **ok).count()
+            }
         }
     }
 }
@@ -97,16 +113,18 @@ impl<'a> NumericAggregates<'a> {
                 }
                 (_, None) => State::empty(*kind),
                 (AggKind::Count, Some(c)) => {
-                    let n = all(tiles, &head).filter(|i| c.is_valid(*i)).count();
+                    let n: usize = all(tiles, &head).map(|r| c.count_valid(r)).sum();
                     State::Count(n as i64)
                 }
                 (AggKind::SumInt, Some(c)) => {
                     let (mut sum, mut n) = (0i64, 0i64);
                     if let NumericColumn::Int { values, valid } = c {
-                        for i in all(tiles, &head) {
-                            if valid[i] {
-                                sum = sum.wrapping_add(values[i]);
-                                n += 1;
+                        for range in all(tiles, &head) {
+                            for (v, ok) in values[range.clone()].iter().zip(&valid[range]) {
+                                if *ok {
+                                    sum = sum.wrapping_add(*v);
+                                    n += 1;
+                                }
                             }
                         }
                     }
@@ -124,12 +142,12 @@ impl<'a> NumericAggregates<'a> {
     }
 }
 
-/// Every event index of the tiles and the head.
-fn all<'r>(tiles: &'r [Range<usize>], head: &'r Range<usize>) -> impl Iterator<Item = usize> + 'r {
-    tiles
-        .iter()
-        .chain(std::iter::once(head))
-        .flat_map(Clone::clone)
+/// The event ranges of the tiles and the head, in order.
+fn all<'r>(
+    tiles: &'r [Range<usize>],
+    head: &'r Range<usize>,
+) -> impl Iterator<Item = Range<usize>> + 'r {
+    tiles.iter().chain(std::iter::once(head)).cloned()
 }
 
 /// `SUM`/`AVG` of floats as [`State::SumFloat`] builds it: each tile's sum from 0, added
@@ -138,20 +156,16 @@ fn float_sum(c: &NumericColumn<'_>, tiles: &[Range<usize>], head: Range<usize>) 
     let (mut sum, mut n) = (0.0f64, 0i64);
     for tile in tiles {
         let mut tile_sum = 0.0f64;
-        for i in tile.clone() {
-            if let Some(x) = c.float(i) {
-                tile_sum += x;
-                n += 1;
-            }
-        }
+        c.each_float(tile.clone(), |x| {
+            tile_sum += x;
+            n += 1;
+        });
         sum += tile_sum;
     }
-    for i in head {
-        if let Some(x) = c.float(i) {
-            sum += x;
-            n += 1;
-        }
-    }
+    c.each_float(head, |x| {
+        sum += x;
+        n += 1;
+    });
     State::SumFloat { sum, n }
 }
 
@@ -167,11 +181,7 @@ fn moments(c: &NumericColumn<'_>, tiles: &[Range<usize>], head: Range<usize>) ->
     let mut window = (0i64, 0.0f64, 0.0f64);
     for tile in tiles {
         let mut t = (0i64, 0.0f64, 0.0f64);
-        for i in tile.clone() {
-            if let Some(x) = c.float(i) {
-                welford(&mut t, x);
-            }
-        }
+        c.each_float(tile.clone(), |x| welford(&mut t, x));
         let (n, mean, m2) = &mut window;
         let (nb, mb, m2b) = t;
         if nb == 0 {
@@ -187,11 +197,7 @@ fn moments(c: &NumericColumn<'_>, tiles: &[Range<usize>], head: Range<usize>) ->
         *m2 += m2b + delta * delta * (*n as f64) * (nb as f64) / total as f64;
         *n = total;
     }
-    for i in head {
-        if let Some(x) = c.float(i) {
-            welford(&mut window, x);
-        }
-    }
+    c.each_float(head, |x| welford(&mut window, x));
     let (n, mean, m2) = window;
     State::Moments { n, mean, m2 }
 }
@@ -204,24 +210,23 @@ fn extreme(
     tiles: &[Range<usize>],
     head: &Range<usize>,
 ) -> State {
-    let indices = all(tiles, head);
     match c {
         NumericColumn::Int { values, valid } => {
-            State::Extreme(best(kind, values, valid, indices, i64::cmp).map(Scalar::Int))
+            State::Extreme(best(kind, values, valid, all(tiles, head), i64::cmp).map(Scalar::Int))
         }
-        NumericColumn::Float { values, valid } => {
-            State::Extreme(best(kind, values, valid, indices, f64::total_cmp).map(Scalar::Float))
-        }
+        NumericColumn::Float { values, valid } => State::Extreme(
+            best(kind, values, valid, all(tiles, head), f64::total_cmp).map(Scalar::Float),
+        ),
     }
 }
 
-/// The smallest (`MIN`) or largest valid value at `indices` by `order`; the first of
+/// The smallest (`MIN`) or largest valid value in `ranges` by `order`; the first of
 /// equals.
 fn best<T: Copy>(
     kind: AggKind,
     values: &[T],
     valid: &[bool],
-    indices: impl Iterator<Item = usize>,
+    ranges: impl Iterator<Item = Range<usize>>,
     order: impl Fn(&T, &T) -> std::cmp::Ordering,
 ) -> Option<T> {
     let wanted = if kind == AggKind::Min {
@@ -230,9 +235,11 @@ fn best<T: Copy>(
         std::cmp::Ordering::Greater
     };
     let mut best: Option<T> = None;
-    for i in indices {
-        if valid[i] && best.is_none_or(|b| order(&values[i], &b) == wanted) {
-            best = Some(values[i]);
+    for range in ranges {
+        for (v, ok) in values[range.clone()].iter().zip(&valid[range]) {
+            if *ok && best.is_none_or(|b| order(v, &b) == wanted) {
+                best = Some(*v);
+            }
         }
     }
     best

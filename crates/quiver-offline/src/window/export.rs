@@ -10,9 +10,12 @@
 //! the events, only those in the tile a spine row's window ends in.
 //!
 //! Events are read in parallel, only the columns and row groups needed and only rows of
-//! keys the spine asks for, into columns grouped by key (a stable counting sort keeps
-//! each key's events in table order, which is event order). More events than the memory
-//! budget holds are read in several passes, each for a share of the spine's keys.
+//! keys the spine asks for, one part per file, each already in key order as
+//! materialization wrote it. The spine's rows are then evaluated key by key: a key's
+//! events are gathered from the parts in table order (which is event order) into a small
+//! buffer, so the events are held once and each window reads memory in cache. More
+//! events than the memory budget holds are read in several passes, each for a share of
+//! the spine's keys.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,7 +65,7 @@ fn arrow_error(e: arrow::error::ArrowError) -> Error {
 
 /// Tiles pay off when they hold at least this many events on average.
 const DENSE_EVENTS_PER_TILE: u64 = 4;
-/// Bytes an event takes in memory while a pass holds it (columns plus the sort).
+/// Bytes an event takes in memory while a pass holds it (its columns, with room to spare).
 const BYTES_PER_EVENT: usize = 64;
 /// Spine rows evaluated per task.
 const CHUNK_ROWS: usize = 16 * 1024;
@@ -112,40 +115,62 @@ impl ArgColumn {
         }
     }
 
-    /// Appends, for each `(part, row)` of `sources`, that row of `parts[part]`.
-    fn gather(&mut self, parts: &[&ArgColumn], sources: &[(u32, u32)]) {
-        let all_int = parts.iter().all(|p| matches!(p, ArgColumn::Int { .. }));
-        let all_float = parts.iter().all(|p| matches!(p, ArgColumn::Float { .. }));
+    /// Appends rows `range` of `other` (a column of the same argument).
+    fn extend_from(&mut self, other: &ArgColumn, range: std::ops::Range<usize>) {
+        match (self, other) {
+            (
+                ArgColumn::Int { values, valid },
+                ArgColumn::Int {
+                    values: from,
+                    valid: ok,
+                },
+            ) => {
+                values.extend_from_slice(&from[range.clone()]);
+                valid.extend_from_slice(&ok[range]);
+            }
+            (
+                ArgColumn::Float { values, valid },
+                ArgColumn::Float {
+                    values: from,
+                    valid: ok,
+                },
+            ) => {
+                values.extend_from_slice(&from[range.clone()]);
+                valid.extend_from_slice(&ok[range]);
+            }
+            (column, other) => {
+                for i in range {
+                    column.push(&other.get(i));
+                }
+            }
+        }
+    }
+
+    fn reserve(&mut self, rows: usize) {
         match self {
-            ArgColumn::Int { values, valid } if all_int => {
-                for &(p, row) in sources {
-                    if let ArgColumn::Int {
-                        values: v,
-                        valid: ok,
-                    } = parts[p as usize]
-                    {
-                        values.push(v[row as usize]);
-                        valid.push(ok[row as usize]);
-                    }
-                }
+            ArgColumn::Int { values, valid } => {
+                values.reserve(rows);
+                valid.reserve(rows);
             }
-            ArgColumn::Float { values, valid } if all_float => {
-                for &(p, row) in sources {
-                    if let ArgColumn::Float {
-                        values: v,
-                        valid: ok,
-                    } = parts[p as usize]
-                    {
-                        values.push(v[row as usize]);
-                        valid.push(ok[row as usize]);
-                    }
-                }
+            ArgColumn::Float { values, valid } => {
+                values.reserve(rows);
+                valid.reserve(rows);
             }
-            column => {
-                for &(p, row) in sources {
-                    column.push(&parts[p as usize].get(row as usize));
-                }
+            ArgColumn::Other(values) => values.reserve(rows),
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            ArgColumn::Int { values, valid } => {
+                values.clear();
+                valid.clear();
             }
+            ArgColumn::Float { values, valid } => {
+                values.clear();
+                valid.clear();
+            }
+            ArgColumn::Other(values) => values.clear(),
         }
     }
 
@@ -204,9 +229,12 @@ impl ArgColumn {
     }
 }
 
-/// Events in columns: each key group's events contiguous (`offsets`), in event order.
+/// Events in columns. A part read from one file is ordered by key group, each group's
+/// events in table order, which is event order; one group's events, gathered from the
+/// parts in table order, are in event order too.
 #[derive(Debug, Default)]
 struct Events {
+    /// Key group of each event (empty for one group's events).
     groups: Vec<u32>,
     ts: Vec<i64>,
     /// Created times and source order, kept only when an aggregate needs event order
@@ -214,8 +242,6 @@ struct Events {
     created: Vec<i64>,
     seq: Vec<u64>,
     args: Vec<ArgColumn>,
-    /// Start of each group's events (`group_count + 1` entries) once sorted.
-    offsets: Vec<usize>,
 }
 
 impl Events {
@@ -231,82 +257,118 @@ impl Events {
         }
     }
 
-    fn range(&self, group: u32) -> std::ops::Range<usize> {
-        let g = group as usize;
-        self.offsets[g]..self.offsets[g + 1]
+    /// No events, with the argument columns of `self`.
+    fn empty_like(&self) -> Events {
+        Events {
+            args: self.args.iter().map(|a| a.empty_like(0)).collect(),
+            ..Events::default()
+        }
     }
 
-    /// Parts read file by file, in table order, into one set of columns grouped by key
-    /// group (stable: each group's events keep their order).
-    fn grouped(mut parts: Vec<Events>, group_count: usize) -> Events {
-        let total: usize = parts.iter().map(Events::len).sum();
-        let mut offsets = vec![0usize; group_count + 1];
-        for part in &parts {
-            for g in &part.groups {
-                offsets[*g as usize + 1] += 1;
-            }
-        }
-        for g in 0..group_count {
-            offsets[g + 1] += offsets[g];
-        }
-        // For each destination, its (part, row): parts in table order, each group's
-        // rows in the order met.
-        let mut cursor = offsets.clone();
-        let mut sources = vec![(0u32, 0u32); total];
-        for (p, part) in parts.iter().enumerate() {
-            for (row, g) in part.groups.iter().enumerate() {
-                let slot = &mut cursor[*g as usize];
-                sources[*slot] = (p as u32, row as u32);
-                *slot += 1;
-            }
-        }
-        drop(cursor);
-        let with_order = parts.iter().any(|p| !p.created.is_empty());
-        let mut out = Events {
-            groups: Vec::new(),
-            ts: Vec::new(),
-            created: Vec::new(),
-            seq: Vec::new(),
-            args: parts
-                .first()
-                .map(|p| p.args.iter().map(|a| a.empty_like(total)).collect())
-                .unwrap_or_default(),
-            offsets,
-        };
-        // Column by column, each a gather of `sources`; the parts' copy of a column is
-        // freed once gathered, so only one column is held twice at a time.
-        let pick = |parts: &mut [Events], column: fn(&mut Events) -> &mut Vec<i64>| {
-            let gathered: Vec<i64> = sources
-                .iter()
-                .map(|(p, row)| column(&mut parts[*p as usize])[*row as usize])
-                .collect();
-            parts.iter_mut().for_each(|p| *column(p) = Vec::new());
-            gathered
-        };
-        out.ts = pick(&mut parts, |e| &mut e.ts);
+    /// Room for `rows` more events (with their order when `with_order`).
+    fn reserve(&mut self, rows: usize, with_order: bool) {
+        self.groups.reserve(rows);
+        self.ts.reserve(rows);
         if with_order {
-            out.created = pick(&mut parts, |e| &mut e.created);
-            out.seq = sources
-                .iter()
-                .map(|(p, row)| parts[*p as usize].seq[*row as usize])
-                .collect();
+            self.created.reserve(rows);
+            self.seq.reserve(rows);
         }
-        for (c, column) in out.args.iter_mut().enumerate() {
-            let from: Vec<&ArgColumn> = parts.iter().map(|p| &p.args[c]).collect();
-            column.gather(&from, &sources);
-            for part in &mut parts {
-                part.args[c] = part.args[c].empty_like(0);
+        self.args.iter_mut().for_each(|a| a.reserve(rows));
+    }
+
+    fn clear(&mut self) {
+        self.groups.clear();
+        self.ts.clear();
+        self.created.clear();
+        self.seq.clear();
+        self.args.iter_mut().for_each(ArgColumn::clear);
+    }
+
+    /// Appends events `range` of `part` (without their groups).
+    fn extend_from(&mut self, part: &Events, range: std::ops::Range<usize>) {
+        self.ts.extend_from_slice(&part.ts[range.clone()]);
+        if !part.created.is_empty() {
+            self.created.extend_from_slice(&part.created[range.clone()]);
+        }
+        if !part.seq.is_empty() {
+            self.seq.extend_from_slice(&part.seq[range.clone()]);
+        }
+        for (column, from) in self.args.iter_mut().zip(&part.args) {
+            column.extend_from(from, range.clone());
+        }
+    }
+
+    /// Orders the events by group, each group's in the order they were read.
+    /// Materialization writes events sorted by key and groups are numbered in key order,
+    /// so this is most often only the check.
+    fn sort_by_group(&mut self) {
+        if self.groups.is_sorted() {
+            return;
+        }
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.sort_by_key(|i| self.groups[*i]);
+        let mut sorted = self.empty_like();
+        sorted.groups = order.iter().map(|i| self.groups[*i]).collect();
+        for &i in &order {
+            sorted.extend_from(self, i..i + 1);
+        }
+        *self = sorted;
+    }
+}
+
+/// Walks the parts of a pass group by group, in ascending order of group.
+struct GroupCursor<'a> {
+    parts: &'a [Events],
+    /// Per part, the first event not yet passed.
+    at: Vec<usize>,
+}
+
+impl<'a> GroupCursor<'a> {
+    /// A cursor at the first events of `first` or a later group.
+    fn new(parts: &'a [Events], first: u32) -> Self {
+        let at = parts
+            .iter()
+            .map(|p| p.groups.partition_point(|g| *g < first))
+            .collect();
+        GroupCursor { parts, at }
+    }
+
+    /// Replaces `out` with group `g`'s events, parts in table order; `g` must not be
+    /// below a group already gathered.
+    fn gather(&mut self, g: u32, out: &mut Events) {
+        out.clear();
+        for (part, at) in self.parts.iter().zip(&mut self.at) {
+            let groups = &part.groups;
+            while *at < groups.len() && groups[*at] < g {
+                *at += 1;
+            }
+            let from = *at;
+            while *at < groups.len() && groups[*at] == g {
+                *at += 1;
+            }
+            if from < *at {
+                out.extend_from(part, from..*at);
             }
         }
-        out
     }
 }
 
 /// What the evaluation reads for one pass: the events of its groups and, when tiles are
 /// dense, their tiles.
 struct PassData {
-    events: Events,
+    /// The events, one part per file, each ordered by group.
+    parts: Vec<Events>,
     tiles: Option<Vec<TilesPerHop>>,
+}
+
+impl PassData {
+    /// No events (no spine row asks for any).
+    fn empty() -> PassData {
+        PassData {
+            parts: Vec::new(),
+            tiles: None,
+        }
+    }
 }
 
 /// The requested features of an aggregation view for every spine row (`times` are the
@@ -397,7 +459,7 @@ pub async fn join_windows(
         Arc::new(by_group)
     });
 
-    let mut outputs: Vec<Vec<ArrayRef>> = Vec::with_capacity(buckets as usize);
+    let mut outputs: Vec<Evaluated> = Vec::new();
     for bucket in 0..buckets {
         let data = match reach {
             Some(reach) => {
@@ -412,48 +474,43 @@ pub async fn join_windows(
                 )
                 .await?
             }
-            None => PassData {
-                events: Events {
-                    offsets: vec![0; groups.group_count as usize + 1],
-                    ..Events::default()
-                },
-                tiles: None,
-            },
+            None => PassData::empty(),
         };
         let rows = std::mem::take(&mut bucket_rows[bucket as usize]);
         let data = Arc::new(data);
         let groups = Arc::clone(&groups);
         let times = Arc::clone(times);
         let program = Arc::clone(&program);
-        let arrays =
+        let evaluated =
             tokio::task::spawn_blocking(move || evaluate(&program, &groups, &times, &data, &rows))
                 .await
                 .map_err(|e| Error::TableIo {
                     path: request.view.clone(),
                     message: format!("evaluation task failed: {e}"),
                 })??;
-        outputs.push(arrays);
+        outputs.extend(evaluated);
     }
-    let all = if buckets == 1 {
-        outputs.pop().unwrap_or_default()
-    } else {
-        // Back to spine order.
-        let mut position = vec![0usize; buckets as usize];
-        let indices: Vec<(usize, usize)> = (0..rows)
-            .map(|row| {
-                let b = bucket_of(row) as usize;
-                position[b] += 1;
-                (b, position[b] - 1)
-            })
-            .collect();
-        let features = outputs.first().map_or(0, Vec::len);
-        (0..features)
-            .map(|f| {
-                let parts: Vec<&dyn Array> = outputs.iter().map(|o| o[f].as_ref()).collect();
-                arrow::compute::interleave(&parts, &indices).map_err(arrow_error)
-            })
-            .collect::<Result<Vec<_>>>()?
-    };
+    if outputs.is_empty() {
+        // No spine rows: the features' empty arrays.
+        let none = PassData::empty();
+        let mut scratch = Scratch::new(&program, &none);
+        let empty = evaluate_chunk(&program, &groups, times, &none, &[], &mut scratch)?;
+        outputs.push((empty, Vec::new()));
+    }
+    // Back to spine order straight from the chunks: each spine row's (chunk, position).
+    let mut indices = vec![(0usize, 0usize); rows];
+    for (chunk, (_, order)) in outputs.iter().enumerate() {
+        for (position, row) in order.iter().enumerate() {
+            indices[*row] = (chunk, position);
+        }
+    }
+    let view = request.view.clone();
+    let all = tokio::task::spawn_blocking(move || in_spine_order(&view, &outputs, &indices))
+        .await
+        .map_err(|e| Error::TableIo {
+            path: request.view.clone(),
+            message: format!("evaluation task failed: {e}"),
+        })??;
     let names: Vec<String> = program.features().into_iter().map(|(n, _)| n).collect();
     request
         .features
@@ -469,6 +526,51 @@ pub async fn join_windows(
                 })
         })
         .collect()
+}
+
+/// Each feature's values in spine order, from the evaluated chunks (`indices`: each spine
+/// row's chunk and position), features spread over every core.
+fn in_spine_order(
+    view: &str,
+    outputs: &[Evaluated],
+    indices: &[(usize, usize)],
+) -> Result<Vec<ArrayRef>> {
+    let features = outputs.first().map_or(0, |(arrays, _)| arrays.len());
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut done: Vec<(usize, Result<ArrayRef>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.min(features).max(1))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let f = next.fetch_add(1, Ordering::Relaxed);
+                        if f >= features {
+                            break done;
+                        }
+                        let parts: Vec<&dyn Array> =
+                            outputs.iter().map(|(a, _)| a[f].as_ref()).collect();
+                        done.push((
+                            f,
+                            arrow::compute::interleave(&parts, indices).map_err(arrow_error),
+                        ));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    if done.len() != features {
+        return Err(Error::TableIo {
+            path: view.to_string(),
+            message: "a thread putting features in spine order failed".to_string(),
+        });
+    }
+    done.sort_by_key(|(f, _)| *f);
+    done.into_iter().map(|(_, array)| array).collect()
 }
 
 fn is_tile_file(file: &DataFile) -> bool {
@@ -525,9 +627,6 @@ async fn read_pass(
         parts.push(part.map_err(failed)??);
     }
     let group_count = groups.group_count as usize;
-    let events = tokio::task::spawn_blocking(move || Events::grouped(parts, group_count))
-        .await
-        .map_err(failed)?;
     let tiles = match tile_files {
         None => None,
         Some(files) => {
@@ -549,7 +648,7 @@ async fn read_pass(
             Some(tiles)
         }
     };
-    Ok(PassData { events, tiles })
+    Ok(PassData { parts, tiles })
 }
 
 /// The events of one file that a pass needs: keys of the bucket, times the spine can
@@ -611,6 +710,13 @@ fn read_events(
     wanted.dedup();
     let metadata = Arc::clone(builder.metadata());
     let row_groups = crate::export::row_groups_meeting(&metadata, ts_index, reach);
+    // Columns sized for this pass's share of the rows read: growing them would copy
+    // them and touch fresh memory, which the kernel must zero.
+    let rows_read: i64 = row_groups
+        .iter()
+        .map(|i| metadata.row_group(*i).num_rows())
+        .sum();
+    let expected = (rows_read.max(0) as usize).div_ceil(buckets as usize);
     let mask = ProjectionMask::roots(metadata.file_metadata().schema_descr(), wanted);
     let reader = builder
         .with_projection(mask)
@@ -635,6 +741,7 @@ fn read_events(
             .collect(),
         ..Events::default()
     };
+    part.reserve(expected, with_order);
     for batch in reader {
         let batch = batch.map_err(|e| io(e.to_string()))?;
         let column = |name: &str| {
@@ -696,6 +803,7 @@ fn read_events(
             arg.extend(&column(name)?, &rows);
         }
     }
+    part.sort_by_group();
     Ok(part)
 }
 
@@ -761,15 +869,50 @@ fn read_tiles(
     Ok(out)
 }
 
-/// The features of spine rows `rows` (in that order), evaluated in chunks on every core.
+/// The features of some spine rows, for a part of them: the arrays, and the spine row
+/// of each of their positions.
+type Evaluated = (Vec<ArrayRef>, Vec<usize>);
+
+/// The features of spine rows `rows`, evaluated in chunks of key groups on every core
+/// (`rows` ordered by group, rows that no window answers first).
 fn evaluate(
     program: &WindowProgram,
     groups: &KeyGroups,
     times: &[Option<i64>],
     data: &PassData,
     rows: &[usize],
-) -> Result<Vec<ArrayRef>> {
-    let chunks: Vec<&[usize]> = rows.chunks(CHUNK_ROWS).collect();
+) -> Result<Vec<Evaluated>> {
+    // `rows` by group (a stable counting sort; 0 for rows without a group or time).
+    let slot = |row: usize| match (groups.spine_groups[row], times[row]) {
+        (Some(g), Some(_)) => g as usize + 1,
+        _ => 0,
+    };
+    let mut starts = vec![0usize; groups.group_count as usize + 2];
+    for &row in rows {
+        starts[slot(row) + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut order = vec![0usize; rows.len()];
+    for &row in rows {
+        let at = &mut starts[slot(row)];
+        order[*at] = row;
+        *at += 1;
+    }
+    drop(starts);
+    // Chunks of about CHUNK_ROWS rows, never splitting a group.
+    let mut chunks: Vec<&[usize]> = Vec::new();
+    let mut rest = &order[..];
+    while !rest.is_empty() {
+        let mut end = CHUNK_ROWS.min(rest.len());
+        while end < rest.len() && slot(rest[end]) == slot(rest[end - 1]) {
+            end += 1;
+        }
+        let (chunk, tail) = rest.split_at(end);
+        chunks.push(chunk);
+        rest = tail;
+    }
     let next = AtomicUsize::new(0);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut results: Vec<(usize, Result<Vec<ArrayRef>>)> = std::thread::scope(|scope| {
@@ -777,7 +920,7 @@ fn evaluate(
             .map(|_| {
                 scope.spawn(|| {
                     let mut done = Vec::new();
-                    let mut scratch = Scratch::new(program);
+                    let mut scratch = Scratch::new(program, data);
                     loop {
                         let c = next.fetch_add(1, Ordering::Relaxed);
                         let Some(chunk) = chunks.get(c) else { break };
@@ -794,16 +937,6 @@ fn evaluate(
             .flat_map(|w| w.join().unwrap_or_default())
             .collect()
     });
-    if chunks.is_empty() {
-        return evaluate_chunk(
-            program,
-            groups,
-            times,
-            data,
-            &[],
-            &mut Scratch::new(program),
-        );
-    }
     results.sort_by_key(|(c, _)| *c);
     let chunk_arrays: Vec<Vec<ArrayRef>> =
         results.into_iter().map(|(_, r)| r).collect::<Result<_>>()?;
@@ -813,15 +946,14 @@ fn evaluate(
             message: "an evaluation thread failed".to_string(),
         });
     }
-    let features = chunk_arrays.first().map_or(0, Vec::len);
-    (0..features)
-        .map(|f| {
-            let parts: Vec<&dyn Array> = chunk_arrays.iter().map(|c| c[f].as_ref()).collect();
-            arrow::compute::concat(&parts).map_err(arrow_error)
-        })
-        .collect()
+    Ok(chunk_arrays
+        .into_iter()
+        .zip(chunks)
+        .map(|(arrays, rows)| (arrays, rows.to_vec()))
+        .collect())
 }
 
+/// The features of spine rows `rows` (ordered by group), in that order.
 fn evaluate_chunk(
     program: &WindowProgram,
     groups: &KeyGroups,
@@ -830,33 +962,54 @@ fn evaluate_chunk(
     rows: &[usize],
     scratch: &mut Scratch,
 ) -> Result<Vec<ArrayRef>> {
-    // Events folded into tiles here (no tile files): numbers take the column loops.
-    let columns: Vec<Option<NumericColumn<'_>>> =
-        data.events.args.iter().map(ArgColumn::numeric).collect();
-    let numeric = data
-        .tiles
-        .is_none()
-        .then(|| NumericAggregates::new(&program.aggregates, &columns))
-        .flatten();
     let mut states = std::mem::take(&mut scratch.states);
     states.resize_with(program.windows.len(), Vec::new);
     for out in &mut states {
         out.clear();
     }
-    for &row in rows {
-        match (groups.spine_groups[row], times[row]) {
-            (Some(g), Some(t)) => {
-                for (w, out) in states.iter_mut().enumerate() {
-                    window_states(program, numeric.as_ref(), w, data, (g, t), out, scratch);
-                }
+    let key = |row: usize| match (groups.spine_groups[row], times[row]) {
+        (Some(g), Some(t)) => Some((g, t)),
+        _ => None,
+    };
+    let first = rows.iter().find_map(|r| key(*r)).map_or(0, |(g, _)| g);
+    let mut cursor = GroupCursor::new(&data.parts, first);
+    let mut events = std::mem::take(&mut scratch.events);
+    let mut rest = rows;
+    while let Some(&row) = rest.first() {
+        let Some((g, _)) = key(row) else {
+            for out in &mut states {
+                out.extend(scratch.empty.iter().cloned());
             }
-            _ => {
-                for out in &mut states {
-                    out.extend(scratch.empty.iter().cloned());
-                }
+            rest = &rest[1..];
+            continue;
+        };
+        let same = rest
+            .iter()
+            .position(|r| key(*r).map(|(k, _)| k) != Some(g))
+            .unwrap_or(rest.len());
+        let (run, tail) = rest.split_at(same);
+        rest = tail;
+        cursor.gather(g, &mut events);
+        // Events folded into tiles here (no tile files): numbers take the column loops.
+        let columns: Vec<Option<NumericColumn<'_>>> =
+            events.args.iter().map(ArgColumn::numeric).collect();
+        let numeric = data
+            .tiles
+            .is_none()
+            .then(|| NumericAggregates::new(&program.aggregates, &columns))
+            .flatten();
+        let group = GroupEvents {
+            events: &events,
+            tiles: data.tiles.as_ref().map(|tiles| &tiles[g as usize]),
+            numeric: numeric.as_ref(),
+        };
+        for t in run.iter().filter_map(|r| key(*r).map(|(_, t)| t)) {
+            for (w, out) in states.iter_mut().enumerate() {
+                window_states(program, w, &group, t, out, scratch);
             }
         }
     }
+    scratch.events = events;
     let arrays = program.finalize_flat(&states, rows.len());
     scratch.states = states;
     arrays
@@ -872,63 +1025,77 @@ struct Scratch {
     tile_ranges: Vec<std::ops::Range<usize>>,
     /// Per window, the chunk's merged states, row after row.
     states: Vec<Vec<State>>,
+    /// The events of the group being evaluated.
+    events: Events,
 }
 
 impl Scratch {
-    fn new(program: &WindowProgram) -> Scratch {
+    fn new(program: &WindowProgram, data: &PassData) -> Scratch {
         Scratch {
             empty: program.empty(),
             tile: program.empty(),
             tile_ranges: Vec::new(),
             states: Vec::new(),
+            events: data
+                .parts
+                .first()
+                .map(Events::empty_like)
+                .unwrap_or_default(),
         }
     }
 }
 
-/// Appends to `out` the merged states of window `w` at time `t` for group `g`: whole
+/// One key group's events (in event order) and, when tiles are dense, its tiles.
+struct GroupEvents<'a> {
+    events: &'a Events,
+    tiles: Option<&'a TilesPerHop>,
+    /// The column loops over `events`, when every aggregate has one and tiles are
+    /// folded from the events.
+    numeric: Option<&'a NumericAggregates<'a>>,
+}
+
+/// Appends to `out` the merged states of window `w` at time `t` for a group: whole
 /// tiles in `[floor_h(t − w), floor_h(t))` — read from dense tile files, or folded from
-/// the events of each tile as materialization built them (by `numeric`'s column loops
-/// when it is given) — then the events in `[floor_h(t), t)`.
+/// the events of each tile as materialization built them (by the column loops when
+/// there are some) — then the events in `[floor_h(t), t)`.
 fn window_states(
     program: &WindowProgram,
-    numeric: Option<&NumericAggregates<'_>>,
     w: usize,
-    data: &PassData,
-    (g, t): (u32, i64),
+    group: &GroupEvents<'_>,
+    t: i64,
     out: &mut Vec<State>,
     scratch: &mut Scratch,
 ) {
     let def = &program.windows[w];
     let start = quiver_core::window::window_start(t, def.length, def.hop);
     let head = quiver_core::window::floor(t, def.hop);
-    let events = &data.events;
-    let range = events.range(g);
-    let ts = &events.ts[range.clone()];
-    let at = |offset: usize| range.start + offset;
+    let events = group.events;
+    let ts = &events.ts[..];
     let head_from = ts.partition_point(|x| *x < head);
     let end = ts.partition_point(|x| *x < t).max(head_from);
-    if let (None, Some(numeric)) = (&data.tiles, numeric) {
-        scratch.tile_ranges.clear();
-        let mut i = ts.partition_point(|x| *x < start);
-        while i < head_from {
-            let tile_start = quiver_core::window::floor(ts[i], def.hop);
-            let from = i;
-            while i < head_from && quiver_core::window::floor(ts[i], def.hop) == tile_start {
-                i += 1;
-            }
-            scratch.tile_ranges.push(at(from)..at(i));
+    // The events of each tile before the head: those below the end of the first one's
+    // tile (times are sorted, so one division per tile).
+    let ranges = &mut scratch.tile_ranges;
+    ranges.clear();
+    let mut i = ts.partition_point(|x| *x < start);
+    while group.tiles.is_none() && i < head_from {
+        let tile_end = quiver_core::window::floor(ts[i], def.hop).saturating_add(def.hop);
+        let from = i;
+        while i < head_from && ts[i] < tile_end {
+            i += 1;
         }
-        numeric.push_window_states(&scratch.tile_ranges, at(head_from)..at(end), out);
+        ranges.push(from..i);
+    }
+    if let (None, Some(numeric)) = (group.tiles, group.numeric) {
+        numeric.push_window_states(ranges, head_from..end, out);
         return;
     }
     let from = out.len();
     out.extend(scratch.empty.iter().cloned());
     let states = &mut out[from..];
-    match &data.tiles {
+    match group.tiles {
         Some(tiles) => {
-            let tiles = tiles[g as usize]
-                .get(def.hop_index)
-                .map_or(&[][..], Vec::as_slice);
+            let tiles = tiles.get(def.hop_index).map_or(&[][..], Vec::as_slice);
             let first = tiles.partition_point(|(s, _)| *s < start);
             let last = tiles.partition_point(|(s, _)| *s < head);
             for (_, t) in &tiles[first..last.max(first)] {
@@ -936,21 +1103,17 @@ fn window_states(
             }
         }
         None => {
-            let tile = &mut scratch.tile;
-            let mut i = ts.partition_point(|x| *x < start);
-            while i < head_from {
-                let tile_start = quiver_core::window::floor(ts[i], def.hop);
-                tile.clone_from_slice(&scratch.empty);
-                while i < head_from && quiver_core::window::floor(ts[i], def.hop) == tile_start {
-                    add(program, tile, events, at(i));
-                    i += 1;
+            for range in scratch.tile_ranges.iter() {
+                scratch.tile.clone_from_slice(&scratch.empty);
+                for i in range.clone() {
+                    add(program, &mut scratch.tile, events, i);
                 }
-                program.merge(states, tile);
+                program.merge(states, &scratch.tile);
             }
         }
     }
     for i in head_from..end {
-        add(program, states, events, at(i));
+        add(program, states, events, i);
     }
 }
 
@@ -1084,4 +1247,75 @@ pub fn entity_states(
         .map(|(tiles, events)| program.entity(tiles, events, now))
         .collect();
     Ok((keys, states))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A part with `(group, ts, value)` rows as read (value NULL when negative).
+    fn part(rows: &[(u32, i64, i64)]) -> Events {
+        let mut part = Events {
+            args: vec![ArgColumn::for_type(&DataType::Int64)],
+            ..Events::default()
+        };
+        for (g, ts, v) in rows {
+            part.groups.push(*g);
+            part.ts.push(*ts);
+            let value = if *v < 0 {
+                Scalar::Null
+            } else {
+                Scalar::Int(*v)
+            };
+            part.args[0].push(&value);
+        }
+        part
+    }
+
+    fn rows(events: &Events) -> Vec<(i64, Scalar)> {
+        (0..events.len())
+            .map(|i| (events.ts[i], events.args[0].get(i)))
+            .collect()
+    }
+
+    /// Parts not written in key order are sorted stably; a group's events come from
+    /// every part in table order; groups without events gather nothing.
+    #[test]
+    fn groups_are_gathered_from_every_part_in_table_order() {
+        let mut first = part(&[(2, 10, 1), (0, 11, 2), (2, 12, -1), (0, 13, 4), (1, 14, 5)]);
+        first.sort_by_group();
+        assert_eq!(first.groups, [0, 0, 1, 2, 2]);
+        assert_eq!(first.ts, [11, 13, 14, 10, 12]);
+        let mut second = part(&[(0, 20, 6), (2, 21, 7), (5, 22, 8)]);
+        second.sort_by_group();
+        let parts = [first, second];
+        let mut out = parts[0].empty_like();
+        let mut cursor = GroupCursor::new(&parts, 0);
+        cursor.gather(0, &mut out);
+        assert_eq!(
+            rows(&out),
+            [
+                (11, Scalar::Int(2)),
+                (13, Scalar::Int(4)),
+                (20, Scalar::Int(6))
+            ]
+        );
+        cursor.gather(2, &mut out);
+        assert_eq!(
+            rows(&out),
+            [
+                (10, Scalar::Int(1)),
+                (12, Scalar::Null),
+                (21, Scalar::Int(7))
+            ]
+        );
+        cursor.gather(3, &mut out);
+        assert!(out.ts.is_empty());
+        cursor.gather(5, &mut out);
+        assert_eq!(rows(&out), [(22, Scalar::Int(8))]);
+        // A cursor starting past the first groups.
+        let mut late = GroupCursor::new(&parts, 2);
+        late.gather(2, &mut out);
+        assert_eq!(out.ts, [10, 12, 21]);
+    }
 }
