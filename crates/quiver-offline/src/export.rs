@@ -20,7 +20,7 @@ use arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType};
 use arrow::util::display::FormatOptions;
 use futures::StreamExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::arrow_writer::{ArrowColumnChunk, compute_leaves};
+use parquet::arrow::arrow_writer::compute_leaves;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -565,7 +565,6 @@ fn encode_parquet(
     // The Arrow writer sets up the file (schema, Arrow metadata); its parts encode.
     let (mut writer, factory) =
         ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))?.into_serialized_writer()?;
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut start = 0;
     let mut row_group = 0;
     // An empty batch gives a file with the schema and no row groups, as `ArrowWriter` does.
@@ -584,30 +583,20 @@ fn encode_parquet(
                 work.push(std::sync::Mutex::new(Some((writer, leaf))));
             }
         }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let chunks: Vec<std::sync::Mutex<Option<parquet::errors::Result<ArrowColumnChunk>>>> =
-            work.iter().map(|_| std::sync::Mutex::new(None)).collect();
-        std::thread::scope(|scope| {
-            for _ in 0..threads.min(work.len()) {
-                scope.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(slot) = work.get(i) else { break };
-                        let taken = slot.lock().map(|mut s| s.take()).ok().flatten();
-                        let Some((mut writer, leaf)) = taken else {
-                            break;
-                        };
-                        let chunk = writer.write(&leaf).and_then(|()| writer.close());
-                        if let Ok(mut out) = chunks[i].lock() {
-                            *out = Some(chunk);
-                        }
-                    }
-                });
-            }
-        });
+        let chunks = crate::cores::map_on_every_core(
+            work.len(),
+            || (),
+            |_, i| {
+                let taken = work[i].lock().map(|mut s| s.take()).ok().flatten();
+                taken.map(|(mut writer, leaf)| writer.write(&leaf).and_then(|()| writer.close()))
+            },
+        )
+        .ok_or_else(|| {
+            parquet::errors::ParquetError::General("a column encoder stopped".to_string())
+        })?;
         let mut row_group_writer = writer.next_row_group()?;
         for chunk in chunks {
-            let chunk = chunk.into_inner().ok().flatten().ok_or_else(|| {
+            let chunk = chunk.ok_or_else(|| {
                 parquet::errors::ParquetError::General("a column encoder stopped".to_string())
             })??;
             chunk.append_to_row_group(&mut row_group_writer)?;

@@ -5,6 +5,7 @@
 //! This crate is the only one that depends on DataFusion. It exchanges plain Arrow
 //! data and `quiver-core` model types with the rest of Quiver.
 
+mod cores;
 pub mod engine;
 pub mod error;
 pub mod export;

@@ -18,7 +18,6 @@
 //! the spine's keys.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::{CastOptions, cast_with_options};
@@ -34,6 +33,7 @@ use super::program::{Event, TilesPerHop, WindowProgram, scalars};
 use super::state::{AggKind, EventOrder, Scalar, State};
 use super::tiles::events_of;
 use super::{SEQUENCE, TILE_HOP, TILE_START, TILE_STATE};
+use crate::cores::map_on_every_core;
 use crate::normalize::ViewColumns;
 use crate::pit::KeyGroups;
 use crate::table::DataFile;
@@ -536,41 +536,19 @@ fn in_spine_order(
     indices: &[(usize, usize)],
 ) -> Result<Vec<ArrayRef>> {
     let features = outputs.first().map_or(0, |(arrays, _)| arrays.len());
-    let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut done: Vec<(usize, Result<ArrayRef>)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.min(features).max(1))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let f = next.fetch_add(1, Ordering::Relaxed);
-                        if f >= features {
-                            break done;
-                        }
-                        let parts: Vec<&dyn Array> =
-                            outputs.iter().map(|(a, _)| a[f].as_ref()).collect();
-                        done.push((
-                            f,
-                            arrow::compute::interleave(&parts, indices).map_err(arrow_error),
-                        ));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_default())
-            .collect()
-    });
-    if done.len() != features {
-        return Err(Error::TableIo {
-            path: view.to_string(),
-            message: "a thread putting features in spine order failed".to_string(),
-        });
-    }
-    done.sort_by_key(|(f, _)| *f);
-    done.into_iter().map(|(_, array)| array).collect()
+    let arrays = map_on_every_core(
+        features,
+        || (),
+        |_, f| {
+            let parts: Vec<&dyn Array> = outputs.iter().map(|(a, _)| a[f].as_ref()).collect();
+            arrow::compute::interleave(&parts, indices).map_err(arrow_error)
+        },
+    )
+    .ok_or_else(|| Error::TableIo {
+        path: view.to_string(),
+        message: "a thread putting features in spine order failed".to_string(),
+    })?;
+    arrays.into_iter().collect()
 }
 
 fn is_tile_file(file: &DataFile) -> bool {
@@ -913,44 +891,20 @@ fn evaluate(
         chunks.push(chunk);
         rest = tail;
     }
-    let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut results: Vec<(usize, Result<Vec<ArrayRef>>)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.min(chunks.len()).max(1))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    let mut scratch = Scratch::new(program, data);
-                    loop {
-                        let c = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(chunk) = chunks.get(c) else { break };
-                        let arrays =
-                            evaluate_chunk(program, groups, times, data, chunk, &mut scratch);
-                        done.push((c, arrays));
-                    }
-                    done
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_default())
-            .collect()
-    });
-    results.sort_by_key(|(c, _)| *c);
-    let chunk_arrays: Vec<Vec<ArrayRef>> =
-        results.into_iter().map(|(_, r)| r).collect::<Result<_>>()?;
-    if chunk_arrays.len() != chunks.len() {
-        return Err(Error::TableIo {
-            path: program.view.clone(),
-            message: "an evaluation thread failed".to_string(),
-        });
-    }
-    Ok(chunk_arrays
+    let chunk_arrays = map_on_every_core(
+        chunks.len(),
+        || Scratch::new(program, data),
+        |scratch, c| evaluate_chunk(program, groups, times, data, chunks[c], scratch),
+    )
+    .ok_or_else(|| Error::TableIo {
+        path: program.view.clone(),
+        message: "an evaluation thread failed".to_string(),
+    })?;
+    chunk_arrays
         .into_iter()
         .zip(chunks)
-        .map(|(arrays, rows)| (arrays, rows.to_vec()))
-        .collect())
+        .map(|(arrays, rows)| Ok((arrays?, rows.to_vec())))
+        .collect()
 }
 
 /// The features of spine rows `rows` (ordered by group), in that order.
